@@ -1,0 +1,190 @@
+"""RunConfig: the one description of a run, shared by the CLI, the app, the URL and the exported result.
+
+Every field that may be left out is `None` (or has a default from `defaults.py`); `resolve` fills the
+`None`s with what the run actually used, and the resolved config is what a RunResult carries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from . import defaults
+from .errors import LLCInputError
+
+Preconditioner = Union[None, str, list]  # None, "rmsprop", or a fixed diagonal (one float per parameter)
+
+
+@dataclass
+class SamplerConfig:
+    """SGLD settings (REFERENCE.md §1).
+
+    step_size: ε. localization: γ. nbeta: nβ (default n / log n). burnin: a fraction of `steps` when
+    < 1, else a number of steps. batch_size: m (default min(500, n); n means full batch).
+    preconditioner: None, "rmsprop" (adapted during burn-in, then frozen) or a fixed diagonal A.
+    """
+
+    step_size: float | None = None
+    localization: float | None = None
+    nbeta: float | None = None
+    chains: int | None = None
+    steps: int | None = None
+    burnin: float | None = None
+    batch_size: int | None = None
+    seed: int | None = None
+    preconditioner: Preconditioner = None
+    mala_every: int | None = None
+    snapshot_every: int | None = None
+
+    def with_defaults(self, recommended: dict[str, Any] | None = None) -> "SamplerConfig":
+        """A copy whose unset fields take a model kind's recommendations, then the generic defaults.
+
+        step_size, nbeta and batch_size stay unset when nothing recommends them: the estimator derives
+        them from the model and data (curvature at w*, n / log n, min(500, n)).
+        """
+        filled = dataclasses.replace(self)
+        generic = {
+            "localization": defaults.LOCALIZATION, "chains": defaults.CHAINS, "steps": defaults.STEPS,
+            "burnin": defaults.BURNIN, "seed": defaults.SEED, "mala_every": defaults.MALA_EVERY,
+            "snapshot_every": defaults.SNAPSHOT_EVERY,
+        }
+        for source in (recommended or {}, generic):
+            for key, value in source.items():
+                if getattr(filled, key) is None:
+                    setattr(filled, key, value)
+        return filled
+
+    def burnin_steps(self) -> int:
+        """Number of steps discarded, from a fraction or a count."""
+        if self.burnin < 1:
+            return int(math.floor(self.burnin * self.steps))
+        return int(self.burnin)
+
+    def validate(self, n: int | None = None, num_params: int | None = None) -> None:
+        """Raise LLCInputError naming the first setting that cannot work, and what to use instead.
+
+        Expects a config whose defaults are filled in (`with_defaults`)."""
+        _finite_number("step_size", self.step_size, allow_none=True)
+        if self.step_size is not None and self.step_size <= 0:
+            raise LLCInputError(f"step_size ε = {self.step_size} must be > 0: try 1e-4 and lower it if chains diverge")
+        _finite_number("localization", self.localization, allow_none=True)
+        if self.localization is not None and self.localization < 0:
+            raise LLCInputError(f"localization γ = {self.localization} must be ≥ 0: 1.0 is a good start")
+        _finite_number("nbeta", self.nbeta, allow_none=True)
+        if self.nbeta is not None and self.nbeta <= 0:
+            raise LLCInputError(f"nbeta nβ = {self.nbeta} must be > 0: leave it out to use n / log n")
+        for name in ("chains", "steps", "mala_every", "snapshot_every"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise LLCInputError(f"{name} = {value!r} must be a whole number ≥ 1")
+        _finite_number("burnin", self.burnin)
+        if self.burnin < 0:
+            raise LLCInputError(f"burnin = {self.burnin} must be ≥ 0 (a fraction < 1, or a number of steps)")
+        if self.burnin_steps() >= self.steps:
+            raise LLCInputError(
+                f"burnin ({self.burnin_steps()} steps) leaves no draws out of {self.steps} steps: "
+                "lower burnin or raise steps"
+            )
+        if not _is_int(self.seed):
+            raise LLCInputError(f"seed = {self.seed!r} must be a whole number")
+        if self.batch_size is not None:
+            if not _is_int(self.batch_size) or self.batch_size < 1:
+                raise LLCInputError(f"batch_size = {self.batch_size!r} must be a whole number ≥ 1")
+            if n is not None and self.batch_size > n:
+                raise LLCInputError(
+                    f"batch_size = {self.batch_size} is larger than the dataset (n = {n}): use at most {n} (full batch)"
+                )
+        p = self.preconditioner
+        if p is not None and p != "rmsprop":
+            if not isinstance(p, (list, tuple)):
+                raise LLCInputError(
+                    f"preconditioner = {p!r}: use null, \"rmsprop\", or a list with one positive number per parameter"
+                )
+            if num_params is not None and len(p) != num_params:
+                raise LLCInputError(f"preconditioner has {len(p)} entries but the model has {num_params} parameters")
+            if not all(isinstance(a, (int, float)) and math.isfinite(a) and a > 0 for a in p):
+                raise LLCInputError("every entry of a fixed preconditioner must be a finite number > 0")
+
+
+@dataclass
+class ModelConfig:
+    """Which model to build (see `zoo.py` for the kinds and what each field means there)."""
+
+    kind: str = "potential"
+    powers: list[int] | None = None  # potential: f(x, w) = x · Π w_j^p_j
+    widths: list[int] | None = None  # dln: H_0 (input), ..., H_M (output)
+    rank: int | None = None  # dln: rank of the true product matrix
+    seed: int | None = None  # dln: seed of the random true weights
+
+
+@dataclass
+class DataConfig:
+    """The dataset: n samples drawn with `seed`; `noise_scale` is σ of the Gaussian likelihood."""
+
+    n: int = defaults.N_SAMPLES
+    seed: int = defaults.DATA_SEED
+    noise_scale: float = 1.0
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    device: str = "auto"
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> "RunConfig":
+        if not isinstance(raw, dict):
+            raise LLCInputError(f"a config must be a JSON object, got {type(raw).__name__}")
+        _reject_unknown(cls, raw, "config")
+        return cls(
+            model=_build(ModelConfig, raw.get("model", {}), "model"),
+            data=_build(DataConfig, raw.get("data", {}), "data"),
+            sampler=_build(SamplerConfig, raw.get("sampler", {}), "sampler"),
+            device=raw.get("device", "auto"),
+            dtype=raw.get("dtype", "float32"),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunConfig":
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise LLCInputError(f"config is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+        return cls.from_dict(raw)
+
+
+def _build(kind: type, raw: Any, where: str):
+    if not isinstance(raw, dict):
+        raise LLCInputError(f"'{where}' must be a JSON object, got {type(raw).__name__}")
+    _reject_unknown(kind, raw, where)
+    return kind(**raw)
+
+
+def _reject_unknown(kind: type, raw: dict, where: str) -> None:
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise LLCInputError(f"unknown key(s) {', '.join(map(repr, unknown))} in {where}: known keys are {', '.join(sorted(known))}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _finite_number(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise LLCInputError(f"{name} = {value!r} must be a finite number")

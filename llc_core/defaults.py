@@ -1,0 +1,34 @@
+"""Every default of the engine, in one place.
+
+Kind-specific recommendations (step size per toy model and so on) live with the model kinds in
+`zoo.py`; the values here are the ones that hold for any model.
+"""
+
+# SGLD (REFERENCE.md §1, §3)
+LOCALIZATION = 1.0  # γ: small, so that the likelihood is not swamped (REFERENCE §3)
+CHAINS = 8
+STEPS = 2000
+BURNIN = 0.5  # a fraction of `steps` when < 1, a number of steps when >= 1
+BATCH_SIZE = 500  # paper's DLN setting; capped at n
+SEED = 0
+
+# Diagnostics and streaming
+MALA_EVERY = 20  # acceptance measured on 1 step in 20 (REFERENCE §2): costs one extra gradient in 20
+SNAPSHOT_EVERY = 20  # steps between streamed snapshots (and between divergence/stop checks)
+ACCEPTANCE_TARGET = (0.90, 0.95)  # REFERENCE §2
+ACCEPTANCE_GOAL = 0.92  # the point inside the band that step-size suggestions aim at
+
+# RMSprop preconditioner (pSGLD, REFERENCE §1)
+RMSPROP_ALPHA = 0.99
+RMSPROP_DELTA = 0.1
+
+# A chain whose nβ·(L_B(w) − L_n(w*)) exceeds this many times max(d, 10) has exploded: a healthy
+# chain sits at nβ·ΔL ≈ λ ≤ d/2, so a thousandfold excess is no fluctuation.
+EXPLOSION_FACTOR = 1000.0
+
+# Data
+N_SAMPLES = 10_000
+DATA_SEED = 0
+
+# Chunk size (samples) for the exact full-dataset loss L_n(w*)
+FULL_LOSS_CHUNK = 65_536

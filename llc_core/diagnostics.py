@@ -1,0 +1,145 @@
+"""Convergence diagnostics and plain-language verdicts (REFERENCE.md §2-3)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from arviz_stats.base import array_stats
+
+from . import defaults
+from .result import Verdict
+
+# A drift between the two halves of the sampling window counts only if it is both statistically
+# clear (more than 2 standard errors across chains) and practically large (5% of λ̂).
+DRIFT_SIGMAS = 2.0
+DRIFT_RELATIVE = 0.05
+RHAT_LIMIT = 1.1
+
+
+def rhat_ess(trace: np.ndarray) -> tuple[float | None, float | None]:
+    """Rank-normalized R-hat and bulk ESS of loss traces shaped (chains, draws), via arviz-stats."""
+    chains, draws = trace.shape
+    if draws < 4:
+        return None, None
+    ess = float(array_stats.ess(trace, chain_axis=0, draw_axis=1, method="bulk"))
+    rhat = float(array_stats.rhat(trace, chain_axis=0, draw_axis=1)) if chains >= 2 else None
+    return _finite_or_none(rhat), _finite_or_none(ess)
+
+
+def flatness(trace: np.ndarray, nbeta: float, init_loss: float) -> dict[str, Any]:
+    """Compare λ̂ of the first and second half of the sampling window, chain by chain.
+
+    A trace that still rises after burn-in makes λ̂ an under-estimate (REFERENCE §3); the drift
+    nβ·(mean of 2nd half − mean of 1st half) is judged against its standard error across chains.
+    """
+    chains, draws = trace.shape
+    if draws < 4:
+        return {"drift": None, "drift_se": None, "flat": None}
+    half = draws // 2
+    first = nbeta * (trace[:, :half].mean(1) - init_loss)
+    second = nbeta * (trace[:, half:].mean(1) - init_loss)
+    diffs = second - first
+    drift = float(diffs.mean())
+    if chains >= 2:
+        drift_se = float(diffs.std(ddof=1) / math.sqrt(chains))
+    else:
+        # one chain: the spread of λ̂ over 8 batches of the window stands in for the spread across chains
+        batches = np.array_split(nbeta * (trace[0] - init_loss), 8)
+        drift_se = float(np.std([b.mean() for b in batches], ddof=1) * 2 / math.sqrt(8))
+    scale = abs(float(nbeta * (trace.mean() - init_loss)))
+    flat = not (abs(drift) > DRIFT_SIGMAS * drift_se and abs(drift) > DRIFT_RELATIVE * max(scale, 1e-12))
+    return {"drift": drift, "drift_se": drift_se, "flat": flat}
+
+
+def suggested_step_size(step_size: float, acceptance: float) -> float:
+    """ε that should bring mean MALA acceptance to the goal.
+
+    For Langevin proposals the rejection rate grows like ε^(3/2), so ε scales by
+    ((1 − goal)/(1 − a))^(2/3); the factor is kept within [1/10, 10] so one suggestion is never wild.
+    """
+    reject = max(1.0 - acceptance, 1e-6)
+    factor = ((1.0 - defaults.ACCEPTANCE_GOAL) / reject) ** (2.0 / 3.0)
+    return float(step_size * min(max(factor, 0.1), 10.0))
+
+
+def verdicts(
+    *,
+    llc_mean: float | None,
+    llc_se: float | None,
+    acceptance: float | None,
+    step_size: float,
+    diverged: list[dict[str, Any]],
+    chains: int,
+    flat: dict[str, Any],
+    rhat: float | None,
+    partial: bool,
+    used_burnin: bool,
+) -> list[Verdict]:
+    """Plain-language findings, most serious first, each saying what to change."""
+    found: list[Verdict] = []
+    low, high = defaults.ACCEPTANCE_TARGET
+    if diverged:
+        which = ", ".join(f"chain {d['chain']} at step {d['step']}" for d in diverged[:5])
+        smaller = step_size / 3
+        severity = "error" if len(diverged) == chains else "warning"
+        found.append(Verdict(
+            "diverged", severity,
+            f"{len(diverged)} of {chains} chains diverged ({which}); "
+            + ("no healthy chain is left, so there is no estimate. " if len(diverged) == chains else "λ̂ uses the healthy chains only. ")
+            + f"The step size is too large: try ε = {smaller:.2g}.",
+            {"step_size": smaller},
+        ))
+    if acceptance is not None and acceptance < low:
+        new = suggested_step_size(step_size, acceptance)
+        found.append(Verdict(
+            "step_too_large", "warning",
+            f"MALA acceptance {acceptance:.2f} is below {low:.2f}: the step size is too large, so the "
+            f"discretisation error inflates λ̂. Try ε = {new:.2g}.",
+            {"step_size": new},
+        ))
+    if llc_mean is not None and llc_mean < 0:
+        found.append(Verdict(
+            "negative_llc", "error",
+            f"λ̂ = {llc_mean:.3g} is negative: the chains found lower loss than at w*. Either w* is not a "
+            "local minimum (train it further) or the step size is too large (lower ε).",
+        ))
+    if flat.get("flat") is False:
+        direction = "rising" if flat["drift"] > 0 else "falling"
+        found.append(Verdict(
+            "not_equilibrated", "warning",
+            f"The loss trace is still {direction} after burn-in (λ̂ moved by {flat['drift']:.3g} ± "
+            f"{flat['drift_se']:.2g} between the two halves of the sampling window), so the chains have not "
+            "equilibrated and λ̂ is " + ("an under-estimate" if flat["drift"] > 0 else "unreliable")
+            + ". Run more steps, or raise ε if acceptance allows.",
+            {"steps": "x2"},
+        ))
+    if rhat is not None and rhat > RHAT_LIMIT:
+        found.append(Verdict(
+            "chains_disagree", "warning",
+            f"R-hat of the loss traces is {rhat:.2f} (> {RHAT_LIMIT}): chains sample different regions. "
+            "Run longer, or raise γ if chains wander away from w*.",
+        ))
+    if acceptance is not None and acceptance > high and flat.get("flat") is not False and not diverged:
+        new = suggested_step_size(step_size, acceptance)
+        found.append(Verdict(
+            "step_could_grow", "info",
+            f"MALA acceptance {acceptance:.2f} is above {high:.2f}: the step size could grow to about "
+            f"ε = {new:.2g}, which mixes faster for the same number of steps.",
+            {"step_size": new},
+        ))
+    if partial:
+        found.append(Verdict(
+            "partial", "info",
+            "The run was stopped early: λ̂ comes from the draws taken so far"
+            + ("." if used_burnin else ", and as burn-in had not ended it uses the second half of them."),
+        ))
+    if not [v for v in found if v.severity in ("warning", "error")]:
+        acc = "" if acceptance is None else f"acceptance {acceptance:.2f}, "
+        found.insert(0, Verdict("ok", "ok", f"No problems found: {acc}flat trace after burn-in, no divergence."))
+    return found
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None

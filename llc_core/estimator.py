@@ -1,0 +1,414 @@
+"""Estimate λ̂(w*) = nβ (E_w[L_n(w)] − L_n(w*)) with C chains of SGLD run as one batched computation.
+
+`estimate_llc` takes any torch.nn.Module, its data and a loss; it streams Snapshots to a callback,
+honours a stop request within one snapshot interval, stops chains that diverge while the others go
+on, and returns a RunResult.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import threading
+import time
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad_and_value, vmap
+
+from . import defaults, diagnostics
+from .config import SamplerConfig
+from .curvature import step_size_from_curvature, top_hessian_eigenvalue
+from .errors import LLCInputError
+from .losses import check_output_matches, make_nll
+from .result import RunResult, Snapshot
+from .sgld import SGLD, RMSprop
+
+StopRequest = Callable[[], bool] | threading.Event | None
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" picks CUDA when present, else the CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise LLCInputError(f"unknown device {device!r}: use \"auto\", \"cpu\" or \"cuda\"") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise LLCInputError("device \"cuda\" was asked for but no CUDA GPU is available: use \"auto\" or \"cpu\"")
+    return resolved
+
+
+def available_devices() -> list[str]:
+    return ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "float64": torch.float64}
+    if dtype not in table:
+        raise LLCInputError(f"dtype {dtype!r} is not supported: use \"float32\" or \"float64\"")
+    return table[dtype]
+
+
+def default_nbeta(n: int) -> float:
+    """nβ* = n / log n (β* = 1/log n, REFERENCE §1)."""
+    return n / math.log(n)
+
+
+class FlatParams:
+    """A module's parameters as one flat vector w of length d, and back to a name → tensor dict."""
+
+    def __init__(self, params: Mapping[str, Tensor]):
+        self.names = list(params)
+        self.shapes = [tuple(p.shape) for p in params.values()]
+        self.sizes = [p.numel() for p in params.values()]
+        self.num_params = sum(self.sizes)
+
+    def flatten(self, params: Mapping[str, Tensor]) -> Tensor:
+        return torch.cat([params[name].reshape(-1) for name in self.names])
+
+    def unflatten(self, w: Tensor) -> dict[str, Tensor]:
+        return {
+            name: piece.reshape(shape)
+            for name, piece, shape in zip(self.names, torch.split(w, self.sizes), self.shapes)
+        }
+
+
+def estimate_llc(
+    model: nn.Module,
+    inputs: Tensor,
+    targets: Tensor,
+    sampler: SamplerConfig,
+    *,
+    loss: str = "gaussian",
+    noise_scale: float = 1.0,
+    w_star: Mapping[str, Tensor] | None = None,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype = "float32",
+    theoretical_llc: float | None = None,
+    multiplicity: int | None = None,
+    on_snapshot: Callable[[Snapshot], None] | None = None,
+    stop: StopRequest = None,
+    config: dict[str, Any] | None = None,
+) -> RunResult:
+    """Run C SGLD chains from w* and return λ̂ with diagnostics.
+
+    w_star defaults to the module's own parameters. Unset sampler fields take the defaults of
+    `defaults.py`; an unset step size comes from the curvature at w* (`curvature.py`). `config` is
+    the RunConfig dict to attach to the result (its sampler part is replaced by the resolved one).
+    """
+    started = time.perf_counter()
+    dev, dt = resolve_device(device), resolve_dtype(dtype)
+    if not isinstance(model, nn.Module):
+        raise LLCInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(inputs, Tensor) or not isinstance(targets, Tensor):
+        raise LLCInputError("inputs and targets must be torch tensors")
+    n = inputs.shape[0] if inputs.ndim else 0
+    if n < 2 or targets.ndim == 0 or targets.shape[0] != n:
+        raise LLCInputError(
+            f"inputs ({tuple(inputs.shape)}) and targets ({tuple(targets.shape)}) must share a first "
+            "dimension n ≥ 2 (one row per sample)"
+        )
+    _check_finite("inputs", inputs)
+    _check_finite("targets", targets)
+
+    model = copy.deepcopy(model).to(device=dev, dtype=dt)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    if w_star is not None:
+        params = _checked_w_star(params, w_star)
+    params = {k: v.to(device=dev, dtype=dt) for k, v in params.items()}
+    for name, value in params.items():
+        _check_finite(f"weight {name!r} of w*", value)
+    flat = FlatParams(params)
+    if flat.num_params == 0:
+        raise LLCInputError("the model has no parameters to sample")
+    sampler = sampler.with_defaults()
+    sampler.validate(n=n, num_params=flat.num_params)
+
+    x = inputs.to(device=dev, dtype=dt if inputs.is_floating_point() else inputs.dtype)
+    y = targets.to(device=dev, dtype=dt if targets.is_floating_point() else targets.dtype)
+    nll = make_nll(loss, noise_scale)
+    buffers = {k: v for k, v in model.named_buffers()}
+
+    def forward(w_flat: Tensor, xb: Tensor) -> Tensor:
+        return functional_call(model, (flat.unflatten(w_flat), buffers), (xb,))
+
+    _check_model_runs(forward, flat.flatten(params), x[:2], y[:2], loss)
+
+    def batch_loss(w_flat: Tensor, xb: Tensor, yb: Tensor) -> Tensor:
+        return nll(forward(w_flat, xb), yb).mean()
+
+    w_star_flat = flat.flatten(params)
+    init_loss = _full_loss(batch_loss, w_star_flat, x, y)
+    if not math.isfinite(init_loss):
+        raise LLCInputError(f"the loss at w* is {init_loss}: check the weights and data for overflow")
+
+    chains = sampler.chains
+    batch_size = sampler.batch_size or min(defaults.BATCH_SIZE, n)
+    full_batch = batch_size == n
+    nbeta = sampler.nbeta if sampler.nbeta is not None else default_nbeta(n)
+    localization = sampler.localization if sampler.localization is not None else defaults.LOCALIZATION
+    burnin = sampler.burnin_steps()
+    steps = sampler.steps
+
+    if sampler.step_size is None:
+        top = top_hessian_eigenvalue(batch_loss, w_star_flat, x, y, seed=sampler.seed)
+        if not math.isfinite(top):
+            raise LLCInputError("the Hessian at w* is not finite: check the weights and data for overflow")
+        sampler = dataclasses.replace(sampler, step_size=step_size_from_curvature(top, nbeta, localization))
+
+    grad_fn = vmap(grad_and_value(batch_loss), in_dims=(0, None, None) if full_batch else (0, 0, 0))
+
+    def loss_and_grad(w: Tensor, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        grad, value = grad_fn(w, *batch)
+        return value, grad
+
+    kernel = SGLD(
+        loss_and_grad=loss_and_grad,
+        w_star=w_star_flat,
+        step_size=float(sampler.step_size),
+        localization=float(localization),
+        nbeta=float(nbeta),
+        preconditioner=_preconditioner(sampler.preconditioner, dev, dt),
+    )
+    generator = torch.Generator(device=dev)
+    generator.manual_seed(sampler.seed)
+    batches = _MinibatchWalk(x, y, chains, batch_size, generator) if not full_batch else None
+
+    state = kernel.init(w_star_flat.expand(chains, -1).clone())
+    losses = torch.empty(steps, chains, device=dev, dtype=dt)
+    acceptances: list[Tensor] = []
+    alive = torch.ones(chains, dtype=torch.bool, device=dev)
+    diverged: list[dict[str, Any]] = []
+    explosion = defaults.EXPLOSION_FACTOR * max(flat.num_params, 10)
+    post_sum = torch.zeros(chains, dtype=torch.float64, device=dev)
+    acc_sum = torch.zeros(chains, dtype=torch.float64, device=dev)
+    acc_count = 0
+    stop_requested = _stop_checker(stop)
+
+    loop_start = time.perf_counter()
+    checked = 0
+    done = 0
+    partial = False
+    for t in range(steps):
+        batch = (x, y) if full_batch else batches.next()
+        measure = (t + 1) % sampler.mala_every == 0
+        state, info = kernel.step(state, batch, generator, measure_acceptance=measure,
+                                  adapt_preconditioner=t < burnin)
+        losses[t] = info.loss
+        if info.acceptance is not None:
+            acceptances.append(info.acceptance)
+            acc_sum += info.acceptance * alive
+            acc_count += 1
+        done = t + 1
+        if done % sampler.snapshot_every == 0 or done == steps:
+            window = losses[checked:done]
+            state = _stop_diverged(window, checked, state, alive, diverged, w_star_flat, nbeta, init_loss, explosion)
+            start = max(checked, burnin)
+            if done > start:
+                post_sum += losses[start:done].double().sum(0)
+            if on_snapshot is not None:
+                elapsed = time.perf_counter() - loop_start
+                on_snapshot(_snapshot(window, checked, done, steps, burnin, post_sum, acc_sum, acc_count,
+                                      alive, nbeta, init_loss, elapsed, diverged))
+            checked = done
+            if done < steps and stop_requested():
+                partial = True
+                break
+    loop_time = time.perf_counter() - loop_start
+
+    return _result(
+        losses[:done].cpu().double().numpy(),
+        torch.stack(acceptances).cpu().numpy() if acceptances else np.zeros((0, chains)),
+        alive.cpu().numpy(), diverged, burnin, done, partial, init_loss, nbeta, flat.num_params, n,
+        sampler, localization, batch_size, theoretical_llc, multiplicity, dev, loop_time,
+        time.perf_counter() - started, config,
+    )
+
+
+class _MinibatchWalk:
+    """Shuffle once, then walk through consecutive minibatches; an independent order per chain.
+
+    When a chain's pass through the data ends, a fresh permutation starts the next pass (the
+    remainder n mod m is skipped so that every minibatch has m samples). Each pass gathers the
+    shuffled data in one copy when that fits in PRESHUFFLE_BYTES, so a step's batch is a free view;
+    otherwise each step gathers its own rows.
+    """
+
+    PRESHUFFLE_BYTES = 256 * 2**20
+
+    def __init__(self, x: Tensor, y: Tensor, chains: int, batch_size: int, generator: torch.Generator):
+        self.x, self.y, self.chains, self.batch_size, self.generator = x, y, chains, batch_size, generator
+        self.per_pass = x.shape[0] // batch_size
+        self.position = self.per_pass  # forces a shuffle on the first call
+        row_bytes = x[0].numel() * x.element_size() + y[0].numel() * y.element_size()
+        self.preshuffle = chains * x.shape[0] * row_bytes <= self.PRESHUFFLE_BYTES
+
+    def next(self) -> tuple[Tensor, Tensor]:
+        if self.position == self.per_pass:
+            n, device = self.x.shape[0], self.x.device
+            self.order = torch.stack(
+                [torch.randperm(n, generator=self.generator, device=device) for _ in range(self.chains)]
+            )
+            if self.preshuffle:
+                self.x_pass, self.y_pass = self._gather(self.order)
+            self.position = 0
+        start = self.position * self.batch_size
+        self.position += 1
+        if self.preshuffle:
+            return self.x_pass[:, start:start + self.batch_size], self.y_pass[:, start:start + self.batch_size]
+        return self._gather(self.order[:, start:start + self.batch_size])
+
+    def _gather(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        flat = index.reshape(-1)
+        return (self.x.index_select(0, flat).view(index.shape + self.x.shape[1:]),
+                self.y.index_select(0, flat).view(index.shape + self.y.shape[1:]))
+
+
+def _stop_diverged(window, offset, state, alive, diverged, w_star, nbeta, init_loss, explosion):
+    """Mark chains whose loss went non-finite or exploded in `window`; park them at w*."""
+    bad = ~torch.isfinite(window) | (nbeta * (window - init_loss) > explosion)
+    newly = bad.any(0) & alive
+    if not bool(newly.any()):
+        return state
+    first_bad = bad.float().argmax(0)
+    for chain in torch.nonzero(newly).flatten().tolist():
+        step = offset + int(first_bad[chain])
+        value = float(window[int(first_bad[chain]), chain])
+        reason = "loss became NaN/inf" if not math.isfinite(value) else f"loss exploded to {value:.3g}"
+        diverged.append({"chain": chain, "step": step, "reason": reason})
+    alive &= ~newly
+    # A parked chain keeps being computed (it is one row of a batched tensor) but is never counted.
+    position = torch.where(newly[:, None], w_star.expand_as(state.position), state.position)
+    square_avg = state.square_avg
+    if square_avg is not None:
+        square_avg = torch.where(newly[:, None], torch.zeros_like(square_avg), square_avg)
+    return state._replace(position=position, square_avg=square_avg)
+
+
+def _snapshot(window, offset, done, steps, burnin, post_sum, acc_sum, acc_count, alive, nbeta, init_loss,
+              elapsed, diverged) -> Snapshot:
+    alive_np = alive.cpu().numpy()
+    recent = window.double().cpu().numpy()
+    post = done - burnin
+    llc_running = nbeta * (post_sum.cpu().numpy() / post - init_loss) if post > 0 else np.full(len(alive_np), np.nan)
+    llc_recent = nbeta * (recent.mean(0) - init_loss)
+    acceptance = acc_sum.cpu().numpy() / acc_count if acc_count else np.full(len(alive_np), np.nan)
+    for values in (llc_running, llc_recent, acceptance):
+        values[~alive_np] = np.nan
+    return Snapshot(
+        step=done, total_steps=steps, burnin=burnin, steps=np.arange(offset, done), losses=recent,
+        llc_running=llc_running, llc_recent=llc_recent, acceptance=acceptance,
+        steps_per_second=done / elapsed if elapsed > 0 else 0.0, elapsed=elapsed,
+        diverged=list(diverged), init_loss=init_loss, nbeta=nbeta,
+    )
+
+
+def _result(trace, acceptance, alive, diverged, burnin, done, partial, init_loss, nbeta, num_params, n,
+            sampler, localization, batch_size, theoretical_llc, multiplicity, dev, loop_time, wall_time,
+            config) -> RunResult:
+    chains = trace.shape[1]
+    used_burnin = done > burnin
+    start = burnin if used_burnin else done // 2
+    post = trace[start:]
+    healthy = np.flatnonzero(alive)
+    per_chain = nbeta * (post.mean(0) - init_loss) if len(post) else np.full(chains, np.nan)
+    llc_per_chain = [float(per_chain[c]) if alive[c] else None for c in range(chains)]
+    values = per_chain[healthy]
+    llc_mean = float(values.mean()) if len(values) else None
+    llc_std = float(values.std(ddof=1)) if len(values) >= 2 else None
+    llc_se = llc_std / math.sqrt(len(values)) if llc_std is not None else None
+
+    acc_per_chain = acceptance.mean(0) if len(acceptance) else np.full(chains, np.nan)
+    acc_list = [float(acc_per_chain[c]) if alive[c] and len(acceptance) else None for c in range(chains)]
+    acc_mean = float(acc_per_chain[healthy].mean()) if len(acceptance) and len(healthy) else None
+
+    healthy_trace = post[:, healthy].T
+    rhat, ess = diagnostics.rhat_ess(healthy_trace) if len(healthy) else (None, None)
+    flat = diagnostics.flatness(healthy_trace, nbeta, init_loss) if len(healthy) else {"drift": None, "drift_se": None, "flat": None}
+    verdicts = diagnostics.verdicts(
+        llc_mean=llc_mean, llc_se=llc_se, acceptance=acc_mean, step_size=float(sampler.step_size),
+        diverged=diverged, chains=chains, flat=flat, rhat=rhat, partial=partial, used_burnin=used_burnin,
+    )
+    resolved = dict(config) if config is not None else {}
+    resolved["sampler"] = {
+        **(resolved.get("sampler") or {}),
+        **{k: getattr(sampler, k) for k in SamplerConfig.__dataclass_fields__},
+        "localization": localization, "nbeta": nbeta, "batch_size": batch_size,
+    }
+    resolved["device"] = str(dev)
+    return RunResult(
+        llc_mean=llc_mean, llc_std=llc_std, llc_se=llc_se, llc_per_chain=llc_per_chain,
+        theoretical_llc=theoretical_llc, multiplicity=multiplicity,
+        mala_acceptance_mean=acc_mean, mala_acceptance_per_chain=acc_list,
+        diverged_chains=diverged, chain_steps_per_second=chains * done / loop_time if loop_time > 0 else 0.0,
+        partial=partial, steps_completed=done, burnin_steps=burnin, init_loss=init_loss, nbeta=nbeta,
+        num_params=num_params, n=n, rhat=rhat, ess=ess, flatness=flat, verdicts=verdicts, device=str(dev),
+        wall_time_s=wall_time, config=resolved, loss_trace=trace.tolist(),
+    )
+
+
+def _preconditioner(spec, dev, dt) -> Tensor | RMSprop | None:
+    if spec is None:
+        return None
+    if spec == "rmsprop":
+        return RMSprop(defaults.RMSPROP_ALPHA, defaults.RMSPROP_DELTA)
+    return torch.as_tensor(spec, device=dev, dtype=dt)
+
+
+def _full_loss(batch_loss, w: Tensor, x: Tensor, y: Tensor) -> float:
+    """L_n(w*) over the whole dataset, exactly, in chunks so that large n fits in memory."""
+    total, n = 0.0, x.shape[0]
+    with torch.no_grad():
+        for start in range(0, n, defaults.FULL_LOSS_CHUNK):
+            xb, yb = x[start:start + defaults.FULL_LOSS_CHUNK], y[start:start + defaults.FULL_LOSS_CHUNK]
+            total += float(batch_loss(w, xb, yb).double()) * xb.shape[0]
+    return total / n
+
+
+def _check_finite(what: str, tensor: Tensor) -> None:
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise LLCInputError(f"{what} contain {bad} NaN/inf value(s): clean or drop them before estimating")
+
+
+def _checked_w_star(params: dict[str, Tensor], w_star: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    missing = sorted(set(params) - set(w_star))
+    unexpected = sorted(set(w_star) - set(params))
+    if missing or unexpected:
+        raise LLCInputError(f"w_star does not match the model: missing {missing}, unexpected {unexpected}")
+    for name, value in params.items():
+        if tuple(w_star[name].shape) != tuple(value.shape):
+            raise LLCInputError(
+                f"w_star[{name!r}] has shape {tuple(w_star[name].shape)} but the model expects {tuple(value.shape)}"
+            )
+    return {name: torch.as_tensor(w_star[name]).detach() for name in params}
+
+
+def _check_model_runs(forward, w: Tensor, xb: Tensor, yb: Tensor, loss: str) -> None:
+    try:
+        with torch.no_grad():
+            out = forward(w, xb)
+    except Exception as err:  # any failure here means the data does not fit the model
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise LLCInputError(
+            f"the model cannot take inputs of shape {tuple(xb.shape[1:])} per sample ({first_line}): "
+            "check that the data's columns match the model's first layer"
+        ) from None
+    check_output_matches(loss, out, yb)
+
+
+def _stop_checker(stop: StopRequest) -> Callable[[], bool]:
+    if stop is None:
+        return lambda: False
+    if isinstance(stop, threading.Event):
+        return stop.is_set
+    return stop

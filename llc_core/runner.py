@@ -1,0 +1,32 @@
+"""Run a RunConfig: build the model kind's problem, fill the defaults, estimate."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .config import RunConfig
+from .estimator import StopRequest, estimate_llc
+from .result import RunResult, Snapshot
+from .zoo import build_problem
+
+
+def run(
+    config: RunConfig,
+    on_snapshot: Callable[[Snapshot], None] | None = None,
+    stop: StopRequest = None,
+) -> RunResult:
+    """Estimate λ̂ for the model, data and sampler a RunConfig describes.
+
+    The result's `config` is the fully resolved one (every default filled in), so that feeding it
+    back reproduces the run exactly.
+    """
+    problem = build_problem(config.model, config.data)
+    sampler = config.sampler.with_defaults(problem.sampler_defaults)
+    truth = problem.truth
+    return estimate_llc(
+        problem.model, problem.inputs, problem.targets, sampler,
+        loss=problem.loss, noise_scale=config.data.noise_scale, device=config.device, dtype=config.dtype,
+        theoretical_llc=float(truth.llc) if truth is not None else None,
+        multiplicity=truth.multiplicity if truth is not None else None,
+        on_snapshot=on_snapshot, stop=stop, config=config.to_dict(),
+    )

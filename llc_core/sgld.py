@@ -1,0 +1,125 @@
+"""SGLD on the localized tempered posterior, as an `init` and a pure `step` (REFERENCE.md §1-2).
+
+Positions are flat parameter vectors with the chains as the leading dimension, shape (C, d). With
+the potential
+
+    U(w) = nβ L_B(w) + (γ/2) ||w − w*||²
+
+one step is
+
+    w ← w − (ε/2) A ∇U(w) + N(0, ε A)
+
+with A = 1 (plain SGLD), a fixed diagonal A, or the RMSprop preconditioner A = 1/(δ + √V),
+V ← αV + (1 − α) ∇U ⊙ ∇U (pSGLD, the Γ correction dropped). The step can also measure the MALA
+acceptance probability of its own move (paper App. H.1): the Langevin proposal's Metropolis ratio,
+with both losses taken on the same minibatch and the preconditioner in the proposal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+import torch
+from torch import Tensor
+
+# (positions (C, d), minibatch) -> (L_B per chain (C,), ∇L_B per chain (C, d))
+LossAndGrad = Callable[[Tensor, Any], tuple[Tensor, Tensor]]
+
+
+class SGLDState(NamedTuple):
+    position: Tensor  # w, (C, d)
+    square_avg: Tensor | None  # RMSprop's V, (C, d); None unless the preconditioner is RMSprop
+
+
+class SGLDInfo(NamedTuple):
+    loss: Tensor  # L_B(w) at the position the step started from, (C,)
+    acceptance: Tensor | None  # MALA acceptance probability of the move, (C,), when measured
+
+
+@dataclass(frozen=True)
+class RMSprop:
+    """pSGLD's adaptive diagonal preconditioner: α is the decay of V, δ keeps A bounded."""
+
+    alpha: float = 0.99
+    delta: float = 0.1
+
+
+@dataclass(frozen=True)
+class SGLD:
+    """SGLD kernel for the localized tempered posterior around w*.
+
+    loss_and_grad: minibatch loss L_B and its gradient, vmapped over chains.
+    w_star: w*, shape (d,). step_size: ε. localization: γ. nbeta: nβ.
+    preconditioner: None, a fixed diagonal A of shape (d,), or an RMSprop.
+    """
+
+    loss_and_grad: LossAndGrad
+    w_star: Tensor
+    step_size: float
+    localization: float
+    nbeta: float
+    preconditioner: Tensor | RMSprop | None = None
+
+    def init(self, position: Tensor) -> SGLDState:
+        square_avg = torch.zeros_like(position) if isinstance(self.preconditioner, RMSprop) else None
+        return SGLDState(position, square_avg)
+
+    def step(
+        self,
+        state: SGLDState,
+        batch: Any,
+        generator: torch.Generator,
+        measure_acceptance: bool = False,
+        adapt_preconditioner: bool = True,
+    ) -> tuple[SGLDState, SGLDInfo]:
+        """One SGLD move of every chain. Randomness comes only from `generator`."""
+        w = state.position
+        loss, grad = self.loss_and_grad(w, batch)
+        grad_u = self._grad_potential(w, grad)
+
+        square_avg = state.square_avg
+        if isinstance(self.preconditioner, RMSprop):
+            if adapt_preconditioner:
+                alpha = self.preconditioner.alpha
+                square_avg = square_avg * alpha + (1 - alpha) * grad_u.square()
+            precond = 1.0 / (self.preconditioner.delta + square_avg.sqrt())
+        else:
+            precond = self.preconditioner  # a fixed (d,) tensor, or None for A = 1
+
+        eps = self.step_size
+        noise = torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype)
+        if precond is None:
+            new_w = torch.add(w, grad_u, alpha=-eps / 2).add_(noise, alpha=eps**0.5)
+        else:
+            new_w = w - (eps / 2) * precond * grad_u + (eps * precond).sqrt() * noise
+
+        acceptance = None
+        if measure_acceptance:
+            acceptance = self._acceptance(w, loss, grad_u, new_w, noise, precond, batch)
+        return SGLDState(new_w, square_avg), SGLDInfo(loss, acceptance)
+
+    def _grad_potential(self, w: Tensor, grad_loss: Tensor) -> Tensor:
+        """∇U = nβ ∇L_B + γ (w − w*); the localization term is analytic, so autograd never sees it."""
+        return self.nbeta * grad_loss + self.localization * (w - self.w_star)
+
+    def _potential(self, w: Tensor, loss: Tensor) -> Tensor:
+        return self.nbeta * loss.double() + 0.5 * self.localization * (w - self.w_star).double().square().sum(-1)
+
+    def _acceptance(self, w, loss, grad_u, new_w, noise, precond, batch) -> Tensor:
+        """MALA acceptance min(1, exp(U(w) − U(w') + log q(w|w') − log q(w'|w))) per chain.
+
+        Same minibatch at both points; with a preconditioner A the proposal is
+        N(w − (ε/2) A ∇U(w), ε A), so log q(w'|w) = −||ξ||²/2 for the noise ξ actually drawn.
+        """
+        new_loss, new_grad = self.loss_and_grad(new_w, batch)
+        new_grad_u = self._grad_potential(new_w, new_grad)
+        eps = self.step_size
+        drift_back = (eps / 2) * new_grad_u if precond is None else (eps / 2) * precond * new_grad_u
+        back = w - new_w + drift_back
+        var = eps if precond is None else eps * precond
+        log_q_back = -(back.double().square() / (2 * var if precond is None else 2 * var.double())).sum(-1)
+        log_q_forward = -0.5 * noise.double().square().sum(-1)
+        log_ratio = self._potential(w, loss) - self._potential(new_w, new_loss) + log_q_back - log_q_forward
+        acceptance = torch.exp(torch.clamp(log_ratio, max=0.0))
+        return torch.nan_to_num(acceptance, nan=0.0)  # a NaN ratio is a failed step (REFERENCE §6)

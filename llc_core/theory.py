@@ -1,0 +1,395 @@
+"""Theoretical learning coefficients: the single home for every closed-form ground truth.
+
+Symbols follow the papers (see ``REFERENCE.md`` section 4):
+
+* ``λ`` (``llc``) -- the (local) learning coefficient, the real log canonical threshold;
+* ``m`` (``multiplicity``) -- its multiplicity (the order of the pole of the zeta function);
+* ``K(w)`` -- the population loss difference ``L(w) - L(w*)``;
+* ``t = nβ* = n / log n`` -- the inverse temperature used by the LLC estimator.
+
+Every ``λ`` is returned as an exact :class:`fractions.Fraction`. This module imports no torch
+and no UI code: only the standard library and mpmath (for :func:`finite_n_target`).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Sequence
+
+import mpmath
+
+__all__ = [
+    "Theory",
+    "normal_crossing",
+    "potential",
+    "deep_linear_network",
+    "reduced_rank_regression",
+    "tanh_one_hidden",
+    "regular",
+    "finite_n_target",
+]
+
+
+@dataclass(frozen=True)
+class Theory:
+    """A theoretical learning coefficient.
+
+    Attributes:
+        llc: ``λ``, exact.
+        multiplicity: ``m`` (``≥ 1``); the finite-n estimate falls below ``λ`` by about
+            ``(m - 1) / log t`` when ``m > 1``.
+        source: short human-readable provenance, e.g. ``"Aoyagi 2024 (deep linear network)"``.
+    """
+
+    llc: Fraction
+    multiplicity: int
+    source: str
+
+    def __float__(self) -> float:
+        return float(self.llc)
+
+
+# --------------------------------------------------------------------------- validation helpers
+
+
+def _as_int(value: object, name: str) -> int:
+    """Return ``value`` as an ``int``; raise ``ValueError`` if it is not an integer."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be an integer, got the bool {value!r}; pass an int.")
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        pass
+    if isinstance(value, (float, Fraction)) and float(value).is_integer():
+        return int(value)
+    raise ValueError(f"{name} must be an integer, got {value!r}; pass a whole number.")
+
+
+def _as_int_list(values: Sequence[int], name: str) -> list[int]:
+    if isinstance(values, (str, bytes)):
+        raise ValueError(f"{name} must be a sequence of integers, got the string {values!r}.")
+    try:
+        items = list(values)
+    except TypeError:
+        raise ValueError(
+            f"{name} must be a sequence of integers, got {values!r}; pass e.g. [1, 2]."
+        ) from None
+    return [_as_int(v, f"{name}[{i}]") for i, v in enumerate(items)]
+
+
+def _check_powers(powers: Sequence[int], name: str = "powers") -> list[int]:
+    ks = _as_int_list(powers, name)
+    if not ks:
+        raise ValueError(f"{name} is empty; give at least one exponent, e.g. [1] for K(w) = w^2.")
+    negative = [(i, k) for i, k in enumerate(ks) if k < 0]
+    if negative:
+        i, k = negative[0]
+        raise ValueError(
+            f"{name}[{i}] = {k} is negative; exponents must be >= 0 "
+            f"(use 0 for a direction the loss does not depend on)."
+        )
+    if all(k == 0 for k in ks):
+        raise ValueError(
+            f"all {name} are 0, so K(w) is constant and has no singularity to measure; "
+            f"make at least one exponent positive."
+        )
+    return ks
+
+
+# --------------------------------------------------------------------------- closed forms
+
+
+def normal_crossing(
+    powers: Sequence[int], prior_powers: Sequence[int] | None = None
+) -> Theory:
+    """Normal crossing ``K(w) = Π_j w_j^(2 k_j)`` with prior ``φ(w) ∝ Π_j |w_j|^(h_j)``.
+
+    ``λ = min_{j: k_j > 0} (h_j + 1) / (2 k_j)`` and ``m`` = the number of ``j`` attaining the
+    minimum (Watanabe 2009, the standard form of resolution of singularities).
+
+    Args:
+        powers: the ``k_j >= 0``; coordinates with ``k_j = 0`` do not enter ``K``.
+        prior_powers: the ``h_j >= 0``, same length as ``powers``; default all 0 (a prior that is
+            positive and smooth at 0).
+    """
+    ks = _check_powers(powers)
+    if prior_powers is None:
+        hs = [0] * len(ks)
+    else:
+        hs = _as_int_list(prior_powers, "prior_powers")
+        if len(hs) != len(ks):
+            raise ValueError(
+                f"prior_powers has {len(hs)} entries but powers has {len(ks)}; "
+                f"give one prior exponent h_j per coordinate."
+            )
+        negative = [(i, h) for i, h in enumerate(hs) if h < 0]
+        if negative:
+            i, h = negative[0]
+            raise ValueError(
+                f"prior_powers[{i}] = {h} is negative; the prior |w|^h must be integrable near 0, "
+                f"so use h >= 0."
+            )
+    ratios = [Fraction(h + 1, 2 * k) for k, h in zip(ks, hs) if k > 0]
+    lam = min(ratios)
+    mult = sum(1 for q in ratios if q == lam)
+    return Theory(llc=lam, multiplicity=mult, source="normal crossing (Watanabe 2009)")
+
+
+def potential(powers: Sequence[int]) -> Theory:
+    """The dataset model ``f(x, w) = x · Π_j w_j^(p_j)`` with true parameter ``w* = 0``.
+
+    With ``x ~ N(0, 1)`` and labels ``y = f(x, w*) = 0``, ``L(w) - L(w*)`` is a positive multiple of
+    ``Π_j w_j^(2 p_j)``, a normal crossing with ``k_j = p_j`` and a flat prior, so
+    ``λ = min_{j: p_j > 0} 1 / (2 p_j)``. Coordinates with ``p_j = 0`` are ignored directions.
+
+    Raises:
+        ValueError: if any ``p_j`` is negative or all are 0.
+    """
+    ks = _check_powers(powers)
+    nc = normal_crossing(ks)
+    return Theory(
+        llc=nc.llc,
+        multiplicity=nc.multiplicity,
+        source="normal crossing potential x·Πw^p (Watanabe 2009)",
+    )
+
+
+def _check_widths_rank(widths: Sequence[int], rank: int) -> tuple[list[int], int]:
+    hs = _as_int_list(widths, "widths")
+    if len(hs) < 2:
+        raise ValueError(
+            f"widths has {len(hs)} entries; a linear network needs at least 2 "
+            f"(input width and output width, e.g. [3, 4] for one 4x3 matrix)."
+        )
+    small = [(i, h) for i, h in enumerate(hs) if h < 1]
+    if small:
+        i, h = small[0]
+        raise ValueError(f"widths[{i}] = {h}; every layer width must be >= 1.")
+    r = _as_int(rank, "rank")
+    if r < 0:
+        raise ValueError(f"rank = {r} is negative; the rank of the true product matrix is >= 0.")
+    if r > min(hs):
+        raise ValueError(
+            f"rank = {r} is larger than the smallest width {min(hs)}; the product of the layer "
+            f"matrices has rank <= min(widths), so use a rank between 0 and {min(hs)}."
+        )
+    return hs, r
+
+
+def deep_linear_network(widths: Sequence[int], rank: int) -> Theory:
+    """Deep linear network ``W_M ··· W_1`` (Aoyagi 2024), any depth ``M >= 1`` and any rank.
+
+    Widths ``H_0`` (input), ``H_1``, ..., ``H_M`` (output); ``r`` = rank of the true product.
+    With ``Δ_j = H_j - r`` sorted ascending, ``Σ`` is the shortest prefix of ``ℓ + 1 >= 2``
+    elements with
+
+    (i)   ``max_Σ Δ < min_{not Σ} Δ``,
+    (ii)  ``S := Σ_{j∈Σ} Δ_j >= ℓ · max_Σ Δ``,
+    (iii) ``S < ℓ · min_{not Σ} Δ``
+
+    ((i), (iii) vacuous when ``Σ`` is everything). With ``a = S mod ℓ``::
+
+        λ = [r(H_0 + H_M) - r²]/2 + a(ℓ - a)/(4ℓ) - (ℓ(ℓ-1)/4)(S/ℓ)² + ½ Σ_{i<j∈Σ} Δ_i Δ_j
+        m = a(ℓ - a) + 1
+
+    For one matrix (``M = 1``) the only candidate is ``Σ`` = both widths, ``ℓ = 1``, ``a = 0``, and
+    the formula reduces to ``[rH_0 + rH_1 - r² + (H_0 - r)(H_1 - r)]/2 = H_0 H_1 / 2`` for every
+    rank, as it must (a single matrix is a regular model), so no special case is needed.
+
+    Raises:
+        ValueError: fewer than 2 widths, a width < 1, or a rank outside ``0..min(widths)``.
+    """
+    hs, r = _check_widths_rank(widths, rank)
+    deltas = sorted(h - r for h in hs)
+    n = len(deltas)
+    for size in range(2, n + 1):
+        sigma = deltas[:size]
+        rest = deltas[size:]
+        ell = size - 1
+        s = sum(sigma)
+        mx = sigma[-1]
+        if rest:
+            mn = rest[0]
+            if not (mx < mn):  # (i)
+                continue
+            if not (s < ell * mn):  # (iii)
+                continue
+        if not (s >= ell * mx):  # (ii)
+            continue
+        a = s % ell
+        pair_sum = (s * s - sum(d * d for d in sigma)) // 2  # Σ_{i<j} Δ_i Δ_j
+        lam = (
+            Fraction(r * (hs[0] + hs[-1]) - r * r, 2)
+            + Fraction(a * (ell - a), 4 * ell)
+            - Fraction(ell * (ell - 1), 4) * Fraction(s, ell) ** 2
+            + Fraction(pair_sum, 2)
+        )
+        return Theory(
+            llc=lam,
+            multiplicity=a * (ell - a) + 1,
+            source="Aoyagi 2024 (deep linear network)",
+        )
+    # Aoyagi proves such a Σ always exists; reaching here would be a bug in this function.
+    raise RuntimeError(f"no admissible set Σ found for widths={hs}, rank={r} (bug)")
+
+
+def reduced_rank_regression(input_dim: int, hidden: int, output_dim: int, rank: int) -> Theory:
+    """Reduced-rank regression ``y = B A x`` (Aoyagi & Watanabe 2005).
+
+    Input ``M``, hidden ``H``, output ``N``, true rank ``r``:
+
+    * if ``N + r <= M + H``, ``M + r <= N + H`` and ``H + r <= M + N``:
+      ``λ = [2(H + r)(M + N) - (M - N)² - (H + r)² + δ] / 8`` with ``δ = 0, m = 1`` when
+      ``M + H + N + r`` is even and ``δ = 1, m = 2`` when it is odd;
+    * else if ``M + H < N + r``: ``λ = (HM - Hr + Nr) / 2``;
+    * else if ``N + H < M + r``: ``λ = (HN - Hr + Mr) / 2``;
+    * else (``M + N < H + r``): ``λ = MN / 2``; ``m = 1`` in these three cases.
+
+    Agrees with :func:`deep_linear_network` on ``[M, H, N]``.
+    """
+    M, H, N = (
+        _as_int(input_dim, "input_dim"),
+        _as_int(hidden, "hidden"),
+        _as_int(output_dim, "output_dim"),
+    )
+    for name, v in (("input_dim", M), ("hidden", H), ("output_dim", N)):
+        if v < 1:
+            raise ValueError(f"{name} = {v}; every dimension must be >= 1.")
+    _, r = _check_widths_rank([M, H, N], rank)
+    src = "Aoyagi & Watanabe 2005 (reduced-rank regression)"
+    if N + r <= M + H and M + r <= N + H and H + r <= M + N:
+        odd = (M + H + N + r) % 2
+        lam = Fraction(2 * (H + r) * (M + N) - (M - N) ** 2 - (H + r) ** 2 + odd, 8)
+        return Theory(llc=lam, multiplicity=2 if odd else 1, source=src)
+    if M + H < N + r:
+        return Theory(llc=Fraction(H * M - H * r + N * r, 2), multiplicity=1, source=src)
+    if N + H < M + r:
+        return Theory(llc=Fraction(H * N - H * r + M * r, 2), multiplicity=1, source=src)
+    return Theory(llc=Fraction(M * N, 2), multiplicity=1, source=src)
+
+
+def tanh_one_hidden(hidden: int) -> Theory:
+    """One-hidden-layer tanh net, 1 input, 1 output, ``H`` hidden units, no biases, true function 0.
+
+    With ``x ~ U[-1, 1]`` and ``i = ⌊√H⌋``: ``λ = (H + i² + i) / (4i + 2)``, ``m = 2`` if ``i² = H``
+    else ``1`` (Watanabe 2009; Aoyagi's result for this architecture).
+    """
+    h = _as_int(hidden, "hidden")
+    if h < 1:
+        raise ValueError(f"hidden = {h}; the network needs at least 1 hidden unit.")
+    i = math.isqrt(h)
+    return Theory(
+        llc=Fraction(h + i * i + i, 4 * i + 2),
+        multiplicity=2 if i * i == h else 1,
+        source="Watanabe 2009 (one-hidden-layer tanh, zero truth)",
+    )
+
+
+def regular(num_params: int) -> Theory:
+    """Regular (identifiable, non-degenerate Fisher information) model: ``λ = d/2``, ``m = 1``."""
+    d = _as_int(num_params, "num_params")
+    if d < 1:
+        raise ValueError(f"num_params = {d}; a regular model has at least 1 parameter.")
+    return Theory(llc=Fraction(d, 2), multiplicity=1, source="regular model (d/2)")
+
+
+# --------------------------------------------------------------------------- finite-n target
+
+_DPS = 30  # working precision of the quadrature (decimal digits); cheap and cancellation-proof
+
+
+def _hypoexp_terms(powers: list[int]) -> list[tuple[Fraction, Fraction, int]]:
+    """Density of ``Y = -log K(w)`` for ``w`` uniform on ``[0, 1]^d``, ``K = Π w_j^(2 p_j)``.
+
+    ``-log w_j ~ Exp(1)``, so ``Y = Σ_j 2 p_j (-log w_j)`` is a sum of independent exponentials
+    with rates ``c_j = 1/(2 p_j)``. Its Laplace transform ``Π_j c_j / (c_j + s)`` is expanded in
+    partial fractions (exactly, with Fractions) so that
+
+        f_Y(y) = Σ_terms  A · y^(k-1) e^(-c y) / (k-1)!
+
+    Returns the list of ``(A / (k-1)!, c, k - 1)``.
+    """
+    rate_mult: dict[Fraction, int] = {}
+    for p in powers:
+        if p > 0:
+            c = Fraction(1, 2 * p)
+            rate_mult[c] = rate_mult.get(c, 0) + 1
+    const = Fraction(1)
+    for c, nmult in rate_mult.items():
+        const *= c**nmult
+    terms: list[tuple[Fraction, Fraction, int]] = []
+    for ci, ni in rate_mult.items():
+        # G_i(ε) = Π_{j≠i} (c_j - c_i + ε)^(-n_j), as a power series in ε to order n_i - 1.
+        series = [Fraction(1)] + [Fraction(0)] * (ni - 1)
+        for cj, nj in rate_mult.items():
+            if cj == ci:
+                continue
+            d = cj - ci
+            factor = [
+                (-1) ** q * math.comb(nj + q - 1, q) / d ** (nj + q) for q in range(ni)
+            ]
+            series = [
+                sum((series[a] * factor[q - a] for a in range(q + 1)), Fraction(0))
+                for q in range(ni)
+            ]
+        for k in range(1, ni + 1):
+            coef = const * series[ni - k]  # coefficient of 1/(s + c_i)^k
+            terms.append((coef / math.factorial(k - 1), ci, k - 1))
+    return terms
+
+
+def finite_n_target(powers: Sequence[int], n: int) -> float:
+    """Exact finite-n target ``t · E_t[K]`` for the monomial potential, ``t = n / log n``.
+
+    ``K(w) = Π_j w_j^(2 p_j)`` on the uniform prior over ``[-1, 1]^d`` (coordinates with
+    ``p_j = 0`` drop out), with density ``∝ exp(-t K(w))`` and no localization. This is what a
+    perfect sampler's ``λ̂ = nβ (E[L_n] - L_n(w*))`` converges to for the ``potential`` model at
+    ``β* = 1/log n``; it lies below ``λ`` by about ``(m - 1)/log t`` when ``m > 1``.
+
+    Method: by symmetry restrict to ``[0, 1]^d``; ``Y = -log K`` has a hypoexponential density
+    ``f_Y`` (exact partial fractions, :func:`_hypoexp_terms`), so with ``Z(t) = ∫ exp(-t e^{-y})
+    f_Y(y) dy``, ``t E_t[K] = t ∫ e^{-y} exp(-t e^{-y}) f_Y(y) dy / Z(t)`` -- two 1-D integrals done
+    by tanh-sinh quadrature (mpmath, 30 digits), split at ``y = log t`` where the weight
+    ``exp(-t e^{-y})`` switches on. For 1-D ``w^(2k)`` this gives ``1/(2k)`` minus the boundary term
+    ``~ e^{-t}``.
+
+    Args:
+        powers: the ``p_j >= 0`` (not all 0).
+        n: number of samples, ``n >= 2`` (so that ``log n > 0``).
+    """
+    ps = _check_powers(powers)
+    n_val = float(n)
+    if not math.isfinite(n_val) or n_val <= 1:
+        raise ValueError(f"n = {n!r}; the sample size must be a finite number > 1 so log n > 0.")
+    terms = _hypoexp_terms(ps)
+    with mpmath.workdps(_DPS):
+        t = mpmath.mpf(n_val) / mpmath.log(n_val)
+        logt = mpmath.log(t)
+        mterms = [(mpmath.mpf(a.numerator) / a.denominator,
+                   mpmath.mpf(c.numerator) / c.denominator, k) for a, c, k in terms]
+        c_min = min(c for _, c, _ in mterms)
+
+        def density(y: mpmath.mpf) -> mpmath.mpf:
+            return mpmath.fsum(a * y**k * mpmath.exp(-c * y) for a, c, k in mterms)
+
+        def z_integrand(y: mpmath.mpf) -> mpmath.mpf:
+            return mpmath.exp(-t * mpmath.exp(-y)) * density(y)
+
+        def k_integrand(y: mpmath.mpf) -> mpmath.mpf:
+            s = t * mpmath.exp(-y)  # s = t K
+            return s * mpmath.exp(-s) * density(y)
+
+        # Below y0 the weight exp(-t e^{-y}) < e^{-1000}: negligible against Z(t).
+        y0 = max(mpmath.mpf(0), logt - mpmath.log(1000))
+        pts = [y0]
+        for offset in (0, 4, 1 / c_min, 10 / c_min):
+            q = logt + offset
+            if q > pts[-1]:
+                pts.append(q)
+        pts.append(mpmath.inf)
+        z = mpmath.quad(z_integrand, pts)
+        num = mpmath.quad(k_integrand, pts)
+        return float(num / z)
