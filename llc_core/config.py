@@ -113,20 +113,19 @@ class SamplerConfig:
 class ModelConfig:
     """Which model to build (see `zoo.py` for the kinds and what each field means there)."""
 
-    kind: str = "potential"
+    kind: str = "potential"  # potential, dln, rrr, tanh or mlp (zoo.KINDS)
     powers: list[int] | None = None  # potential: f(x, w) = x · Π w_j^p_j
-    widths: list[int] | None = None  # dln: H_0 (input), ..., H_M (output)
-    rank: int | None = None  # dln: rank of the true product matrix
-    seed: int | None = None  # dln: seed of the random true weights
-
-
-@dataclass
-class DataConfig:
-    """The dataset: n samples drawn with `seed`; `noise_scale` is σ of the Gaussian likelihood."""
-
-    n: int = defaults.N_SAMPLES
-    seed: int = defaults.DATA_SEED
-    noise_scale: float = 1.0
+    widths: list[int] | None = None  # dln: H_0 (input), ..., H_M (output); leave out to draw them (layers, width_range)
+    rank: int | None = None  # dln (with widths) and rrr: rank of the true product matrix
+    seed: int | None = None  # dln, rrr, tanh, mlp: seed of the random true weights (and of a drawn architecture)
+    layers: list[int] | None = None  # dln without widths: [lo, hi], number of weight matrices M ~ U{lo..hi} (paper App. J)
+    width_range: list[int] | None = None  # dln without widths: [lo, hi], each width H_0..H_M ~ U{lo..hi}
+    hidden: int | list[int] | None = None  # tanh: hidden units H; rrr: hidden width; mlp: hidden widths (list or one int)
+    input_dim: int | None = None  # rrr: input width M; mlp: input features
+    output_dim: int | None = None  # rrr: output width N; mlp: outputs (classes when task is classification)
+    task: str | None = None  # mlp: "regression" (Gaussian loss, default) or "classification" (cross-entropy)
+    train_steps: int | None = None  # dln, rrr, mlp: > 0 puts w* at the point SGD reaches after this many steps
+    train_lr: float | None = None  # learning rate of that SGD (momentum 0.9); default derived from the curvature
 
 
 @dataclass

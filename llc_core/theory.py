@@ -30,6 +30,7 @@ __all__ = [
     "tanh_one_hidden",
     "regular",
     "finite_n_target",
+    "finite_n_target_prior",
 ]
 
 
@@ -393,3 +394,76 @@ def finite_n_target(powers: Sequence[int], n: int) -> float:
         z = mpmath.quad(z_integrand, pts)
         num = mpmath.quad(k_integrand, pts)
         return float(num / z)
+
+
+# --------------------------------------------------------------------------- finite-n target, sampler's prior
+
+_GRID_STEP = 0.004  # spacing of the log|w| grid (the integrand varies on a scale of 1 in log K)
+
+
+def _log_abs_density(prior: str, localization: float, p: int, step: float) -> tuple[float, "object"]:
+    """Density of ``v = 2p · log|w|`` on a uniform grid, for ``w`` from the prior; returns (start, values).
+
+    prior ``"uniform"``: ``w ~ U[-1, 1]`` (``u = log|w|`` has density ``e^u`` on ``u < 0``);
+    prior ``"gaussian"``: ``w ~ N(0, 1/γ)`` (density of ``u`` ∝ ``e^u exp(-γ e^{2u} / 2)``).
+    The left tail ``∝ e^{v/(2p)}`` is followed until it is below 1e-16 of the peak.
+    """
+    import numpy as np
+
+    scale = 2 * p
+    if prior == "uniform":
+        hi_u = 0.0
+    else:
+        hi_u = 0.5 * math.log(80.0 / localization)  # γ e^{2u}/2 = 40 there: the tail is gone
+    lo_u = hi_u - 40.0
+    u = np.arange(lo_u, hi_u + step / scale, step / scale)
+    if prior == "uniform":
+        log_f = u
+    else:
+        log_f = u - 0.5 * localization * np.exp(2 * u)
+    f = np.exp(log_f - log_f.max())
+    f /= f.sum() * step  # a density in v = scale · u on the grid spacing `step`
+    return float(u[0] * scale), f
+
+
+def finite_n_target_prior(
+    powers: Sequence[int], t: float, prior: str = "gaussian", localization: float = 1.0
+) -> float:
+    """``t · E[K]`` under the density ∝ ``exp(-t K(w)) · prior(w)``, ``K = Π_j w_j^(2 p_j)``.
+
+    This is what a perfect sampler of the ``potential`` model converges to, for the sampler's own
+    prior: ``prior="gaussian"`` is the localization term ``exp(-γ ||w - w*||² / 2)`` around ``w* = 0``
+    over all of ``R^d`` (what SGLD samples), ``prior="uniform"`` the uniform prior on ``[-1, 1]^d``
+    of :func:`finite_n_target` (which it reproduces to ~1e-5, a check of this method). ``t`` is the
+    effective inverse temperature multiplying ``K`` in the exponent: for the dataset model,
+    ``nβ (L_n(w) - L_n(0)) = nβ · mean(x²)/2 · K(w)``, so ``t = nβ · mean(x²) / 2``.
+
+    Method: with ``v_j = 2 p_j log|w_j|`` (independent), ``s = log K = Σ v_j``; the density of ``s``
+    is the convolution of the densities of the ``v_j`` on a common grid (FFT), and
+    ``t E[K] = ∫ t e^s e^{-t e^s} f_S(s) ds / ∫ e^{-t e^s} f_S(s) ds``. Coordinates with ``p_j = 0``
+    do not enter ``K`` and drop out.
+    """
+    import numpy as np
+
+    ps = [p for p in _check_powers(powers) if p > 0]
+    if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
+        raise ValueError(f"t = {t!r} must be a finite number > 0")
+    if prior not in ("gaussian", "uniform"):
+        raise ValueError(f"prior = {prior!r}: use 'gaussian' or 'uniform'")
+    if prior == "gaussian" and not (math.isfinite(localization) and localization > 0):
+        raise ValueError(f"localization γ = {localization!r} must be > 0 for a Gaussian prior")
+    step = _GRID_STEP
+    start, density = 0.0, None
+    for p in ps:
+        a, f = _log_abs_density(prior, localization, p, step)
+        if density is None:
+            start, density = a, f
+        else:
+            size = len(density) + len(f) - 1
+            nfft = 1 << (size - 1).bit_length()
+            conv = np.fft.irfft(np.fft.rfft(density, nfft) * np.fft.rfft(f, nfft), nfft)[:size] * step
+            start, density = start + a, np.clip(conv, 0.0, None)
+    s = start + step * np.arange(len(density))
+    x = np.exp(s + math.log(t))  # t K
+    weight = np.exp(-x) * density
+    return float((x * weight).sum() / weight.sum())
