@@ -14,6 +14,7 @@ c · ε^λ · (−log ε)^(m−1) (Watanabe), and a sampler of exp(−nβ K) mea
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -246,21 +247,47 @@ def n_for_nbeta(nbeta: float) -> float:
     return math.exp((lo + hi) / 2)
 
 
-def finite_target(potential: Potential2D, nbeta: float) -> float:
-    """Exact t·E_t[K] at t = nβ for the density ∝ exp(−t K) on the box [−1, 1]² (no localization).
+def finite_target(potential: Potential2D, nbeta: float, localization: float | None = None) -> float | None:
+    """Exact t·E_t[K] at t = nβ: what λ̂ = nβ·E[K] of a perfect sampler converges to.
 
-    This is what λ̂ = nβ·E[K] of a perfect sampler converges to. Products use
-    `theory.finite_n_target`; a sum is separable, and one term w^(2k) gives
-    t·E[w^(2k)] = γ(s + 1, t) / γ(s, t) with s = 1/(2k) (lower incomplete gamma functions).
+    localization None: for the density ∝ exp(−t K) on the prior box [−1, 1]² (SLT's finite-n
+    target). localization γ: for exp(−t K − (γ/2)|w|²) on the whole plane, the posterior SGLD
+    actually samples, so the gap between a cloud's λ̂ and this target is the sampler's own error.
+    None when that posterior cannot be normalized (γ = 0 and K vanishes on whole lines).
+
+    Products use `theory.finite_n_target` / `theory.finite_n_target_prior`. A sum is separable: one
+    term w^(2k) gives γ(s + 1, t)/γ(s, t), s = 1/(2k), on the box, and a 1-D quadrature with γ.
     """
+    if not nbeta > 0:
+        raise LLCInputError(f"nβ = {nbeta!r} must be > 0")
+    if localization is not None and not (math.isfinite(localization) and localization >= 0):
+        raise LLCInputError(f"γ = {localization!r} must be a finite number ≥ 0")
+    active = [k for k in (potential.a, potential.b) if k]
     if potential.family == "product":
-        return theory.finite_n_target([potential.a, potential.b], n_for_nbeta(nbeta))
-    total = 0.0
+        if localization is None:
+            return theory.finite_n_target([potential.a, potential.b], n_for_nbeta(nbeta))
+        if localization > 0:
+            return theory.finite_n_target_prior([potential.a, potential.b], nbeta, "gaussian", localization)
+        if len(active) > 1:
+            return None  # exp(−t K) is constant along the axes: no finite mass without γ
+    return float(sum(_term_target(k, nbeta, localization) for k in active))
+
+
+def _term_target(k: int, t: float, localization: float | None) -> float:
+    """t·E[w^(2k)] for one coordinate, on [−1, 1] (localization None) or on R with exp(−γw²/2)."""
     with mpmath.workdps(30):
-        for k in (potential.a, potential.b):
-            s = mpmath.mpf(1) / (2 * k)
-            total += float(mpmath.gammainc(s + 1, 0, nbeta) / mpmath.gammainc(s, 0, nbeta))
-    return total
+        s = mpmath.mpf(1) / (2 * k)
+        if localization is None:
+            return float(mpmath.gammainc(s + 1, 0, t) / mpmath.gammainc(s, 0, t))
+        t, gamma = mpmath.mpf(t), mpmath.mpf(localization)
+        width = t ** (-s)  # where t·w^(2k) reaches 1
+        points = [0, width, 4 * width, 16 * width, mpmath.inf]
+
+        def weight(w):
+            return mpmath.exp(-t * w ** (2 * k) - gamma * w * w / 2)
+
+        mass = mpmath.quad(weight, points)
+        return float(mpmath.quad(lambda w: t * w ** (2 * k) * weight(w), points) / mass)
 
 
 # ---------------------------------------------------------------------- SGLD cloud
@@ -292,7 +319,7 @@ class CloudSettings:
 class CloudStats:
     """What the page shows after a batch of steps."""
 
-    llc: float | None  # λ̂ = nβ·mean K over the draws since the last settings change, after settling
+    llc: float | None  # λ̂ = nβ·mean K over the counted draws (after settling, within the window)
     llc_se: float | None  # across chains
     draws: int  # steps per chain counted in λ̂
     settling: int  # steps still to discard before λ̂ starts counting
@@ -304,15 +331,18 @@ class CloudStats:
 class CloudSampler:
     """C chains of SGLD on exp(−nβ K(w) − (γ/2)|w|²) in the plane, advanced a batch at a time.
 
-    Built on `llc_core.sgld.SGLD`. Changing the settings keeps the chains where they are (so a
-    student sees the cloud react) but restarts the λ̂ average after `settle_steps`. A chain that
-    blows up (non-finite, or beyond BLOW_UP_RADIUS) is put back at w* and counted.
+    Built on `llc_core.sgld.SGLD`; the chains start at w* = 0, as the estimator's do. Changing the
+    settings keeps the chains where they are (so a student sees the cloud react) but restarts the
+    λ̂ average after `settle_steps`. With a `window`, λ̂ averages only the most recent `window`
+    steps, so it follows a cloud that is still spreading out instead of remembering its start. A
+    chain that blows up (non-finite, or beyond BLOW_UP_RADIUS) is put back at w* and counted.
     """
 
     potential: Potential2D
     chains: int = 12
     seed: int = 0
     settle_steps: int = 500
+    window: int | None = None
     trail_length: int = 60  # positions kept per chain for the picture
     trail_every: int = 5  # one kept position every this many steps
     mala_every: int = 10
@@ -321,6 +351,7 @@ class CloudSampler:
     _state: SGLDState | None = field(default=None, repr=False)
     _generator: torch.Generator | None = field(default=None, repr=False)
     _trail: list[np.ndarray] = field(default_factory=list, repr=False)
+    _counted_k: deque = field(default_factory=deque, repr=False)  # K per counted step, (chains,) each
     _sum_k: np.ndarray | None = field(default=None, repr=False)
     _counted: int = 0
     _since_change: int = 0
@@ -336,6 +367,7 @@ class CloudSampler:
         self._reset_stats()
 
     def _reset_stats(self) -> None:
+        self._counted_k = deque()
         self._sum_k = np.zeros(self.chains)
         self._counted = 0
         self._since_change = 0
@@ -371,8 +403,14 @@ class CloudSampler:
             self.steps_done += 1
             self._since_change += 1
             if self._since_change > self.settle_steps:
-                self._sum_k += info.loss.numpy()
+                k = info.loss.numpy().copy()
+                self._sum_k += k
                 self._counted += 1
+                if self.window is not None:
+                    self._counted_k.append(k)
+                    if len(self._counted_k) > self.window:
+                        self._sum_k -= self._counted_k.popleft()
+                        self._counted -= 1
             if info.acceptance is not None:
                 self._acc_sum += float(info.acceptance.mean())
                 self._acc_count += 1

@@ -1,0 +1,170 @@
+"""Estimate page: pick a model and sampler settings, run SGLD in the background, read λ̂ and its diagnostics.
+
+The page is thin: the sidebar's widgets become a RunConfig (pages/common.py), llc_core runs it in a
+worker thread, and a fragment draws what the worker has streamed so far.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from llc_core import available_devices, default_nbeta
+from pages import common
+from pages.common import AUTO
+
+common.require_entry_point()
+
+PAGE = "est"
+
+# ε choices on a log scale: 1, 2, 3, 5 × 10^k (decimal literals, so that URLs read 3e-05, not 3.0000000000000004e-05)
+STEP_SIZES = [float(f"{m}e{k}") for k in range(-9, 0) for m in (1, 2, 3, 5)]
+
+
+def key(name: str) -> str:
+    """The widget key of a setting, seeded with the session's last value or the current kind's default."""
+    kind = st.session_state.get(common.widget_key(PAGE, "kind"), "potential")
+    kind = kind if kind in common.kinds() else "potential"
+    return common.ensure_widget(PAGE, name, common.default_values(kind).get(name))
+
+
+def apply_kind_preset() -> None:
+    """When the model kind changes: the kind's sampler settings, and its model fields as the user
+    last left them for that kind in this session (else the kind's starting values)."""
+    state = st.session_state
+    kind = state[common.widget_key(PAGE, "kind")]
+    previous = state.get(f"{PAGE}.shown_kind")
+    saved = state.setdefault(f"{PAGE}.model_by_kind", {})
+    if previous:
+        saved[previous] = {s.name: state.get(common.widget_key(PAGE, s.name))
+                           for s in common.settings_for_kind(previous) if s.field[0] == "model" and s.name != "kind"}
+    preset, restored = common.default_values(kind), saved.get(kind, {})
+    for setting in common.settings_for_kind(kind):
+        widget = common.widget_key(PAGE, setting.name)
+        if setting.name in common.KIND_SAMPLER_SETTINGS:
+            state[widget] = preset[setting.name]
+        elif setting.field[0] == "model" and setting.name != "kind":
+            state[widget] = restored.get(setting.name, preset[setting.name])
+
+
+def model_widget(setting: common.Setting, kind: str) -> object:
+    name = setting.field[1]
+    label, help_text = common.MODEL_LABELS.get(name, (name.replace("_", " ").capitalize(), None))
+    help_text = help_text or f"ModelConfig.{name}; leave empty for the engine's default."
+    widget = key(setting.name)
+    if setting.kind in ("list", "text"):
+        return st.text_input(label, key=widget, help=help_text, placeholder="default")
+    if setting.kind == "int":
+        return st.number_input(label, min_value=0, step=1, key=widget, help=help_text, placeholder="default")
+    return st.number_input(label, key=widget, help=help_text, placeholder="default", format="%g")
+
+
+def step_size_widget() -> object:
+    widget = key("step_size")
+    current = st.session_state[widget]
+    grid = sorted(set(STEP_SIZES) | ({float(current)} if current != AUTO else set()))
+    return st.select_slider(
+        "Step size ε (log scale)", options=[AUTO, *grid], key=widget,
+        format_func=lambda v: "auto" if v == AUTO else f"{v:.2g}",
+        help="SGLD step size, the most important knob. Too small: λ̂ is under-estimated (not equilibrated); "
+             "too large: over-estimated or NaN. 'auto' takes the model kind's recommendation, or one from "
+             "the curvature at w*.")
+
+
+def sidebar_settings() -> dict:
+    """Draw every setting in the sidebar; return the widget values by URL name."""
+    values = {}
+    kinds = common.kinds()
+    kind_key = key("kind")
+    if st.session_state[kind_key] not in kinds:
+        st.session_state[kind_key] = "potential"
+    st.header("Model")
+    values["kind"] = st.selectbox("Model source", kinds, key=kind_key, on_change=apply_kind_preset,
+                                  format_func=lambda k: common.KIND_DESCRIPTIONS.get(k, k))
+    st.session_state[f"{PAGE}.shown_kind"] = values["kind"]
+    model = [s for s in common.settings_for_kind(values["kind"]) if s.field[0] == "model" and s.name != "kind"]
+    main = common.default_model_values(values["kind"])
+    for setting in model:
+        if setting.name in main or not main:
+            values[setting.name] = model_widget(setting, values["kind"])
+    more = [s for s in model if main and s.name not in main]
+    if more:
+        with st.expander("More model options"):
+            for setting in more:
+                values[setting.name] = model_widget(setting, values["kind"])
+
+    st.header("Data")
+    values["n"] = st.number_input("Data size n", min_value=2, max_value=10**8, step=1000, key=key("n"))
+    values["data_seed"] = st.number_input("Data seed", min_value=0, step=1, key=key("data_seed"))
+
+    st.header("Sampler")
+    values["step_size"] = step_size_widget()
+    values["localization"] = st.number_input(
+        "Localization γ", min_value=0.0, step=0.5, format="%g", key=key("localization"),
+        help="Strength of the pull back to w*. Keep it small (1-10) unless chains wander off.")
+    nbeta_default = default_nbeta(int(values["n"]))
+    values["nbeta"] = st.number_input(
+        "Inverse temperature nβ", format="%g", key=key("nbeta"), placeholder=f"n / log n = {nbeta_default:.1f}",
+        help="Leave empty for the standard β* = 1/log n, i.e. nβ = n / log n.")
+    st.caption(f"Default nβ = n / log n = {nbeta_default:,.1f}" if values["nbeta"] is None
+               else f"(n / log n would be {nbeta_default:,.1f})")
+    values["chains"] = st.number_input("Chains", min_value=1, max_value=256, step=1, key=key("chains"))
+    values["steps"] = st.number_input("Steps per chain", min_value=1, max_value=10**8, step=500, key=key("steps"))
+    values["burnin"] = st.number_input(
+        "Burn-in", min_value=0.0, step=0.1, format="%g", key=key("burnin"),
+        help="A fraction of the steps when below 1 (0.5 = the first half), else a number of steps.")
+    n = int(values["n"])
+    values["batch_size"] = st.number_input(
+        "Batch size", min_value=1, step=100, key=key("batch_size"), placeholder=f"min(500, n) = {min(500, n)}",
+        help="Minibatch size m; leave empty for min(500, n); n means full batch.")
+    values["seed"] = st.number_input("Sampler seed", min_value=0, step=1, key=key("seed"))
+    values["preconditioner"] = st.selectbox(
+        "Preconditioner", ["none", "rmsprop"], key=key("preconditioner"),
+        help="rmsprop: pSGLD's diagonal preconditioner, adapted during burn-in and then frozen.")
+    devices = available_devices()
+    if st.session_state[key("device")] not in devices:
+        st.session_state[key("device")] = "auto"
+    values["device"] = st.selectbox("Device", devices, key=key("device"),
+                                    help="'auto' uses a CUDA GPU when there is one. Available here: "
+                                         + ", ".join(devices))
+    with st.expander("Advanced"):
+        values["noise_scale"] = st.number_input("Label noise σ", min_value=1e-6, format="%g", key=key("noise_scale"))
+        values["mala_every"] = st.number_input("Measure MALA acceptance every … steps", min_value=1, step=1,
+                                               key=key("mala_every"))
+        values["snapshot_every"] = st.number_input("Redraw every … steps", min_value=1, step=1,
+                                                   key=key("snapshot_every"))
+        values["dtype"] = st.selectbox("Precision", ["float32", "float64"], key=key("dtype"))
+    return values
+
+
+st.title("Estimate λ̂")
+st.caption("λ̂ = nβ · (E[L_n(w)] − L_n(w*)) under SGLD draws from the tempered posterior localized at w*. "
+           "Set the model and sampler in the sidebar; the address bar keeps every setting, so a copied "
+           "link reproduces this run, seed included.")
+
+for problem in common.restore_from_url(PAGE, common.query_to_values):
+    st.error(problem)
+with st.sidebar:
+    settings = sidebar_settings()
+config, problems = common.values_to_config(settings)
+common.remember_and_write_url(PAGE, settings, common.values_to_query(settings))
+for problem in problems:
+    st.error(problem)
+
+record = common.current_run(PAGE)
+running = record is not None and record.running
+run_col, summary_col = st.columns([1, 6], vertical_alignment="center")
+if run_col.button("Run", type="primary", disabled=running or config is None,
+                  help="Start a run with the sidebar's settings"):
+    common.start_run(PAGE, config)
+    st.rerun()
+if config is not None:
+    truth = common.theory_for(config)
+    summary = (f"{config.model.kind} {common.model_summary(config)} · n = {config.data.n:,} · "
+               f"{config.sampler.chains} chains × {config.sampler.steps:,} steps")
+    if truth is not None:
+        summary += f" · theory λ = {common.fraction_text(truth.llc)}"
+    summary_col.caption(summary)
+if running and config is not None and config != record.config:
+    st.caption("The settings have changed since this run started: they apply to the next run.")
+
+common.run_panel(PAGE)

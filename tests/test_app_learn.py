@@ -1,0 +1,125 @@
+"""The Learn page under streamlit's AppTest: the numbers it shows, the live cloud, the URL."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest, app_test
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture(autouse=True)
+def navigation_mode(monkeypatch):
+    """Run every AppTest script run under app.py's st.navigation, as a real server does once any page
+    has loaded: AppTest re-detects the pages/ folder on every run and would otherwise start each run
+    in Streamlit's legacy pages/ mode (test_app_home.py checks that the pages cope with that too)."""
+    class NavigationOnly(PagesManager):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(app_test, "PagesManager", NavigationOnly)
+
+
+def open_learn(params: dict | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.query_params.update(params or {})
+    at.run()
+    at.switch_page("pages/learn.py").run()
+    assert not at.exception
+    return at
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def charts(at: AppTest) -> int:
+    def walk(node):
+        for child in getattr(node, "children", {}).values():
+            yield child
+            yield from walk(child)
+    return sum(getattr(e, "type", None) == "vega_lite_chart" for e in walk(at._tree))
+
+
+def test_default_potential_numbers():
+    at = open_learn()
+    assert not at.error
+    shown = metrics(at)
+    assert shown["true learning coefficient λ"] == "1/4 = 0.25"
+    assert float(shown["fitted slope of log V against log ε"]) == pytest.approx(0.25, abs=0.015)
+    assert float(shown["exact t·E[K] of this posterior"]) == pytest.approx(0.2249, abs=0.001)  # nβ = 1000, γ = 1
+    assert any("flat prior on the box" in c.value and "0.226" in c.value for c in at.caption)  # REFERENCE-style target
+    assert charts(at) == 3  # contour with sublevel set, log-log volume, SGLD cloud
+    assert at.query_params == {"potential": "product-1-2", "level": "0.01", "gamma": "1.0",
+                               "step_size": "0.0003", "nbeta": "1000.0"}
+
+
+def test_multiplicity_two_explains_the_log_factor():
+    at = open_learn()
+    at.selectbox(key="learn.potential").set_value("product-1-1").run()
+    shown = metrics(at)
+    assert shown["true learning coefficient λ"] == "1/2 = 0.5"
+    assert float(shown["fitted slope of log V against log ε"]) < 0.45  # bent by (−log ε)
+    assert any("m = 2" in box.value and "(−log ε)" in box.value for box in at.info)
+
+
+def test_regular_bowl_has_slope_one_and_the_cloud_measures_it():
+    at = open_learn({"potential": "sum-1-1", "step_size": "0.0002"})
+    shown = metrics(at)
+    assert shown["true learning coefficient λ"] == "1"
+    assert float(shown["fitted slope of log V against log ε"]) == pytest.approx(1.0, abs=1e-3)
+    assert metrics(at)["λ̂ of the cloud"] == "settling …"
+    for _ in range(5):  # each rerun is one tick of the live fragment: 300 steps
+        at.run()
+    llc, se = (float(part) for part in metrics(at)["λ̂ of the cloud"].split("±"))
+    # K = ½ Σ h w² with h = 2: t·E[K] = Σ ½ [t h/(t h + γ)] / (1 − ε (t h + γ)/4) for SGLD (REFERENCE §4)
+    t, h, gamma, eps = 1000.0, 2.0, 1.0, 2e-4
+    exact = (t * h / (t * h + gamma)) / (1 - eps * (t * h + gamma) / 4)
+    assert llc == pytest.approx(exact, abs=max(4 * se, 0.1))
+
+
+def test_localization_lowers_the_target_and_none_leaves_it_undefined():
+    at = open_learn({"gamma": "10"})
+    assert float(metrics(at)["exact t·E[K] of this posterior"]) == pytest.approx(0.124, abs=0.001)
+    at.select_slider(key="learn.gamma").set_value(0.0).run()
+    assert metrics(at)["exact t·E[K] of this posterior"] == "—"
+    assert any("infinite mass" in c.value for c in at.caption)
+    assert not at.exception
+
+
+def test_too_large_a_step_blows_up_and_says_so():
+    at = open_learn({"potential": "sum-1-1", "step_size": "0.01"})
+    at.run()
+    assert any("chain restart" in e.value and "Lower the step size" in e.value for e in at.error)
+    assert not at.exception
+
+
+def test_url_round_trip():
+    at = open_learn()
+    at.selectbox(key="learn.potential").set_value("custom").run()
+    at.selectbox(key="learn.family").set_value("sum").run()
+    at.number_input(key="learn.b").set_value(3).run()
+    at.select_slider(key="learn.gamma").set_value(10.0).run()
+    at.select_slider(key="learn.nbeta").set_value(3000.0).run()
+    params = dict(at.query_params)
+    assert params["potential"] == "sum-1-3" and params["gamma"] == "10.0"
+
+    fresh = open_learn(params)
+    assert fresh.selectbox(key="learn.potential").value == "custom"
+    assert fresh.selectbox(key="learn.family").value == "sum" and fresh.number_input(key="learn.b").value == 3
+    assert fresh.select_slider(key="learn.gamma").value == 10.0
+    assert fresh.select_slider(key="learn.nbeta").value == 3000.0
+    assert metrics(fresh)["true learning coefficient λ"] == "2/3 = 0.6667"  # 1/2 + 1/6
+
+
+def test_bad_input_shows_errors_not_tracebacks():
+    at = open_learn({"potential": "cubic-1-1", "gamma": "lots"})
+    messages = " ".join(e.value for e in at.error)
+    assert "unknown potential family" in messages and "gamma" in messages
+    at.selectbox(key="learn.potential").set_value("custom").run()
+    at.number_input(key="learn.a").set_value(0).run()
+    at.number_input(key="learn.b").set_value(0).run()
+    assert any("both exponents are 0" in e.value for e in at.error)
+    assert not at.exception
