@@ -1,5 +1,9 @@
 """Command line: `python -m llc_core run CONFIG.json` (or `-` for stdin) prints the RunResult as JSON.
 
+`python -m llc_core validate SUITE` runs a validation suite (llc_core/validate.py: smoke, toy, dln-1k,
+dln-10k, dln-100k), prints a table row per case and a summary, and writes `<out>/<suite>.json` and
+`<out>/<suite>.png` (default out dir `validation-output/`).
+
 Progress goes to stderr; bad input exits with status 2 and a one-line message; Ctrl-C stops the
 run and still prints the (partial) result.
 """
@@ -27,7 +31,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_cmd.add_argument("config", help="path to a RunConfig JSON file, or - to read it from stdin")
     run_cmd.add_argument("--trace", action="store_true", help="include the per-step loss trace in the JSON")
     run_cmd.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    val_cmd = commands.add_parser("validate", help="run a validation suite of known-λ models and score λ̂")
+    val_cmd.add_argument("suite", help="suite name: smoke, toy, dln-1k, dln-10k or dln-100k")
+    val_cmd.add_argument("--out", default="validation-output", help="directory for <suite>.json and <suite>.png")
+    val_cmd.add_argument("--cases", type=int, default=None, help="run only the first N cases")
+    val_cmd.add_argument("--seed", type=int, default=0, help="seed offset of the random cases")
+    val_cmd.add_argument("--check", action="store_true", help="exit with status 1 when the suite's targets are missed")
     args = parser.parse_args(argv)
+    if args.command == "validate":
+        return _validate(args)
 
     try:
         config = RunConfig.from_json(_read(args.config))
@@ -44,6 +56,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     sys.stdout.write(result.to_json(include_trace=args.trace) + "\n")
     return 0
+
+
+def _validate(args) -> int:
+    from . import validate
+
+    try:
+        cases = validate.suite_cases(args.suite, args.cases, args.seed)
+    except LLCInputError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    print(f"suite {args.suite}: {validate.SUITES[args.suite].description}; {len(cases)} cases", flush=True)
+    header = validate.format_table([]).splitlines()[0]
+    print(header, flush=True)
+
+    def show(row, index, total):
+        print(f"[{index + 1}/{total}] " + "  ".join(validate.table_row(row)), flush=True)
+
+    try:
+        report = validate.run_suite(args.suite, args.out, args.cases, args.seed, on_case=show)
+    except KeyboardInterrupt:  # pragma: no cover - interactive only
+        return 130
+    print()
+    print(validate.format_table(report["cases"]))
+    print(validate.format_summary(report["summary"]))
+    print(f"wrote {args.out}/{args.suite}.json and {args.out}/{args.suite}.png")
+    return 1 if args.check and not report["summary"]["passed"] else 0
 
 
 def _read(path: str) -> str:

@@ -124,8 +124,18 @@ class ModelConfig:
     input_dim: int | None = None  # rrr: input width M; mlp: input features
     output_dim: int | None = None  # rrr: output width N; mlp: outputs (classes when task is classification)
     task: str | None = None  # mlp: "regression" (Gaussian loss, default) or "classification" (cross-entropy)
+    weight_scale: str | None = None  # dln, rrr: true weights N(0, 1) ("unit", paper) or N(0, 1/H_in) ("fan_in", default)
     train_steps: int | None = None  # dln, rrr, mlp: > 0 puts w* at the point SGD reaches after this many steps
     train_lr: float | None = None  # learning rate of that SGD (momentum 0.9); default derived from the curvature
+
+
+@dataclass
+class DataConfig:
+    """The dataset: n samples drawn with `seed`; `noise_scale` is σ of the Gaussian likelihood."""
+
+    n: int = defaults.N_SAMPLES
+    seed: int = defaults.DATA_SEED
+    noise_scale: float = 1.0
 
 
 @dataclass

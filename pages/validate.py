@@ -1,0 +1,102 @@
+"""Validate page: run a validation suite of known-λ models and watch λ̂ against λ as cases finish.
+
+The suite runs in a worker thread (llc_core.validate.SuiteRun, which makes no Streamlit calls); a
+fragment polls it twice a second and redraws the scatter (log axes, y = x line, the paper's
+Figure 4) and the table beneath.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from llc_core import validate
+from pages import common
+
+common.require_entry_point()
+
+STATE = "validate.run"
+
+st.title("Validate λ̂ against known learning coefficients")
+st.caption(
+    "Each suite runs the estimator with its default settings on random models whose true λ is known "
+    "(deep linear networks: Aoyagi's formula; toy potentials: the exact finite-n target of a perfect "
+    "sampler). `python -m llc_core validate SUITE` runs the same suites from the command line."
+)
+
+names = list(validate.SUITES)
+with st.form("validate.form"):
+    suite = st.selectbox("Suite", names, index=names.index("toy"), key="validate.suite",
+                         format_func=lambda n: f"{n}: {validate.SUITES[n].description}")
+    cases = st.number_input("Cases (0 = the suite's own number)", min_value=0, value=0, step=1, key="validate.cases")
+    seed = st.number_input("Seed offset of the random cases", min_value=0, value=0, step=1, key="validate.seed")
+    start = st.form_submit_button("Run suite", type="primary")
+
+current: validate.SuiteRun | None = st.session_state.get(STATE)
+if start:
+    if current is not None and current.alive:
+        current.request_stop()
+    current = validate.SuiteRun(suite, int(cases) or None, int(seed)).start()
+    st.session_state[STATE] = current
+
+
+def frame(rows: list) -> pd.DataFrame:
+    records = [asdict(r) for r in rows]
+    return pd.DataFrame({
+        "case": [r["name"] for r in records],
+        "d": [r["d"] for r in records],
+        "true λ": [r["llc"] for r in records],
+        "target": [r["target"] for r in records],
+        "λ̂": [r["llc_hat"] for r in records],
+        "se": [r["llc_se"] for r in records],
+        "relative error": [r["rel_error"] for r in records],
+        "acceptance": [r["acceptance"] for r in records],
+        "seconds": [r["wall_s"] for r in records],
+        "error": [r["error"] or "" for r in records],
+    })
+
+
+def scatter(table: pd.DataFrame) -> alt.LayerChart:
+    points = table.dropna(subset=["target", "λ̂"])
+    points = points[(points["target"] > 0) & (points["λ̂"] > 0)]
+    values = list(points["target"]) + list(points["λ̂"]) or [0.1, 10.0]
+    lo, hi = min(values) / 1.5, max(values) * 1.5
+    scale = alt.Scale(type="log", domain=[lo, hi])
+    line = alt.Chart(pd.DataFrame({"x": [lo, hi], "y": [lo, hi]})).mark_line(color="gray", strokeDash=[4, 4]).encode(
+        x=alt.X("x:Q", scale=scale, title="true λ (or finite-n target)"), y=alt.Y("y:Q", scale=scale, title="λ̂"))
+    dots = alt.Chart(points).mark_circle(size=70).encode(
+        x=alt.X("target:Q", scale=scale), y=alt.Y("λ̂:Q", scale=scale),
+        tooltip=["case", "d", "true λ", "target", "λ̂", "se", alt.Tooltip("relative error:Q", format="+.1%")])
+    return (line + dots).properties(height=420)
+
+
+@st.fragment(run_every=0.5)
+def progress() -> None:
+    run: validate.SuiteRun | None = st.session_state.get(STATE)
+    if run is None:
+        st.info("Pick a suite and press **Run suite**. `toy` takes about ten minutes on two CPU cores, "
+                "`dln-1k` about fifteen; `smoke` is two tiny cases.")
+        return
+    snap = run.snapshot()
+    done, total = len(snap["rows"]), snap["total"]
+    if snap["running"]:
+        left, right = st.columns([4, 1])
+        left.progress(done / total if total else 1.0, text=f"suite {run.name}: {done}/{total} cases done")
+        if right.button("Stop", key="validate.stop"):
+            run.request_stop()
+    if snap["error"]:
+        st.error(f"The suite stopped with an error: {snap['error']}")
+    table = frame(snap["rows"])
+    if len(table):
+        st.altair_chart(scatter(table), width="stretch")
+    if snap["summary"] is not None:
+        st.markdown("**Summary** — " + validate.format_summary(snap["summary"]))
+    if len(table):
+        st.dataframe(table, hide_index=True, width="stretch",
+                     column_config={"relative error": st.column_config.NumberColumn(format="percent")})
+
+
+progress()
