@@ -16,6 +16,7 @@ from .result import Verdict
 DRIFT_SIGMAS = 2.0
 DRIFT_RELATIVE = 0.05
 RHAT_LIMIT = 1.1
+TREND_RELATIVE = 0.10
 
 
 def rhat_ess(trace: np.ndarray) -> tuple[float | None, float | None]:
@@ -53,6 +54,26 @@ def flatness(trace: np.ndarray, nbeta: float, init_loss: float) -> dict[str, Any
     return {"drift": drift, "drift_se": drift_se, "flat": flat}
 
 
+def trend(trace: np.ndarray, nbeta: float, init_loss: float) -> dict[str, Any]:
+    """λ̂ over the 10% of steps from the chain's midpoint vs over its last 10%, across chains.
+
+    A chain that climbs slowly for its whole length looks flat inside a short sampling window (the
+    paper's 90% burn-in leaves one), yet λ̂ is far too low. An equilibrated chain has no such rise,
+    so one beyond 2 standard errors and TREND_RELATIVE of λ̂ means "not there yet".
+    """
+    chains, steps = trace.shape
+    width = steps // 10
+    if width < 2:
+        return {"middle": None, "end": None, "rise": None, "rise_se": None, "ok": None}
+    middle = nbeta * (trace[:, steps // 2: steps // 2 + width].mean(1) - init_loss)
+    end = nbeta * (trace[:, steps - width:].mean(1) - init_loss)
+    rises = end - middle
+    rise = float(rises.mean())
+    rise_se = float(rises.std(ddof=1) / math.sqrt(chains)) if chains >= 2 else 0.0
+    ok = not (rise > DRIFT_SIGMAS * rise_se and rise > TREND_RELATIVE * abs(float(end.mean())))
+    return {"middle": float(middle.mean()), "end": float(end.mean()), "rise": rise, "rise_se": rise_se, "ok": ok}
+
+
 def suggested_step_size(step_size: float, acceptance: float) -> float:
     """ε that should bring mean MALA acceptance to the goal.
 
@@ -76,6 +97,7 @@ def verdicts(
     rhat: float | None,
     partial: bool,
     used_burnin: bool,
+    long_trend: dict[str, Any] | None = None,
 ) -> list[Verdict]:
     """Plain-language findings, most serious first, each saying what to change."""
     found: list[Verdict] = []
@@ -114,6 +136,15 @@ def verdicts(
             "equilibrated and λ̂ is " + ("an under-estimate" if flat["drift"] > 0 else "unreliable")
             + ". Run more steps, or raise ε if acceptance allows.",
             {"steps": "x2"},
+        ))
+    if long_trend and long_trend.get("ok") is False and flat.get("flat") is not False:
+        found.append(Verdict(
+            "still_climbing", "warning",
+            f"λ̂ was {long_trend['middle']:.3g} over the steps just after the chains' midpoint and "
+            f"{long_trend['end']:.3g} over the last 10%: the loss is still climbing slowly, so λ̂ is likely "
+            "an under-estimate even though the sampling window looks flat. Run several times more steps "
+            "(or a larger ε if acceptance allows) until λ̂ stops growing.",
+            {"steps": "x5"},
         ))
     if rhat is not None and rhat > RHAT_LIMIT:
         found.append(Verdict(

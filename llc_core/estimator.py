@@ -360,9 +360,11 @@ def _result(trace, acceptance, alive, diverged, burnin, done, partial, init_loss
     healthy_trace = post[:, healthy].T
     rhat, ess = diagnostics.rhat_ess(healthy_trace) if len(healthy) else (None, None)
     flat = diagnostics.flatness(healthy_trace, nbeta, init_loss) if len(healthy) else {"drift": None, "drift_se": None, "flat": None}
+    long_trend = diagnostics.trend(trace[:, healthy].T, nbeta, init_loss) if len(healthy) else {}
     verdicts = diagnostics.verdicts(
         llc_mean=llc_mean, llc_se=llc_se, acceptance=acc_mean, step_size=float(sampler.step_size),
         diverged=diverged, chains=chains, flat=flat, rhat=rhat, partial=partial, used_burnin=used_burnin,
+        long_trend=long_trend,
     )
     resolved = dict(config) if config is not None else {}
     resolved["sampler"] = {
@@ -377,7 +379,8 @@ def _result(trace, acceptance, alive, diverged, burnin, done, partial, init_loss
         mala_acceptance_mean=acc_mean, mala_acceptance_per_chain=acc_list,
         diverged_chains=diverged, chain_steps_per_second=chains * done / loop_time if loop_time > 0 else 0.0,
         partial=partial, steps_completed=done, burnin_steps=burnin, init_loss=init_loss, nbeta=nbeta,
-        num_params=num_params, n=n, rhat=rhat, ess=ess, flatness=flat, verdicts=verdicts, device=str(dev),
+        num_params=num_params, n=n, rhat=rhat, ess=ess, flatness={**flat, "trend": long_trend}, verdicts=verdicts,
+        device=str(dev),
         wall_time_s=wall_time, config=resolved, loss_trace=trace.tolist(),
     )
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 from .config import RunConfig
-from .estimator import StopRequest, estimate_llc
+from .estimator import StopRequest, default_nbeta, estimate_llc
 from .result import RunResult, Snapshot
 from .zoo import build_problem
 
@@ -22,6 +23,10 @@ def run(
     """
     problem = build_problem(config.model, config.data)
     sampler = config.sampler.with_defaults(problem.sampler_defaults)
+    if config.sampler.step_size is None and problem.step_size_rule is not None:
+        # the kind's ε depends on nβ and γ: recompute it for the values this run actually uses
+        nbeta = sampler.nbeta if sampler.nbeta is not None else default_nbeta(problem.inputs.shape[0])
+        sampler = dataclasses.replace(sampler, step_size=problem.step_size_rule(nbeta, sampler.localization))
     truth = problem.truth
     return estimate_llc(
         problem.model, problem.inputs, problem.targets, sampler,

@@ -1,0 +1,52 @@
+"""Diagnostics on synthetic traces whose answer is known."""
+
+import numpy as np
+import pytest
+
+from llc_core import diagnostics
+
+
+def noisy(chains, steps, level, slope=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    return level + slope * np.arange(steps)[None, :] + rng.normal(0, 0.01, (chains, steps))
+
+
+def test_flat_trace_passes_and_rising_trace_is_caught():
+    flat = diagnostics.flatness(noisy(8, 1000, 1.0), nbeta=10.0, init_loss=0.0)
+    assert flat["flat"] is True
+    rising = diagnostics.flatness(noisy(8, 1000, 1.0, slope=1e-3), nbeta=10.0, init_loss=0.0)
+    assert rising["flat"] is False and rising["drift"] > 0
+
+
+def test_slow_climb_over_the_whole_chain_is_caught_by_the_trend():
+    # λ̂ rises by nβ·slope·4000 = 4 between the windows at 50-60% and 90-100% of the steps
+    trace = noisy(8, 10_000, 1.0, slope=1e-4)
+    trend = diagnostics.trend(trace, nbeta=10.0, init_loss=0.0)
+    assert trend["ok"] is False and trend["rise"] == pytest.approx(4.0, rel=0.05)
+    assert diagnostics.trend(noisy(8, 10_000, 1.0), nbeta=10.0, init_loss=0.0)["ok"] is True
+
+
+def test_rhat_and_ess_from_arviz():
+    rhat, ess = diagnostics.rhat_ess(noisy(4, 500, 1.0))
+    assert rhat == pytest.approx(1.0, abs=0.02) and ess > 1000
+    shifted = noisy(4, 500, 1.0) + np.array([[0.0], [0.0], [0.0], [0.1]])
+    assert diagnostics.rhat_ess(shifted)[0] > 1.1
+
+
+def test_suggested_step_moves_acceptance_towards_the_goal():
+    assert diagnostics.suggested_step_size(1e-4, 0.5) < 1e-4
+    assert diagnostics.suggested_step_size(1e-4, 0.99) > 1e-4
+    assert diagnostics.suggested_step_size(1e-4, 0.92) == pytest.approx(1e-4)
+    assert diagnostics.suggested_step_size(1e-4, 1.0) == pytest.approx(1e-3)  # capped at ×10
+
+
+def test_verdicts_say_what_to_change():
+    common = dict(llc_se=0.01, step_size=1e-4, chains=4, rhat=1.0, partial=False, used_burnin=True,
+                  flat={"flat": True, "drift": 0.0, "drift_se": 0.1})
+    low = diagnostics.verdicts(llc_mean=1.0, acceptance=0.71, diverged=[], **common)
+    assert low[0].code == "step_too_large" and "0.71" in low[0].message
+    assert low[0].suggestion["step_size"] < 1e-4 and "ε = " in low[0].message
+    negative = diagnostics.verdicts(llc_mean=-0.5, acceptance=0.93, diverged=[], **common)
+    assert [v.code for v in negative] == ["negative_llc"]
+    good = diagnostics.verdicts(llc_mean=1.0, acceptance=0.93, diverged=[], **common)
+    assert [v.code for v in good] == ["ok"]
