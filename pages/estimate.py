@@ -1,7 +1,7 @@
 """Estimate page: pick a model and sampler settings, run SGLD in the background, read λ̂ and its diagnostics.
 
-The page is thin: the sidebar's widgets become a RunConfig (pages/common.py), llc_core runs it in a
-worker thread, and a fragment draws what the worker has streamed so far.
+The page is thin: the sidebar's widgets become a RunConfig (pages/settings.py), llc_core runs it in a
+worker thread, and a fragment draws what the worker has streamed so far (pages/runs.py).
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import streamlit as st
 
 from llc_core import available_devices, default_nbeta
-from pages import common
-from pages.common import AUTO
+from pages import common, runs, settings
+from pages.settings import AUTO
 
 common.require_entry_point()
 
@@ -23,8 +23,8 @@ STEP_SIZES = [float(f"{m}e{k}") for k in range(-9, 0) for m in (1, 2, 3, 5)]
 def key(name: str) -> str:
     """The widget key of a setting, seeded with the session's last value or the current kind's default."""
     kind = st.session_state.get(common.widget_key(PAGE, "kind"), "potential")
-    kind = kind if kind in common.kinds() else "potential"
-    return common.ensure_widget(PAGE, name, common.default_values(kind).get(name))
+    kind = kind if kind in settings.kinds() else "potential"
+    return common.ensure_widget(PAGE, name, settings.default_values(kind).get(name))
 
 
 def apply_kind_preset() -> None:
@@ -36,19 +36,19 @@ def apply_kind_preset() -> None:
     saved = state.setdefault(f"{PAGE}.model_by_kind", {})
     if previous:
         saved[previous] = {s.name: state.get(common.widget_key(PAGE, s.name))
-                           for s in common.settings_for_kind(previous) if s.field[0] == "model" and s.name != "kind"}
-    preset, restored = common.default_values(kind), saved.get(kind, {})
-    for setting in common.settings_for_kind(kind):
+                           for s in settings.settings_for_kind(previous) if s.field[0] == "model" and s.name != "kind"}
+    preset, restored = settings.default_values(kind), saved.get(kind, {})
+    for setting in settings.settings_for_kind(kind):
         widget = common.widget_key(PAGE, setting.name)
-        if setting.name in common.KIND_SAMPLER_SETTINGS:
+        if setting.name in settings.KIND_SAMPLER_SETTINGS:
             state[widget] = preset[setting.name]
         elif setting.field[0] == "model" and setting.name != "kind":
             state[widget] = restored.get(setting.name, preset[setting.name])
 
 
-def model_widget(setting: common.Setting, kind: str) -> object:
+def model_widget(setting: settings.Setting, kind: str) -> object:
     name = setting.field[1]
-    label, help_text = common.MODEL_LABELS.get(name, (name.replace("_", " ").capitalize(), None))
+    label, help_text = settings.MODEL_LABELS.get(name, (name.replace("_", " ").capitalize(), None))
     help_text = help_text or f"ModelConfig.{name}; leave empty for the engine's default."
     widget = key(setting.name)
     if setting.kind in ("list", "text"):
@@ -73,16 +73,16 @@ def step_size_widget() -> object:
 def sidebar_settings() -> dict:
     """Draw every setting in the sidebar; return the widget values by URL name."""
     values = {}
-    kinds = common.kinds()
+    kinds = settings.kinds()
     kind_key = key("kind")
     if st.session_state[kind_key] not in kinds:
         st.session_state[kind_key] = "potential"
     st.header("Model")
     values["kind"] = st.selectbox("Model source", kinds, key=kind_key, on_change=apply_kind_preset,
-                                  format_func=lambda k: common.KIND_DESCRIPTIONS.get(k, k))
+                                  format_func=lambda k: settings.KIND_DESCRIPTIONS.get(k, k))
     st.session_state[f"{PAGE}.shown_kind"] = values["kind"]
-    model = [s for s in common.settings_for_kind(values["kind"]) if s.field[0] == "model" and s.name != "kind"]
-    main = common.default_model_values(values["kind"])
+    model = [s for s in settings.settings_for_kind(values["kind"]) if s.field[0] == "model" and s.name != "kind"]
+    main = settings.default_model_values(values["kind"])
     for setting in model:
         if setting.name in main or not main:
             values[setting.name] = model_widget(setting, values["kind"])
@@ -141,25 +141,25 @@ st.caption("λ̂ = nβ · (E[L_n(w)] − L_n(w*)) under SGLD draws from the temp
            "Set the model and sampler in the sidebar; the address bar keeps every setting, so a copied "
            "link reproduces this run, seed included.")
 
-for problem in common.restore_from_url(PAGE, common.query_to_values):
+for problem in common.restore_from_url(PAGE, settings.query_to_values):
     st.error(problem)
 with st.sidebar:
-    settings = sidebar_settings()
-config, problems = common.values_to_config(settings)
-common.remember_and_write_url(PAGE, settings, common.values_to_query(settings))
+    values = sidebar_settings()
+config, problems = settings.values_to_config(values)
+common.remember_and_write_url(PAGE, values, settings.values_to_query(values))
 for problem in problems:
     st.error(problem)
 
-record = common.current_run(PAGE)
+record = runs.current_run(PAGE)
 running = record is not None and record.running
 run_col, summary_col = st.columns([1, 6], vertical_alignment="center")
 if run_col.button("Run", type="primary", disabled=running or config is None,
                   help="Start a run with the sidebar's settings"):
-    common.start_run(PAGE, config)
+    runs.start_run(PAGE, config)
     st.rerun()
 if config is not None:
-    truth = common.theory_for(config)
-    summary = (f"{config.model.kind} {common.model_summary(config)} · n = {config.data.n:,} · "
+    truth = runs.theory_for(config)
+    summary = (f"{config.model.kind} {settings.model_summary(config)} · n = {config.data.n:,} · "
                f"{config.sampler.chains} chains × {config.sampler.steps:,} steps")
     if truth is not None:
         summary += f" · theory λ = {common.fraction_text(truth.llc)}"
@@ -167,4 +167,4 @@ if config is not None:
 if running and config is not None and config != record.config:
     st.caption("The settings have changed since this run started: they apply to the next run.")
 
-common.run_panel(PAGE)
+runs.run_panel(PAGE)

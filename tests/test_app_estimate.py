@@ -9,7 +9,7 @@ from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest, app_test
 
 from llc_core import LLCInputError, ModelConfig, RunConfig, SamplerConfig
-from pages import common
+from pages import settings
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -84,25 +84,25 @@ def test_query_round_trip_of_configs():
         RunConfig(model=ModelConfig(kind="dln", widths=[4, 2, 3], rank=1, seed=5)),
     ]
     for config in configs:
-        params = common.config_to_query(config)
+        params = settings.config_to_query(config)
         assert all(isinstance(v, str) for v in params.values())
-        back = common.query_to_config(params)
+        back = settings.query_to_config(params)
         # unset sampler fields come back as the engine's generic defaults; ε, nβ, batch stay "auto"
         assert back.sampler == config.sampler.with_defaults()
         assert back.data == config.data and back.device == config.device and back.dtype == config.dtype
         assert back.model.kind == config.model.kind
-        for field in common.fields_for_kind(config.model.kind):
+        for field in settings.fields_for_kind(config.model.kind):
             if getattr(config.model, field) is not None:
                 assert getattr(back.model, field) == getattr(config.model, field)
-    assert common.query_to_config(common.config_to_query(RunConfig())).model.powers == [1, 2]
+    assert settings.query_to_config(settings.config_to_query(RunConfig())).model.powers == [1, 2]
 
 
 def test_query_uses_readable_names():
     config = RunConfig(model=ModelConfig(powers=[1, 2]), sampler=SamplerConfig(step_size=1e-4, seed=3))
-    params = common.config_to_query(config)
+    params = settings.config_to_query(config)
     assert params["kind"] == "potential" and params["powers"] == "1,2"
     assert params["step_size"] == "0.0001" and params["seed"] == "3" and params["nbeta"] == "auto"
-    dln = common.config_to_query(RunConfig(model=ModelConfig(kind="dln", widths=[2, 2], seed=4)))
+    dln = settings.config_to_query(RunConfig(model=ModelConfig(kind="dln", widths=[2, 2], seed=4)))
     assert dln["model_seed"] == "4" and "powers" not in dln
 
 
@@ -115,7 +115,7 @@ def test_query_uses_readable_names():
 ])
 def test_bad_queries_name_the_problem(params, fragment):
     with pytest.raises(LLCInputError, match=fragment):
-        common.query_to_config(params)
+        settings.query_to_config(params)
 
 
 # ---------------------------------------------------------------- the page

@@ -1,0 +1,427 @@
+"""Settings of a run: one `Setting` per RunConfig field, with its URL parameter name, bounds and text form.
+
+`values_to_config` / `config_to_values` and `values_to_query` / `query_to_values` convert between
+widget values, a RunConfig and the URL, so the same RunConfig drives the app, the URL, the CLI and
+the exported result. Nothing here draws or touches `st.session_state`: the pages call these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from llc_core import DataConfig, LLCInputError, ModelConfig, RunConfig, SamplerConfig, available_devices, zoo
+from llc_core import defaults as engine_defaults
+
+AUTO = "auto"  # URL spelling of "let the engine choose" (None in a RunConfig)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its URL parameter `name`, the config field it fills, its type and bounds.
+
+    kind: "int", "float", "choice", "step_size" (a float > 0 or AUTO), "list" (comma-separated
+    numbers, kept as text in the widget) or "text". `optional` settings accept AUTO (None).
+    """
+
+    name: str
+    kind: str
+    default: Any
+    field: tuple[str, str]  # ("model" | "data" | "sampler" | "run", field name)
+    minimum: float | None = None
+    positive: bool = False  # strictly > 0
+    maximum: float | None = None
+    optional: bool = False
+    choices: tuple[str, ...] = ()
+    integers: bool = True  # for "list": whole numbers only
+    single_as_int: bool = False  # for "list": a single number stands for itself, not a list of one
+
+    def format(self, value: Any) -> str:
+        """Widget value → URL text."""
+        if value is None or value == AUTO:
+            return AUTO
+        if self.kind in ("list", "text"):
+            text = str(value).strip()
+            return text.replace(" ", "") if self.kind == "list" else text
+        if self.kind == "int":
+            return str(int(value))
+        if self.kind in ("float", "step_size"):
+            return repr(float(value))  # repr round-trips exactly
+        return str(value)
+
+    def parse(self, text: str) -> Any:
+        """URL text → widget value; ValueError (with a message saying what to write) if unusable."""
+        text = str(text).strip()
+        if self.kind in ("list", "text"):
+            return text
+        if self.kind == "choice":
+            if text not in self.choices:
+                raise ValueError(f"{self.name} = {text!r} is not available here: use one of {', '.join(self.choices)}")
+            return text
+        if text.lower() == AUTO or (text == "" and self.optional):
+            if self.optional:
+                return AUTO if self.kind == "step_size" else None
+            raise ValueError(f"{self.name} cannot be \"auto\": give a value")
+        if self.kind == "int":
+            try:
+                number = float(text)
+            except ValueError:
+                raise ValueError(f"{self.name} = {text!r} is not a whole number") from None
+            if not number.is_integer():
+                raise ValueError(f"{self.name} = {text!r} must be a whole number")
+            return self.check(int(number))
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"{self.name} = {text!r} is not a number") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{self.name} = {text!r} must be a finite number")
+        return self.check(number)
+
+    def check(self, number: float) -> float:
+        if (self.positive or self.kind == "step_size") and number <= 0:
+            raise ValueError(f"{self.name} = {number:g} must be > 0")
+        if self.minimum is not None and number < self.minimum:
+            raise ValueError(f"{self.name} = {number:g} must be ≥ {self.minimum:g}")
+        if self.maximum is not None and number > self.maximum:
+            raise ValueError(f"{self.name} = {number:g} must be ≤ {self.maximum:g}")
+        return number
+
+
+# Per model kind: starting values of the model fields (widget form) and app-level sampler choices
+# on top of the engine's recommendations. The potential, the page's first sight, gets a quick start:
+# the engine's own settings aim at a 3% standard error for validation (32 chains × 20000 steps)
+# and take minutes on a 2-core CPU, while 4 chains × 2000 steps at ε = 1e-3 finish in seconds
+# (measured: λ̂ = 0.21-0.24 ± 0.01-0.04 against 1/4, acceptance ≈ 0.99, R-hat ≈ 1.05).
+KIND_PRESETS: dict[str, dict[str, Any]] = {
+    "potential": {"powers": "1,2", "step_size": 1e-3, "steps": 2000, "chains": 4, "burnin": 0.25,
+                  "localization": 1.0},
+    "dln": {"widths": "5,3,5", "rank": 1, "model_seed": 0},
+    "rrr": {"input_dim": 4, "hidden": "3", "output_dim": 4, "rank": 1, "model_seed": 0},
+    "tanh": {"hidden": "3"},
+    "mlp": {"input_dim": 4, "hidden": "16", "output_dim": 1, "task": "regression", "model_seed": 0},
+}
+# Fields of the kinds this page knew when it was written; zoo's own table wins when it has one.
+KNOWN_KIND_FIELDS = {"potential": ("powers",), "dln": ("widths", "rank", "seed")}
+# Sampler settings that follow the model kind (reset to the kind's values when the kind changes).
+KIND_SAMPLER_SETTINGS = ("step_size", "localization", "nbeta", "chains", "steps", "burnin", "batch_size")
+KIND_DESCRIPTIONS = {
+    "potential": "potential: x·Π w_j^p_j (normal crossing)",
+    "dln": "dln: deep linear network",
+    "rrr": "rrr: reduced-rank regression",
+    "tanh": "tanh: one-hidden-layer tanh network",
+    "mlp": "mlp: ReLU MLP teacher (no known λ)",
+}
+MODEL_LABELS = {
+    "powers": ("Powers p_j", "f(x, w) = x·Π w_j^p_j, so K(w) ∝ Π w_j^(2p_j). Whole numbers ≥ 0, e.g. 1,2."),
+    "widths": ("Widths H_0, …, H_M", "Input, hidden and output widths, e.g. 5,3,5."),
+    "rank": ("Rank of the true product", "Leave empty for full rank."),
+    "seed": ("Model seed", "Seed of the random true weights (and of a drawn architecture)."),
+    "layers": ("Layers [lo, hi]", "Random DLN without widths: number of matrices drawn from lo…hi, e.g. 2,5."),
+    "width_range": ("Width range [lo, hi]", "Random DLN without widths: each width drawn from lo…hi, e.g. 5,50."),
+    "hidden": ("Hidden units", "One number, or for an MLP a list of hidden widths, e.g. 16,16."),
+    "input_dim": ("Input dimension", None),
+    "output_dim": ("Output dimension", "For classification: the number of classes."),
+    "task": ("Task", "regression (Gaussian loss) or classification (cross-entropy)."),
+    "weight_scale": ("True-weight scale", "unit: N(0, 1), as in the paper; fan_in: N(0, 1/H_in)."),
+    "train_steps": ("SGD steps to w*", "More than 0: estimate at the point SGD reaches instead of the truth."),
+    "train_lr": ("SGD learning rate", "Leave empty to derive it from the curvature."),
+}
+
+DATA_SETTINGS = [
+    Setting("n", "int", engine_defaults.N_SAMPLES, ("data", "n"), minimum=2, maximum=10**8),
+    Setting("data_seed", "int", engine_defaults.DATA_SEED, ("data", "seed"), minimum=0),
+    Setting("noise_scale", "float", 1.0, ("data", "noise_scale"), positive=True),
+]
+SAMPLER_SETTINGS = [
+    Setting("step_size", "step_size", AUTO, ("sampler", "step_size"), optional=True),
+    Setting("localization", "float", engine_defaults.LOCALIZATION, ("sampler", "localization"), minimum=0.0),
+    Setting("nbeta", "float", None, ("sampler", "nbeta"), positive=True, optional=True),
+    Setting("chains", "int", engine_defaults.CHAINS, ("sampler", "chains"), minimum=1, maximum=256),
+    Setting("steps", "int", engine_defaults.STEPS, ("sampler", "steps"), minimum=1, maximum=10**8),
+    Setting("burnin", "float", engine_defaults.BURNIN, ("sampler", "burnin"), minimum=0.0),
+    Setting("batch_size", "int", None, ("sampler", "batch_size"), minimum=1, optional=True),
+    Setting("seed", "int", engine_defaults.SEED, ("sampler", "seed"), minimum=0),
+    Setting("preconditioner", "choice", "none", ("sampler", "preconditioner"), choices=("none", "rmsprop")),
+    Setting("mala_every", "int", engine_defaults.MALA_EVERY, ("sampler", "mala_every"), minimum=1),
+    Setting("snapshot_every", "int", engine_defaults.SNAPSHOT_EVERY, ("sampler", "snapshot_every"), minimum=1),
+]
+_FIXED_NAMES = {"kind"} | {s.name for s in DATA_SETTINGS + SAMPLER_SETTINGS} | {"device", "dtype"}
+
+
+def kinds() -> tuple[str, ...]:
+    """Model kinds the engine offers now (another developer adds kinds to zoo.py)."""
+    return tuple(zoo.KINDS)
+
+
+def run_settings() -> list[Setting]:
+    return [
+        Setting("device", "choice", "auto", ("run", "device"), choices=tuple(available_devices())),
+        Setting("dtype", "choice", "float32", ("run", "dtype"), choices=("float32", "float64")),
+    ]
+
+
+def model_settings() -> list[Setting]:
+    """One Setting per ModelConfig field but `kind`, typed from its annotation.
+
+    The URL name is the field name, or model_<field> where that would clash with another setting
+    (the model's `seed` becomes model_seed).
+    """
+    found = []
+    for f in dataclasses.fields(ModelConfig):
+        if f.name == "kind":
+            continue
+        annotation = str(f.type)
+        name = f"model_{f.name}" if f.name in _FIXED_NAMES else f.name
+        if annotation.startswith("int") and "list" in annotation:  # one number, or a list of them
+            found.append(Setting(name, "list", None, ("model", f.name), single_as_int=True))
+        elif "list" in annotation:
+            found.append(Setting(name, "list", None, ("model", f.name), integers="float" not in annotation))
+        elif "int" in annotation:
+            found.append(Setting(name, "int", None, ("model", f.name), minimum=0, optional=True))
+        elif "float" in annotation:
+            found.append(Setting(name, "float", None, ("model", f.name), optional=True))
+        else:
+            found.append(Setting(name, "text", None, ("model", f.name)))
+    return found
+
+
+def kind_setting() -> Setting:
+    return Setting("kind", "choice", "potential", ("model", "kind"), choices=kinds())
+
+
+def fields_for_kind(kind: str) -> list[str]:
+    """ModelConfig fields that a kind reads: declared by zoo when it says, known for potential and
+    dln, otherwise every field (a kind this page does not know yet still gets a way to set them)."""
+    names = [s.field[1] for s in model_settings()]
+    declared = getattr(zoo, "KIND_FIELDS", None) or getattr(zoo, "_FIELDS", None)
+    if isinstance(declared, dict) and kind in declared:
+        return [n for n in names if n in declared[kind]]
+    if kind in KNOWN_KIND_FIELDS:
+        return [n for n in KNOWN_KIND_FIELDS[kind] if n in names]
+    return names
+
+
+def settings_for_kind(kind: str) -> list[Setting]:
+    """Every setting that a run of this kind uses, in sidebar order."""
+    wanted = fields_for_kind(kind)
+    model = [s for s in model_settings() if s.field[1] in wanted]
+    return [kind_setting(), *model, *DATA_SETTINGS, *SAMPLER_SETTINGS, *run_settings()]
+
+
+def all_settings() -> dict[str, Setting]:
+    return {s.name: s for s in [kind_setting(), *model_settings(), *DATA_SETTINGS, *SAMPLER_SETTINGS, *run_settings()]}
+
+
+def default_values(kind: str = "potential") -> dict[str, Any]:
+    """Widget values of a fresh page for this kind: the app's preset for the kind, over the engine's
+    recommendations for it, over the engine's generic defaults."""
+    values = {s.name: s.default for s in all_settings().values()}
+    for s in model_settings():
+        values[s.name] = "" if s.kind in ("list", "text") else None
+    values["kind"] = kind
+    values["step_size"] = AUTO
+    values.update(engine_recommendations(kind))
+    values.update(KIND_PRESETS.get(kind, {}))
+    return values
+
+
+@functools.lru_cache(maxsize=32)
+def engine_recommendations(kind: str) -> dict[str, Any]:
+    """The engine's sampler defaults for a kind (`Problem.sampler_defaults`), in widget form.
+
+    Read by building the kind's preset model on a tiny dataset: the recommendations live with the
+    model kinds in zoo.py. ε and nβ are left out: a kind may derive them from the model and n at run
+    time, which the page's "auto" leaves to the engine. A kind this page cannot build gets none.
+    """
+    preset = dict(default_model_values(kind))
+    config, _ = _model_config(kind, preset)
+    if config is None:
+        return {}
+    try:
+        recommended = zoo.build_problem(config, DataConfig(n=16)).sampler_defaults
+    except Exception:  # noqa: BLE001 - a kind under construction must not break the page
+        return {}
+    return {name: value for name, value in recommended.items()
+            if name in KIND_SAMPLER_SETTINGS and name not in ("step_size", "nbeta")}
+
+
+def default_model_values(kind: str) -> dict[str, Any]:
+    return {name: value for name, value in KIND_PRESETS.get(kind, {}).items()
+            if name in {s.name for s in model_settings()}}
+
+
+def _parse_list(setting: Setting, text: str) -> list | int | float | None:
+    text = str(text or "").strip()
+    if not text or text.lower() == AUTO:
+        return None
+    items = [item.strip() for item in text.replace(";", ",").split(",")]
+    numbers: list = []
+    for item in items:
+        try:
+            number = float(item)
+        except ValueError:
+            example = "1,2" if setting.integers else "0.5,2"
+            raise ValueError(f"{setting.name} = {text!r}: {item!r} is not a number. "
+                             f"Write numbers separated by commas, e.g. {example}") from None
+        if setting.integers and not number.is_integer():
+            raise ValueError(f"{setting.name} = {text!r}: {item!r} is not a whole number. "
+                             "Write whole numbers separated by commas, e.g. 1,2")
+        numbers.append(int(number) if setting.integers else number)
+    if setting.single_as_int and len(numbers) == 1:
+        return numbers[0]
+    return numbers
+
+
+def _model_value(setting: Setting, value: Any) -> Any:
+    """Widget value → ModelConfig field value."""
+    if setting.kind == "list":
+        return _parse_list(setting, value)
+    if setting.kind == "text":
+        text = str(value or "").strip()
+        return text or None
+    return value
+
+
+def _check_known_model(kind: str, model: dict[str, Any]) -> list[str]:
+    """Immediate, specific messages for the kinds this page knows (the engine checks again)."""
+    problems = []
+    if kind == "potential":
+        powers = model.get("powers")
+        if powers is None:
+            problems.append("powers is empty: give the exponents p_j, e.g. 1,2 for f(x, w) = x·w1·w2²")
+        elif any(p < 0 for p in powers):
+            problems.append(f"powers = {powers}: every power must be ≥ 0 (0 means the loss ignores that weight)")
+        elif not any(powers):
+            problems.append("powers are all 0, so the model is constant: make at least one power ≥ 1")
+    if kind == "dln":
+        widths = model.get("widths")
+        if widths is None or len(widths) < 2:
+            problems.append("widths needs at least 2 numbers (input, …, output), e.g. 5,3,5")
+        elif any(h < 1 for h in widths):
+            problems.append(f"widths = {widths}: every width must be ≥ 1 (a layer of width 0 has no units), "
+                            "e.g. 5,3,5")
+        elif model.get("rank") is not None and model["rank"] > min(widths):
+            smallest = min(widths)
+            problems.append(f"rank = {model['rank']} exceeds the smallest width {smallest}: use 0 … {smallest}, "
+                            "or leave it empty for full rank")
+    return problems
+
+
+def _model_config(kind: str, values: dict[str, Any]) -> tuple[ModelConfig | None, list[str]]:
+    """The model part of the widget values → ModelConfig, or None and what is wrong."""
+    problems: list[str] = []
+    model: dict[str, Any] = {"kind": kind}
+    wanted = fields_for_kind(kind)
+    for setting in model_settings():
+        if setting.field[1] in wanted:
+            try:
+                model[setting.field[1]] = _model_value(setting, values.get(setting.name))
+            except ValueError as err:
+                problems.append(str(err))
+    problems += _check_known_model(kind, model)
+    return (None, problems) if problems else (ModelConfig(**model), [])
+
+
+def values_to_config(values: dict[str, Any]) -> tuple[RunConfig | None, list[str]]:
+    """Widget values → RunConfig, or None and the list of what is wrong (one sentence each)."""
+    kind = values.get("kind", "potential")
+    model_config, problems = _model_config(kind, values)
+
+    def get(name: str) -> Any:
+        value = values.get(name, all_settings()[name].default)
+        return None if value == AUTO else value
+
+    sampler = SamplerConfig(
+        step_size=get("step_size"), localization=get("localization"), nbeta=get("nbeta"),
+        chains=get("chains"), steps=get("steps"), burnin=get("burnin"), batch_size=get("batch_size"),
+        seed=get("seed"), preconditioner=None if get("preconditioner") == "none" else get("preconditioner"),
+        mala_every=get("mala_every"), snapshot_every=get("snapshot_every"),
+    )
+    data = DataConfig(n=get("n"), seed=get("data_seed"), noise_scale=get("noise_scale"))
+    try:
+        sampler.with_defaults().validate(n=data.n)
+    except LLCInputError as err:
+        problems.append(str(err))
+    if problems:
+        return None, problems
+    config = RunConfig(model=model_config, data=data, sampler=sampler,
+                       device=get("device") or "auto", dtype=get("dtype") or "float32")
+    return config, []
+
+
+def config_to_values(config: RunConfig) -> dict[str, Any]:
+    """RunConfig → widget values (the inverse of `values_to_config`).
+
+    A field left unset (None) where the page needs a value takes what the engine would use: the
+    generic sampler defaults, or the kind's preset for a model field.
+    """
+    values = default_values(config.model.kind)
+    sections = {"model": config.model, "data": config.data, "sampler": config.sampler.with_defaults()}
+    for setting in all_settings().values():
+        where, field_name = setting.field
+        value = getattr(config, field_name) if where == "run" else getattr(sections[where], field_name)
+        if value is None and not setting.optional and setting.kind != "step_size":
+            continue  # keep the page's default (for a model field: the kind's preset)
+        if setting.kind == "list":
+            value = "" if value is None else ",".join(str(v) for v in value)
+        elif setting.kind == "text":
+            value = "" if value is None else str(value)
+        elif setting.name == "preconditioner":
+            value = "none" if value is None else value
+        elif setting.kind == "step_size":
+            value = AUTO if value is None else float(value)
+        values[setting.name] = value
+    return values
+
+
+def values_to_query(values: dict[str, Any]) -> dict[str, str]:
+    """Widget values → URL query parameters: every setting the current kind uses, "auto" included."""
+    return {s.name: s.format(values.get(s.name, s.default)) for s in settings_for_kind(values.get("kind", "potential"))}
+
+
+def query_to_values(params: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """URL query parameters → widget values, with one message per parameter that could not be used
+    (that setting keeps its default). Parameters this page does not know are ignored."""
+    problems = []
+    kind = params.get("kind", "potential")
+    if kind not in kinds():
+        problems.append(f"URL: model kind {kind!r} is not available: use one of {', '.join(kinds())}; "
+                        "showing the potential instead")
+        kind = "potential"
+    values = default_values(kind)
+    for name, setting in all_settings().items():
+        if name == "kind" or name not in params:
+            continue
+        try:
+            values[name] = setting.parse(params[name])
+        except ValueError as err:
+            shown = setting.format(values[name]) if values[name] not in (None, "") else "empty"
+            problems.append(f"URL: {err}; using {shown} instead")
+    return values, problems
+
+
+def config_to_query(config: RunConfig) -> dict[str, str]:
+    return values_to_query(config_to_values(config))
+
+
+def query_to_config(params: dict[str, str]) -> RunConfig:
+    """URL query parameters → RunConfig; LLCInputError listing every problem."""
+    values, problems = query_to_values(params)
+    config, more = values_to_config(values)
+    if problems or more:
+        raise LLCInputError("; ".join(problems + more))
+    return config
+
+
+def model_summary(config: RunConfig) -> str:
+    """The model fields a config sets, in one line: "powers=1,2", "widths=5,3,5 rank=1"."""
+    parts = []
+    for name in fields_for_kind(config.model.kind):
+        value = getattr(config.model, name, None)
+        if value is not None:
+            parts.append(f"{name}={','.join(map(str, value)) if isinstance(value, list) else value}")
+    return " ".join(parts)
