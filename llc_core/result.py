@@ -90,7 +90,7 @@ class RunResult:
         out = dataclasses.asdict(self)
         if not include_trace:
             out.pop("loss_trace")
-        return _json_safe(out)
+        return json_safe(out)
 
     def to_json(self, include_trace: bool = False) -> str:
         return json.dumps(self.to_dict(include_trace), indent=2, allow_nan=False)
@@ -106,12 +106,12 @@ class RunResult:
         return cls.from_dict(json.loads(text))
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN and inf have no JSON spelling: they become null."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value

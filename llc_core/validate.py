@@ -38,6 +38,7 @@ import numpy as np
 from . import theory
 from .config import RunConfig
 from .errors import LLCInputError
+from .result import json_safe
 from .zoo import build_problem
 
 DEFAULT_OUT = "validation-output"
@@ -285,20 +286,10 @@ def write_outputs(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Pa
     out.mkdir(parents=True, exist_ok=True)
     name = report["summary"]["suite"]
     json_path, png_path = out / f"{name}.json", out / f"{name}.png"
-    json_path.write_text(json.dumps(_json_safe(report), indent=2, allow_nan=False))
+    json_path.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False))
     points = [(r["target"], r["llc_hat"]) for r in report["cases"] if r["target"] and r["llc_hat"] is not None]
     scatter_png(points, png_path, title=f"{name}: estimate vs truth, log axes, y = x line")
     return json_path, png_path
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 # --------------------------------------------------------------------------- table
