@@ -27,11 +27,10 @@ from pages import charts
 from pages.common import fmt, fraction_text, widget_key
 from pages.settings import model_summary
 
-import os
-POLL_SECONDS = float(os.environ.get("EXP_POLL", "0.4"))  # the live panel's progress bar polls the run this often
+POLL_SECONDS = 0.4  # the live panel's progress bar polls the run this often
 # ... and its charts redraw this often: a redraw of the three costs the browser ~150 ms of CPU
 # whatever the number of points, which on a machine it shares with the run slows the run down.
-CHART_SECONDS = float(os.environ.get("EXP_CHART", "1.0"))
+CHART_SECONDS = 1.0
 
 
 # ====================================================================== theory for a config
