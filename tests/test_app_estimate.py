@@ -5,8 +5,7 @@ import time
 from pathlib import Path
 
 import pytest
-from streamlit.runtime.pages_manager import PagesManager
-from streamlit.testing.v1 import AppTest, app_test
+from streamlit.testing.v1 import AppTest
 
 from llc_core import LLCInputError, ModelConfig, RunConfig, SamplerConfig
 from pages import settings
@@ -14,17 +13,7 @@ from pages import settings
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
-@pytest.fixture(autouse=True)
-def navigation_mode(monkeypatch):
-    """Run every AppTest script run under app.py's st.navigation, as a real server does once any page
-    has loaded: AppTest re-detects the pages/ folder on every run and would otherwise start each run
-    in Streamlit's legacy pages/ mode (test_app_home.py checks that the pages cope with that too)."""
-    class NavigationOnly(PagesManager):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(app_test, "PagesManager", NavigationOnly)
+pytestmark = pytest.mark.usefixtures("navigation_mode")  # tests/conftest.py
 TINY = {"steps": "200", "chains": "2"}
 
 

@@ -13,17 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
 
 
-@pytest.fixture(autouse=True)
-def navigation_mode(monkeypatch):
-    """Run every AppTest script run under app.py's st.navigation, as a real server does once any page
-    has loaded: AppTest re-detects the pages/ folder on every run and would otherwise start each run
-    in Streamlit's legacy pages/ mode (test_app_home.py checks that the pages cope with that too)."""
-    class NavigationOnly(PagesManager):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(app_test, "PagesManager", NavigationOnly)
+pytestmark = pytest.mark.usefixtures("navigation_mode")  # tests/conftest.py
 
 
 def test_home_explains_and_links_to_the_pages():
