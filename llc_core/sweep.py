@@ -1,0 +1,702 @@
+"""Calibration sweeps: λ̂ and its diagnostics over a grid of step sizes ε × localizations γ (× nβ).
+
+A sweep takes a RunConfig (its model, data and sampler settings; the sampler's ε, γ and nβ are
+replaced by the grid's) and runs `chains_per_cell` chains per grid cell. Cells are numbered in the
+order of `SweepConfig.cells()` (nβ outermost, then γ, then ε), and cell k owns the chains
+k·c … k·c + c − 1 (c = chains_per_cell) whether the grid runs as one computation or cell by cell.
+
+Two ways to run it:
+
+- batched: the whole grid is ONE `estimate_llc` call with cells × c chains, each chain given its
+  cell's ε, γ and nβ through `per_chain`. For small models a step costs about the same for 4 or
+  400 chains (fixed per-call costs dominate), so the grid comes almost for free.
+- cells: one `estimate_llc` call per cell, each with the same seed (common random numbers make
+  neighbouring cells easier to compare). Chosen when d × (total chains) exceeds BATCH_LIMIT: there
+  a step costs ∝ d × chains anyway, batching saves nothing, the (C, d) state, gradient and noise
+  tensors and the vmapped activations grow with every chain, and running cell by cell lets a UI
+  show each cell as soon as it is done.
+
+Per cell: λ̂ ± se across the cell's chains, mean MALA acceptance, fraction of chains diverged, trace
+flatness (`diagnostics.flatness` on the cell's post-burn-in trace with its own nβ) and a negative-λ̂
+flag. `recommend` picks a cell by REFERENCE.md §2-3 and says why, or says what to change.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import itertools
+import json
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import defaults, diagnostics
+from .config import RunConfig, SamplerConfig
+from .errors import LLCInputError
+from .estimator import StopRequest, _stop_checker, default_nbeta, estimate_llc
+from .result import RunResult, Snapshot, json_safe
+from .zoo import build_problem
+
+# d × (cells × chains per cell) up to which the grid runs as one batched computation. At the limit
+# the per-chain (C, d) float32 tensors a step holds (position, gradient, noise, proposal) are ~4 MB
+# each; a 1k-parameter model can batch a 100-cell grid of 8 chains, a 100k-parameter one only 10.
+BATCH_LIMIT = 1_000_000
+MAX_CELLS = 400
+MODES = ("auto", "batched", "cells")
+
+
+def log_grid(low: float, high: float, count: int) -> list[float]:
+    """`count` values from `low` to `high`, evenly spaced on a log scale, to 3 significant digits."""
+    for name, value in (("low", low), ("high", high)):
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise LLCInputError(f"ε range {name} end = {value!r} must be a number > 0, e.g. 1e-5")
+    if not isinstance(count, int) or count < 1:
+        raise LLCInputError(f"number of step sizes = {count!r} must be a whole number ≥ 1")
+    if count == 1:
+        return [float(f"{low:.3g}")]
+    if high <= low:
+        raise LLCInputError(f"ε range {low:g} … {high:g}: the upper end must exceed the lower one")
+    return [float(f"{v:.3g}") for v in np.geomspace(low, high, count)]
+
+
+def parse_numbers(text: str, name: str) -> list[float]:
+    """"1e-5,1e-4, 1e-3" → [1e-5, 1e-4, 1e-3]; LLCInputError naming `name` when an item is no number."""
+    items = [item.strip() for item in str(text).replace(";", ",").split(",") if item.strip()]
+    if not items:
+        raise LLCInputError(f"{name} is empty: give numbers separated by commas, e.g. 1,10,100")
+    values = []
+    for item in items:
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise LLCInputError(f"{name}: {item!r} is not a number; write numbers separated by commas, e.g. 1,10,100") from None
+    return values
+
+
+@dataclass
+class SweepConfig:
+    """A grid over ε × γ (× nβ) for one model. `run` supplies the model, the data and the sampler
+    settings the grid does not vary (steps, burn-in, batch size, seed, preconditioner, ...).
+
+    nbetas: None sweeps only the run's nβ (its sampler's, else n / log n). mode: "auto" (batched when
+    d × total chains ≤ BATCH_LIMIT, else cell by cell), "batched" or "cells".
+    """
+
+    run: RunConfig = field(default_factory=RunConfig)
+    step_sizes: list[float] = field(default_factory=lambda: log_grid(1e-5, 1e-2, 7))
+    localizations: list[float] = field(default_factory=lambda: [1.0, 10.0, 100.0])
+    nbetas: list[float] | None = None
+    chains_per_cell: int = 4
+    mode: str = "auto"
+
+    def cells(self, nbeta: float | None = None) -> list[tuple[float, float, float | None]]:
+        """(ε, γ, nβ) of every cell in order: nβ outermost, then γ, then ε. `nbeta` stands in for
+        an unswept nβ."""
+        nbetas = self.nbetas if self.nbetas else [nbeta]
+        return [(e, g, b) for b, g, e in itertools.product(nbetas, self.localizations, self.step_sizes)]
+
+    def validate(self) -> None:
+        _numbers("step_sizes", self.step_sizes, positive=True)
+        _numbers("localizations", self.localizations, positive=False)
+        if self.nbetas is not None:
+            _numbers("nbetas", self.nbetas, positive=True)
+        if not _is_int(self.chains_per_cell) or self.chains_per_cell < 1:
+            raise LLCInputError(f"chains_per_cell = {self.chains_per_cell!r} must be a whole number ≥ 1 (2 or more give error bars)")
+        if self.mode not in MODES:
+            raise LLCInputError(f"mode = {self.mode!r}: use \"auto\", \"batched\" or \"cells\"")
+        count = len(self.cells())
+        if count > MAX_CELLS:
+            raise LLCInputError(f"the grid has {count} cells (more than {MAX_CELLS}): use fewer step sizes or localizations")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run": self.run.to_dict(), "step_sizes": list(self.step_sizes),
+                "localizations": list(self.localizations),
+                "nbetas": None if self.nbetas is None else list(self.nbetas),
+                "chains_per_cell": self.chains_per_cell, "mode": self.mode}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> "SweepConfig":
+        if not isinstance(raw, dict):
+            raise LLCInputError(f"a sweep config must be a JSON object, got {type(raw).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise LLCInputError(f"unknown key(s) {', '.join(map(repr, unknown))} in sweep: known keys are {', '.join(sorted(known))}")
+        values = {k: v for k, v in raw.items() if k != "run"}
+        return cls(run=RunConfig.from_dict(raw.get("run", {})), **values)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SweepConfig":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as err:
+            raise LLCInputError(f"sweep config is not valid JSON: {err.msg} at line {err.lineno}") from None
+
+
+@dataclass
+class CellResult:
+    """One grid cell. chains: its chain numbers in the grid (cell k: k·c … k·c + c − 1)."""
+
+    index: int
+    step_size: float
+    localization: float
+    nbeta: float
+    chains: list[int]
+    llc_mean: float | None
+    llc_se: float | None
+    llc_per_chain: list[float | None]
+    acceptance: float | None  # mean MALA acceptance over the cell's healthy chains
+    diverged_fraction: float
+    flat: bool | None  # diagnostics.flatness of the post-burn-in trace; None: too few draws or no healthy chain
+    drift: float | None
+    drift_se: float | None
+    negative: bool
+    partial: bool = False
+    wall_time_s: float | None = None  # the cell's own run (cells mode) or the whole batched run
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "CellResult":
+        return cls(**raw)
+
+
+@dataclass
+class SweepResult:
+    """The grid's cells, the recommended cell (an index into `cells`, or None) and the reason."""
+
+    config: dict[str, Any]  # the SweepConfig, its run part resolved as the sampler ran it
+    cells: list[CellResult]
+    recommended: int | None
+    reason: str
+    mode: str  # "batched" or "cells"
+    partial: bool
+    num_params: int
+    n: int
+    init_loss: float
+    default_nbeta: float  # n / log n
+    steps: int
+    burnin_steps: int
+    theoretical_llc: float | None
+    wall_time_s: float
+
+    @property
+    def recommended_cell(self) -> CellResult | None:
+        return None if self.recommended is None else self.cells[self.recommended]
+
+    def recommended_config(self) -> RunConfig:
+        """The sweep's RunConfig with the recommended cell's ε, γ and nβ; LLCInputError when none."""
+        cell = self.recommended_cell
+        if cell is None:
+            raise LLCInputError(f"no cell is recommended: {self.reason}")
+        return config_for_cell(SweepConfig.from_dict(self.config).run, cell, self.default_nbeta)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(dataclasses.asdict(self))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "SweepResult":
+        raw = dict(raw)
+        raw["cells"] = [CellResult.from_dict(c) for c in raw["cells"]]
+        return cls(**raw)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SweepResult":
+        return cls.from_dict(json.loads(text))
+
+
+@dataclass
+class SweepProgress:
+    """Streamed while a sweep runs. running_llc: per cell, the running λ̂ of its chains (None until
+    its burn-in is over, and for cells not started); finished cells also arrive through on_cell."""
+
+    cells_done: int
+    cells_total: int
+    step: int  # steps done in the current computation
+    total_steps: int
+    computation: int  # 0 for a batched sweep; the cell index when running cell by cell
+    running_llc: list[float | None]
+
+
+def config_for_cell(run: RunConfig, cell: CellResult, default: float | None = None) -> RunConfig:
+    """`run` with the cell's ε and γ; its nβ too unless it is the default n / log n (left unset)."""
+    nbeta = None if default is not None and math.isclose(cell.nbeta, default, rel_tol=1e-9) else cell.nbeta
+    sampler = dataclasses.replace(run.sampler, step_size=cell.step_size, localization=cell.localization, nbeta=nbeta)
+    return dataclasses.replace(copy.deepcopy(run), sampler=sampler)
+
+
+# ----------------------------------------------------------------------------- per-cell statistics
+
+
+def cell_stats(result: RunResult, index: int, cell: tuple[float, float, float], chains: Sequence[int],
+               offset: int = 0) -> CellResult:
+    """A cell's statistics from the run that held its chains: columns `chains` of the result (shifted
+    by `offset` into grid chain numbers)."""
+    step_size, localization, nbeta = cell
+    chains = list(chains)
+    trace = np.asarray(result.loss_trace, dtype=float)
+    done = result.steps_completed
+    start = result.burnin_steps if done > result.burnin_steps else done // 2
+    dead = {d["chain"] for d in result.diverged_chains}
+    healthy = [c for c in chains if c not in dead]
+    per_chain = [result.llc_per_chain[c] for c in chains]
+    values = np.array([result.llc_per_chain[c] for c in healthy], dtype=float)
+    llc_mean = float(values.mean()) if len(values) else None
+    llc_se = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) >= 2 else None
+    accepted = [result.mala_acceptance_per_chain[c] for c in healthy if result.mala_acceptance_per_chain[c] is not None]
+    acceptance = float(np.mean(accepted)) if accepted else None
+    flat = {"flat": None, "drift": None, "drift_se": None}
+    if healthy and trace.ndim == 2 and len(trace) > start:
+        flat = diagnostics.flatness(trace[start:, healthy].T, nbeta, result.init_loss)
+    return CellResult(
+        index=index, step_size=float(step_size), localization=float(localization), nbeta=float(nbeta),
+        chains=[c + offset for c in chains], llc_mean=llc_mean, llc_se=llc_se, llc_per_chain=per_chain,
+        acceptance=acceptance, diverged_fraction=(len(chains) - len(healthy)) / len(chains),
+        flat=flat["flat"], drift=flat["drift"], drift_se=flat["drift_se"],
+        negative=llc_mean is not None and llc_mean < 0, partial=result.partial, wall_time_s=result.wall_time_s,
+    )
+
+
+# ----------------------------------------------------------------------------- recommendation
+
+
+def cell_problems(cell: CellResult, band: tuple[float, float] = defaults.ACCEPTANCE_TARGET) -> list[str]:
+    """Why a cell cannot be recommended (empty when it can): codes partial, no_estimate, diverged,
+    no_acceptance, acceptance_low, acceptance_high, not_flat, flat_unknown, negative."""
+    low, high = band
+    problems = []
+    if cell.partial:
+        problems.append("partial")
+    if cell.llc_mean is None:
+        problems.append("no_estimate")
+    if cell.diverged_fraction > 0:
+        problems.append("diverged")
+    if cell.acceptance is None:
+        problems.append("no_acceptance")
+    elif cell.acceptance < low:
+        problems.append("acceptance_low")
+    elif cell.acceptance > high:
+        problems.append("acceptance_high")
+    if cell.flat is False:
+        problems.append("not_flat")
+    elif cell.flat is None and cell.llc_mean is not None:
+        problems.append("flat_unknown")
+    if cell.negative:
+        problems.append("negative")
+    return problems
+
+
+def recommend(cells: Sequence[CellResult], band: tuple[float, float] = defaults.ACCEPTANCE_TARGET,
+              default_nbeta: float | None = None) -> tuple[int | None, str]:
+    """The recommended cell (its `index`) and the reason, by REFERENCE.md §2-3.
+
+    A cell qualifies when its mean acceptance lies in `band` (0.90-0.95), its trace is flat after
+    burn-in, no chain diverged, λ̂ ≥ 0 and it ran to the end. Among those: the smallest γ (a large
+    γ swamps the likelihood), then the nβ closest to n / log n (the estimator's β* = 1/log n), then
+    the largest ε (fastest mixing for the same number of steps). With none, the reason says what to
+    change.
+    """
+    low, high = band
+    good = [c for c in cells if not cell_problems(c, band)]
+    if not good:
+        return None, _why_none(list(cells), band)
+    gamma = min(c.localization for c in good)
+    pool = [c for c in good if c.localization == gamma]
+    if default_nbeta is not None:
+        closest = min(abs(math.log(c.nbeta / default_nbeta)) for c in pool)
+        pool = [c for c in pool if abs(math.log(c.nbeta / default_nbeta)) == closest]
+    best = max(pool, key=lambda c: c.step_size)
+    gammas = sorted({c.localization for c in cells})
+    passing_at_gamma = sorted(c.step_size for c in pool)
+    se = f" ± {best.llc_se:.2g}" if best.llc_se is not None else ""
+    reason = (
+        f"ε = {best.step_size:.3g}, γ = {best.localization:g}: mean acceptance {best.acceptance:.3f} lies in "
+        f"{low:.2f}–{high:.2f}, the loss trace is flat after burn-in, no chain diverged and λ̂ = "
+        f"{best.llc_mean:.4g}{se} is not negative."
+    )
+    if len(gammas) > 1:
+        reason += (f" γ = {gamma:g} is the smallest of the swept γ ({', '.join(f'{g:g}' for g in gammas)}) at which "
+                   "a cell passes: a larger γ pulls the chains towards w* and biases λ̂ down.")
+    if len(passing_at_gamma) > 1:
+        reason += (f" {len(passing_at_gamma)} step sizes pass at this γ ({passing_at_gamma[0]:.3g} … "
+                   f"{passing_at_gamma[-1]:.3g}); the largest mixes fastest for the same number of steps.")
+    return best.index, reason
+
+
+def _why_none(cells: list[CellResult], band: tuple[float, float]) -> str:
+    low, high = band
+    if not cells:
+        return "No cell has finished yet."
+    complete = [c for c in cells if not c.partial]
+    if not complete:
+        return "The sweep was stopped before any cell finished: run it to the end (fewer steps or cells make it quicker)."
+    smallest = min(c.step_size for c in complete)
+    largest = max(c.step_size for c in complete)
+    if all(c.diverged_fraction == 1 for c in complete):
+        return (f"Every chain diverged in every cell: even ε = {smallest:.3g} is too large. "
+                f"Sweep smaller step sizes, e.g. from {smallest / 1000:.2g} to {smallest / 3:.2g}.")
+    in_band = [c for c in complete if c.acceptance is not None and low <= c.acceptance <= high]
+    if in_band:
+        codes = [set(cell_problems(c, band)) for c in in_band]
+        where = ", ".join(f"ε = {c.step_size:.3g}/γ = {c.localization:g}" for c in in_band[:4])
+        if all("not_flat" in p or "flat_unknown" in p for p in codes):
+            return (f"Acceptance is in {low:.2f}–{high:.2f} at {where}, but the loss trace there is still "
+                    "moving after burn-in, so λ̂ is not equilibrated: run more steps (e.g. twice as many).")
+        if all("negative" in p for p in codes):
+            return (f"Acceptance is in {low:.2f}–{high:.2f} at {where}, but λ̂ is negative there: the chains "
+                    "find lower loss than at w*, so w* is probably not a local minimum (train it further), "
+                    "or try a larger γ.")
+        if all("diverged" in p for p in codes):
+            return (f"Acceptance is in {low:.2f}–{high:.2f} at {where}, but some chains diverged there: "
+                    "lower ε a little, or raise γ to keep chains near w*.")
+        return (f"Acceptance is in {low:.2f}–{high:.2f} at {where}, but each of those cells fails another "
+                "check (rising trace, divergence or negative λ̂; see the heatmaps): run more steps, and "
+                "sweep ε more finely around these values.")
+    crossing = _crossing(complete, band)
+    if crossing is not None:
+        below, above, gamma = crossing
+        upper = ("every chain diverges" if above.acceptance is None
+                 else f"it is {above.acceptance:.2f}")
+        return (f"No cell's acceptance falls in {low:.2f}–{high:.2f}: at γ = {gamma:g} it is "
+                f"{below.acceptance:.2f} at ε = {below.step_size:.3g} and at ε = {above.step_size:.3g} {upper}. "
+                f"Sweep more step sizes between {below.step_size:.3g} and {above.step_size:.3g}.")
+    measured = [c for c in complete if c.acceptance is not None]
+    if measured and all(c.acceptance > high for c in measured):
+        return (f"Every cell accepts more than {high:.2f}: all step sizes are smaller than needed. Extend the "
+                f"range upwards, e.g. ε from {largest:.2g} to {largest * 100:.2g}.")
+    if measured and all(c.acceptance < low for c in measured):
+        return (f"Every cell accepts less than {low:.2f}: all step sizes are too large (discretisation error "
+                f"inflates λ̂). Extend the range downwards, e.g. ε from {smallest / 100:.2g} to {smallest:.2g}.")
+    return ("No cell meets every rule (acceptance in "
+            f"{low:.2f}–{high:.2f}, flat trace, no divergence, λ̂ ≥ 0): widen the ε range and run more steps.")
+
+
+def _crossing(cells: list[CellResult], band: tuple[float, float]):
+    """The first adjacent pair (in ε, at one γ and nβ) whose acceptance jumps over the band; a cell
+    whose chains all diverged counts as acceptance 0 (its `acceptance` is None)."""
+    low, high = band
+    rows: dict[tuple[float, float], list[CellResult]] = {}
+    for c in cells:
+        if c.acceptance is not None or c.diverged_fraction == 1:
+            rows.setdefault((c.localization, c.nbeta), []).append(c)
+    for (gamma, _), row in sorted(rows.items()):
+        row.sort(key=lambda c: c.step_size)
+        for a, b in zip(row, row[1:]):
+            b_acceptance = 0.0 if b.acceptance is None else b.acceptance
+            if a.acceptance is not None and a.acceptance > high and b_acceptance < low:
+                return a, b, gamma
+    return None
+
+
+# ----------------------------------------------------------------------------- running a sweep
+
+
+def choose_mode(sweep: SweepConfig, num_params: int) -> str:
+    """"batched" when d × total chains ≤ BATCH_LIMIT (or asked for), else "cells"."""
+    if sweep.mode != "auto":
+        return sweep.mode
+    total = len(sweep.cells()) * sweep.chains_per_cell
+    return "batched" if num_params * total <= BATCH_LIMIT else "cells"
+
+
+def run_sweep(
+    sweep: SweepConfig,
+    on_cell: Callable[[CellResult], None] | None = None,
+    on_progress: Callable[[SweepProgress], None] | None = None,
+    stop: StopRequest = None,
+) -> SweepResult:
+    """Run every cell of the grid and recommend one.
+
+    on_cell receives each cell as it finishes (all at the end of a batched sweep); on_progress gets
+    a SweepProgress at every snapshot. A stop request ends the sweep at the next snapshot: finished
+    cells are kept, the running computation's cells are marked partial, later ones are not run.
+    """
+    started = time.perf_counter()
+    sweep.validate()
+    config = sweep.run
+    problem = build_problem(config.model, config.data)
+    n = int(problem.inputs.shape[0])
+    base = config.sampler.with_defaults(problem.sampler_defaults)
+    default = default_nbeta(n)
+    run_nbeta = base.nbeta if base.nbeta is not None else default
+    grid = [(e, g, b if b is not None else run_nbeta) for e, g, b in sweep.cells(run_nbeta)]
+    per = sweep.chains_per_cell
+    mode = choose_mode(sweep, problem.num_params)
+    stop_requested = _stop_checker(stop)
+    truth = problem.truth
+    common = dict(loss=problem.loss, noise_scale=config.data.noise_scale, device=config.device, dtype=config.dtype)
+    template = dataclasses.replace(base, step_size=None, localization=None, nbeta=None, calibration_steps=None)
+
+    cells: list[CellResult] = []
+    running: list[float | None] = [None] * len(grid)
+
+    def progress(snapshot: Snapshot, computation: int, first_cell: int) -> None:
+        if on_progress is None:
+            return
+        llc = snapshot.llc_running
+        for k in range(len(llc) // per):
+            values = llc[k * per:(k + 1) * per]
+            values = values[np.isfinite(values)]
+            running[first_cell + k] = float(values.mean()) if len(values) and snapshot.step > snapshot.burnin else None
+        on_progress(SweepProgress(len(cells), len(grid), snapshot.step, snapshot.total_steps, computation, list(running)))
+
+    last: RunResult | None = None
+    if mode == "batched":
+        sampler = dataclasses.replace(template, chains=len(grid) * per)
+        per_chain = {name: [cell[i] for cell in grid for _ in range(per)]
+                     for i, name in enumerate(("step_size", "localization", "nbeta"))}
+        last = estimate_llc(problem.model, problem.inputs, problem.targets, sampler, **common,
+                            per_chain=per_chain, stop=stop,
+                            on_snapshot=lambda s: progress(s, 0, 0))
+        for k, cell in enumerate(grid):
+            cells.append(cell_stats(last, k, cell, range(k * per, (k + 1) * per)))
+            if on_cell is not None:
+                on_cell(cells[-1])
+    else:
+        for k, cell in enumerate(grid):
+            if k and stop_requested():
+                break
+            e, g, b = cell
+            sampler = dataclasses.replace(template, chains=per, step_size=e, localization=g, nbeta=b)
+            last = estimate_llc(problem.model, problem.inputs, problem.targets, sampler, **common, stop=stop,
+                                on_snapshot=lambda s, k=k: progress(s, k, k))
+            cells.append(cell_stats(last, k, cell, range(per), offset=k * per))
+            if on_cell is not None:
+                on_cell(cells[-1])
+            if last.partial:
+                break
+
+    index, reason = recommend(cells, default_nbeta=default)
+    resolved = sweep.to_dict()
+    resolved["run"]["sampler"] = {**resolved["run"]["sampler"],
+                                  **{k: getattr(template, k) for k in SamplerConfig.__dataclass_fields__},
+                                  "chains": per, "batch_size": (last.config["sampler"]["batch_size"] if last else None)}
+    resolved["nbetas"] = sweep.nbetas
+    return SweepResult(
+        config=resolved, cells=cells, recommended=index, reason=reason, mode=mode,
+        partial=len(cells) < len(grid) or any(c.partial for c in cells), num_params=problem.num_params, n=n,
+        init_loss=last.init_loss if last else float("nan"), default_nbeta=default, steps=base.steps,
+        burnin_steps=base.burnin_steps(), theoretical_llc=float(truth.llc) if truth is not None else None,
+        wall_time_s=time.perf_counter() - started,
+    )
+
+
+def format_table(result: SweepResult) -> str:
+    """One line per cell, the recommended one marked with *."""
+    header = f"{'':1} {'ε':>9} {'γ':>7} {'nβ':>9} {'λ̂':>10} {'± se':>8} {'accept':>7} {'diverged':>8} {'trace':>8}"
+    lines = [header]
+    for c in result.cells:
+        flat = {True: "flat", False: "rising" if (c.drift or 0) > 0 else "falling", None: "—"}[c.flat]
+        lines.append(
+            f"{'*' if c.index == result.recommended else ' ':1} {c.step_size:9.3g} {c.localization:7.3g} {c.nbeta:9.4g} "
+            f"{_num(c.llc_mean, 10)} {_num(c.llc_se, 8)} {_num(c.acceptance, 7, '.3f')} "
+            f"{c.diverged_fraction:8.0%} {flat + (' partial' if c.partial else ''):>8}"
+        )
+    return "\n".join(lines)
+
+
+def _num(value: float | None, width: int, spec: str = ".4g") -> str:
+    return f"{value:{width}{spec}}" if value is not None else f"{'—':>{width}}"
+
+
+def _numbers(name: str, values: Any, positive: bool) -> None:
+    if not isinstance(values, (list, tuple)) or not values:
+        raise LLCInputError(f"{name} must be a non-empty list of numbers")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (positive and v == 0):
+            raise LLCInputError(f"{name} contains {v!r}: every value must be a finite number {'> 0' if positive else '≥ 0'}")
+    if len(set(values)) != len(values):
+        raise LLCInputError(f"{name} lists a value twice: give each value once")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# ----------------------------------------------------------------------------- background work
+
+
+class Job:
+    """`work(report, stop)` in a daemon thread that never touches a UI; a UI polls `snapshot()`.
+
+    The work calls report("item", x) to append a finished piece (a cell, a row) and
+    report("progress", p) to replace the progress shown; its return value becomes `result`. Like
+    background.BackgroundRun, it stops when asked and when nobody has polled it for `abandon_after`
+    seconds (a closed tab leaves nothing running).
+    """
+
+    def __init__(self, work: Callable[[Callable[[str, Any], None], Callable[[], bool]], Any],
+                 abandon_after: float | None = 60.0, name: str = "llc-job"):
+        self._work_fn = work
+        self._abandon_after = abandon_after
+        self._last_poll = time.monotonic()
+        self._lock = threading.Lock()
+        self._items: list[Any] = []
+        self._progress: Any = None
+        self._result: Any = None
+        self._error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+
+    def start(self) -> "Job":
+        self._thread.start()
+        return self
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def join(self, timeout: float | None = None) -> dict[str, Any]:
+        self._thread.join(timeout)
+        return self.snapshot()
+
+    def snapshot(self) -> dict[str, Any]:
+        """{"items", "progress", "result", "error", "running"}: a copy, safe to read while it runs."""
+        self._last_poll = time.monotonic()
+        with self._lock:
+            return {"items": list(self._items), "progress": self._progress, "result": self._result,
+                    "error": self._error, "running": self._thread.is_alive()}
+
+    def _should_stop(self) -> bool:
+        if self._stop.is_set():
+            return True
+        return self._abandon_after is not None and time.monotonic() - self._last_poll > self._abandon_after
+
+    def _report(self, what: str, value: Any) -> None:
+        with self._lock:
+            if what == "item":
+                self._items.append(value)
+            else:
+                self._progress = value
+
+    def _work(self) -> None:
+        try:
+            result = self._work_fn(self._report, self._should_stop)
+            with self._lock:
+                self._result = result
+        except LLCInputError as err:
+            with self._lock:
+                self._error = str(err)
+        except Exception as err:  # shown on the page; never a traceback
+            with self._lock:
+                self._error = f"internal error ({type(err).__name__}: {err}); please report it"
+
+
+def sweep_job(sweep: SweepConfig, abandon_after: float | None = 60.0) -> Job:
+    """A Job running `run_sweep`: items are CellResults, progress a SweepProgress, result a SweepResult."""
+    def work(report, stop):
+        return run_sweep(sweep, on_cell=lambda c: report("item", c), on_progress=lambda p: report("progress", p),
+                         stop=stop)
+
+    return Job(work, abandon_after, name="llc-sweep")
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def add_command(commands) -> None:
+    """`python -m llc_core sweep CONFIG.json [...]` (registered by cli.py)."""
+    cmd = commands.add_parser(
+        "sweep", help="run a grid of step sizes ε × localizations γ (× nβ), print per-cell diagnostics and a recommendation",
+        description="CONFIG.json is a RunConfig (model, data, sampler; its ε, γ, nβ are replaced by the grid) or a "
+                    "SweepConfig ({\"run\": RunConfig, \"step_sizes\": [...], ...}). Flags override the file.")
+    cmd.add_argument("config", help="path to a RunConfig or SweepConfig JSON file, or - for stdin")
+    cmd.add_argument("--step-sizes", help="comma-separated ε values, e.g. 1e-5,1e-4,1e-3 (default: 7 log-spaced "
+                     "values from ε/100 to 10ε around the config's ε, else 1e-6 … 1e-1)")
+    cmd.add_argument("--localizations", help="comma-separated γ values (default 1,10,100)")
+    cmd.add_argument("--nbetas", help="comma-separated nβ values (default: the config's nβ, else n / log n)")
+    cmd.add_argument("--chains-per-cell", type=int, help="chains per grid cell (default 4)")
+    cmd.add_argument("--mode", choices=MODES, help="batched, cells, or auto (default: batched when d × chains ≤ "
+                     f"{BATCH_LIMIT:,})")
+    cmd.add_argument("--out", help="also write the SweepResult JSON to this file")
+    cmd.add_argument("--json", action="store_true", help="print the SweepResult JSON on stdout (the table goes to stderr)")
+    cmd.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    cmd.set_defaults(calibration_command=main_sweep)
+
+
+def sweep_from_args(args) -> SweepConfig:
+    from .cli import _read
+
+    raw = _read(args.config)
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise LLCInputError(f"config is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+    if isinstance(parsed, dict) and "run" in parsed:
+        sweep = SweepConfig.from_dict(parsed)
+    else:
+        run_config = RunConfig.from_dict(parsed)
+        centre = run_config.sampler.step_size
+        if isinstance(centre, (int, float)) and not isinstance(centre, bool) and centre > 0:
+            step_sizes = log_grid(centre / 100, centre * 10, 7)
+        else:
+            step_sizes = log_grid(1e-6, 1e-1, 11)
+        sweep = SweepConfig(run=run_config, step_sizes=step_sizes)
+    if args.step_sizes:
+        sweep.step_sizes = parse_numbers(args.step_sizes, "--step-sizes")
+    if args.localizations:
+        sweep.localizations = parse_numbers(args.localizations, "--localizations")
+    if args.nbetas:
+        sweep.nbetas = parse_numbers(args.nbetas, "--nbetas")
+    if args.chains_per_cell is not None:
+        sweep.chains_per_cell = args.chains_per_cell
+    if args.mode:
+        sweep.mode = args.mode
+    sweep.validate()
+    return sweep
+
+
+def main_sweep(args) -> int:
+    import sys
+
+    try:
+        sweep = sweep_from_args(args)
+        total = len(sweep.cells())
+
+        def show(p: SweepProgress) -> None:
+            if not args.quiet:
+                sys.stderr.write(f"\r{p.cells_done}/{total} cells done, step {p.step}/{p.total_steps}   ")
+                sys.stderr.flush()
+
+        try:
+            result = run_sweep(sweep, on_progress=show)
+        except KeyboardInterrupt:  # pragma: no cover - interactive only
+            return 130
+        if not args.quiet:
+            sys.stderr.write("\n")
+    except LLCInputError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    table = (f"{len(result.cells)} cells, {sweep.chains_per_cell} chains each, {result.steps} steps "
+             f"({result.burnin_steps} burn-in), d = {result.num_params}, n = {result.n}, {result.mode} mode, "
+             f"{result.wall_time_s:.1f} s\n" + format_table(result) + "\n"
+             + ("recommended (*): " if result.recommended is not None else "no recommendation: ") + result.reason + "\n")
+    if args.out:
+        try:
+            with open(args.out, "w", encoding="utf-8") as handle:
+                handle.write(result.to_json() + "\n")
+        except OSError as err:
+            sys.stderr.write(f"error: cannot write {args.out!r}: {err.strerror}\n")
+            return 2
+    if args.json:
+        sys.stderr.write(table)
+        sys.stdout.write(result.to_json() + "\n")
+    else:
+        sys.stdout.write(table)
+    return 0
