@@ -126,10 +126,16 @@ def relu_mlp(widths: list[int]) -> nn.Sequential:
 def build_problem(model: ModelConfig, data: DataConfig) -> Problem:
     if not isinstance(data.n, int) or isinstance(data.n, bool) or data.n < 2:
         raise LLCInputError(f"data.n = {data.n!r} must be a whole number ≥ 2")
-    builders = {"potential": _potential, "dln": _dln, "rrr": _rrr, "tanh": _tanh, "mlp": _mlp}
+    builders = {"potential": _potential, "dln": _dln, "rrr": _rrr, "tanh": _tanh, "mlp": _mlp,
+                "checkpoint": _checkpoint}
     if model.kind not in builders:
         raise LLCInputError(f"unknown model kind {model.kind!r}: use one of {', '.join(KINDS)}")
     _reject_fields(model)
+    data_file_fields = [k for k in ("path", "inputs_key", "targets_key", "target_columns", "loss", "teacher")
+                        if getattr(data, k, None) is not None]
+    if data_file_fields and model.kind != "checkpoint":
+        raise LLCInputError(f"data {', '.join(data_file_fields)} only apply to model kind \"checkpoint\": "
+                            f"kind {model.kind!r} draws its own data")
     problem = builders[model.kind](model, data)
     if model.train_steps:
         _train(problem, model, data)
@@ -143,6 +149,7 @@ _FIELDS = {
     "rrr": {"input_dim", "hidden", "output_dim", "rank", "seed", "weight_scale", "train_steps", "train_lr"},
     "tanh": {"hidden", "seed"},
     "mlp": {"input_dim", "hidden", "output_dim", "task", "seed", "train_steps", "train_lr"},
+    "checkpoint": {"path", "architecture", "activation"},  # a user's weights and data: llc_core/checkpoint.py
 }
 
 
@@ -172,6 +179,12 @@ def _int_range(name: str, value: Any, minimum: int) -> tuple[int, int]:
             or not minimum <= value[0] <= value[1]):
         raise LLCInputError(f"{name} = {value!r} must be [lo, hi] with {minimum} ≤ lo ≤ hi, e.g. [2, 5]")
     return int(value[0]), int(value[1])
+
+
+def _checkpoint(model: ModelConfig, data: DataConfig) -> Problem:
+    from .checkpoint import checkpoint_problem  # lazily: the zoo's own kinds need none of it
+
+    return checkpoint_problem(model, data)
 
 
 # --------------------------------------------------------------------------- potential

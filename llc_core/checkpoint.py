@@ -1,0 +1,665 @@
+"""Load a user's trained weights safely and turn them into a module whose parameters are w*.
+
+Formats (told apart by their bytes, never by the file name):
+
+- safetensors: a state dict read with the safetensors library (no code can run).
+- torch.save (.pt/.pth/.bin): read with `torch.load(weights_only=True)` only. A pickle that needs
+  anything beyond tensors and plain containers is refused, and the message names its globals
+  (`torch.serialization.get_unsafe_globals_in_checkpoint`, a static read of the pickle: no code runs).
+  There is no fallback to full unpickling.
+- torch.export (.pt2): a whole program. `torch.export.load` itself unpickles some archive members
+  with `weights_only=False` (pickled weights and constants, and the sample inputs after a failed safe
+  attempt), so every member that could be unpickled is checked first (`_check_export_archive`) and
+  the load runs with TORCH_FORCE_WEIGHTS_ONLY_LOAD set; the program then runs only the ATen
+  operators recorded in its graph, no Python code from the file.
+- TorchScript: refused. `torch.jit.load` unpickles no code, but the archive carries TorchScript
+  source that is compiled and run, so a file could do whatever TorchScript operators can do;
+  `torch.export` gives the same whole-model convenience without that.
+
+A state dict needs an architecture: for a stack of Linear layers it is inferred from the tensor
+names and shapes (`infer_architecture`); otherwise a JSON spec gives it (`ARCHITECTURE_SPEC_HELP`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pickle
+import pickletools
+import re
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .errors import LLCInputError
+
+# The largest checkpoint or data file read (and the largest total inside a zip of checkpoints).
+# Far above the small models this tool is for; it only stops a mistaken or hostile upload from
+# filling memory.
+MAX_FILE_BYTES = 256 * 2**20
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "identity": nn.Identity, "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid,
+    "silu": nn.SiLU, "softplus": nn.Softplus,
+}
+LAYER_TYPES = ("linear", "flatten", *ACTIVATIONS)
+
+ARCHITECTURE_SPEC_HELP = (
+    '{"layers": [{"type": "linear", "in": 4, "out": 8, "bias": true, "name": "fc1"}, {"type": "relu"}, '
+    '{"type": "linear", "in": 8, "out": 1, "bias": true, "name": "fc2"}]}: layers run in order; '
+    f"types are {', '.join(LAYER_TYPES)}; a linear layer's optional \"name\" is the prefix of its tensors "
+    "in the state dict (default: its position, as in torch.nn.Sequential: \"0\", \"2\", ...)"
+)
+
+FORMAT_NAMES = {"safetensors": "safetensors state dict", "torch": "torch.save state dict",
+                "export": "torch.export program (.pt2)"}
+
+
+@dataclass
+class LoadedCheckpoint:
+    """What a checkpoint file holds: a state dict (every format) and, for torch.export, the module."""
+
+    format: str  # safetensors, torch or export (FORMAT_NAMES)
+    state_dict: dict[str, Tensor]
+    module: nn.Module | None = field(default=None, repr=False)
+    notes: list[str] = field(default_factory=list)  # what was done to read it (nested dict unwrapped, ...)
+
+
+# ====================================================================== bytes and formats
+
+
+def read_limited(source: bytes | str | os.PathLike, what: str = "file", limit: int | None = None) -> bytes:
+    """The bytes of a file (or bytes as given), refusing empty ones and ones over `limit` (MAX_FILE_BYTES)."""
+    limit = MAX_FILE_BYTES if limit is None else limit
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    else:
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+            if size > limit:
+                raise LLCInputError(_too_large(what, size, limit))
+            data = path.read_bytes()
+        except OSError as err:
+            raise LLCInputError(f"cannot read {what} {str(source)!r}: {err.strerror}; check the path") from None
+    if not data:
+        raise LLCInputError(f"the {what} is empty (0 bytes): upload the file again, it may not have been saved")
+    if len(data) > limit:
+        raise LLCInputError(_too_large(what, len(data), limit))
+    return data
+
+
+def _too_large(what: str, size: int, limit: int) -> str:
+    return (f"the {what} is {size / 2**20:.3g} MiB, over the {limit / 2**20:.3g} MiB limit "
+            "(llc_core.checkpoint.MAX_FILE_BYTES): use a smaller model or a subset of the data")
+
+
+_OTHER_FILE_TYPES = [  # magic bytes of files people upload by mistake
+    (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"), (b"\x1f\x8b", "a gzip archive"), (b"\x93NUMPY", "a single NumPy .npy array"),
+    (b"\x89HDF", "an HDF5 file (Keras/h5py)"), (b"7z\xbc\xaf", "a 7-Zip archive"),
+]
+
+
+def sniff(data: bytes) -> str:
+    """What the bytes are: safetensors, zip, pickle, or a description of another file type."""
+    if _looks_like_safetensors(data):
+        return "safetensors"
+    if data[:4] == b"PK\x03\x04" or data[:4] == b"PK\x05\x06":
+        return "zip"
+    if data[:1] == b"\x80" and len(data) > 1 and data[1] <= 5:
+        return "pickle"
+    for magic, name in _OTHER_FILE_TYPES:
+        if data.startswith(magic):
+            return name
+    if data.lstrip()[:1] in (b"{", b"[") or _is_text(data[:512]):
+        return "a text file"
+    return "an unknown binary file"
+
+
+def _looks_like_safetensors(data: bytes) -> bool:
+    if len(data) < 10:
+        return False
+    header_len = int.from_bytes(data[:8], "little")
+    return 2 <= header_len <= 100 * 2**20 and data[8:9] == b"{"
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def zip_names(data: bytes) -> list[str]:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            return archive.namelist()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise LLCInputError(f"the file looks like a zip archive but is corrupt or truncated ({err}): "
+                            "save it again (torch.save / torch.export.save) and re-upload") from None
+
+
+def _zip_kind(names: list[str]) -> str:
+    if any("/code/" in n or n.startswith("code/") for n in names) and any(n.endswith("constants.pkl") for n in names):
+        return "torchscript"
+    if any(n.endswith("archive_format") for n in names) or any("/models/" in n and n.endswith(".json") for n in names):
+        return "export"
+    if any(n.endswith("data.pkl") for n in names):
+        return "torch"
+    if any(n.endswith(".npy") for n in names):
+        return "npz"
+    return "zip"
+
+
+def file_kind(data: bytes) -> str:
+    """safetensors, torch, export, torchscript, npz, zip, pickle, or a description of another type."""
+    kind = sniff(data)
+    if kind == "zip":
+        return _zip_kind(zip_names(data))
+    if kind == "pickle":
+        return "torch"  # torch.save's legacy format is a sequence of pickles; torch.load tells them apart
+    return kind
+
+
+# ====================================================================== safe loading
+
+
+def load_checkpoint(source: bytes | str | os.PathLike) -> LoadedCheckpoint:
+    """Read a checkpoint (bytes or a path) without running code from it; see the module docstring."""
+    data = read_limited(source, "checkpoint")
+    kind = file_kind(data)
+    if kind == "safetensors":
+        loaded = LoadedCheckpoint("safetensors", load_safetensors(data, "checkpoint"))
+    elif kind == "torch":
+        obj = torch_load_weights_only(data, "checkpoint")
+        state_dict, notes = _state_dict_from(obj)
+        loaded = LoadedCheckpoint("torch", state_dict, notes=notes)
+    elif kind == "export":
+        module = load_export(data)
+        loaded = LoadedCheckpoint("export", {k: v.detach() for k, v in module.named_parameters()}, module)
+    elif kind == "torchscript":
+        raise LLCInputError(
+            "TorchScript archives are refused: loading one compiles and runs the TorchScript code inside it. "
+            "Save the weights instead (torch.save(model.state_dict(), 'model.pt') or safetensors), "
+            "or export the model with torch.export.save(torch.export.export(model, (x,)), 'model.pt2')"
+        )
+    elif kind == "npz":
+        raise LLCInputError("this is a NumPy .npz archive (a dataset?), not a checkpoint: upload it as data, "
+                            "and the weights as .safetensors, .pt or .pt2")
+    else:
+        raise _wrong_type(kind, "checkpoint", ".safetensors, .pt (torch.save of a state_dict) or .pt2 (torch.export)")
+    _check_weights_finite(loaded.state_dict)
+    if not loaded.state_dict:
+        raise LLCInputError("the checkpoint holds no tensors: save model.state_dict(), not an empty dict")
+    return loaded
+
+
+def _wrong_type(kind: str, what: str, expected: str) -> LLCInputError:
+    if kind == "zip":
+        return LLCInputError(f"the {what} is a zip archive but not one torch wrote: upload {expected}")
+    if kind == "safetensors":
+        kind = "a safetensors file"
+    return LLCInputError(f"the {what} is {kind}, not a supported format: upload {expected}")
+
+
+def load_safetensors(data: bytes, what: str) -> dict[str, Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    header_len = int.from_bytes(data[:8], "little")
+    if 8 + header_len > len(data):
+        raise LLCInputError(f"the {what} (safetensors) is truncated: its header says {header_len} bytes but the "
+                            f"file has {len(data) - 8} after the length; upload the complete file")
+    try:
+        return dict(load(data))
+    except (SafetensorError, ValueError, RuntimeError) as err:
+        raise LLCInputError(f"the {what} (safetensors) is corrupt or truncated ({_first_line(err)}): "
+                            "save it again with safetensors.torch.save_file and re-upload") from None
+
+
+def torch_load_weights_only(data: bytes, what: str) -> Any:
+    """torch.load(weights_only=True) of bytes, with a specific message for each way it can fail."""
+    try:
+        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as err:
+        unsafe = unsafe_globals(data)
+        if unsafe:
+            raise LLCInputError(
+                f"refused to load the {what}: its pickle needs {', '.join(unsafe)}, which could run code "
+                "(nothing from it was run). Save plain tensors instead: torch.save(model.state_dict(), path) "
+                "or safetensors"
+            ) from None
+        raise LLCInputError(f"the {what} is not a plain torch.save file of tensors, or it is corrupt "
+                            f"({_first_line(err)[:120]}…): save plain tensors with torch.save(model.state_dict(), path) "
+                            "or safetensors") from None
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, IndexError) as err:
+        raise LLCInputError(f"the {what} is corrupt or truncated ({_first_line(err)}): save it again and "
+                            "re-upload") from None
+
+
+def unsafe_globals(data: bytes) -> list[str]:
+    """The globals a torch.save file or pickle imports that weights_only does not allow: a static
+    read of the pickle opcodes, nothing is run."""
+    if sniff(data) == "zip":
+        try:
+            return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data)))
+        except Exception:  # not a torch.save zip: fall through to a scan of every pickle in it
+            return []
+    found = _pickle_globals(data)
+    allowed = _allowed_globals()
+    return sorted(g for g in found if g not in allowed)
+
+
+def _allowed_globals() -> set[str]:
+    try:  # private, but the exact allow-list torch.load(weights_only=True) uses
+        from torch import _weights_only_unpickler
+        return set(_weights_only_unpickler._get_allowed_globals())
+    except Exception:  # pragma: no cover - older/newer torch: report every global
+        return set()
+
+
+def _pickle_globals(data: bytes) -> set[str]:
+    """GLOBAL / STACK_GLOBAL imports of every pickle in a stream (torch's legacy format has several)."""
+    found: set[str] = set()
+    stream = io.BytesIO(data)
+    while stream.tell() < len(data):
+        strings: list[str] = []
+        memo: dict[int, str] = {}
+        memo_count = 0
+        last: str | None = None  # the string the previous opcode pushed, if any
+        try:
+            for opcode, arg, _ in pickletools.genops(stream):
+                name = opcode.name
+                pushed = None
+                if name == "GLOBAL":
+                    found.add(str(arg).replace(" ", "."))
+                elif name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.add(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str) and ("UNICODE" in name or "STRING" in name):
+                    pushed = str(arg)
+                elif name == "MEMOIZE":
+                    if last is not None:
+                        memo[memo_count] = last
+                    memo_count += 1
+                    continue  # the stack is unchanged: `last` stays the top
+                elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+                    if last is not None:
+                        memo[int(arg)] = last
+                    continue
+                elif name in ("BINGET", "LONG_BINGET", "GET") and int(arg) in memo:
+                    pushed = memo[int(arg)]
+                if pushed is not None:
+                    strings.append(pushed)
+                last = pushed
+                if name == "STOP":
+                    break
+        except Exception:  # the rest is tensor bytes (legacy format) or garbage: stop scanning
+            break
+    return found
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__
+
+
+def _state_dict_from(obj: Any) -> tuple[dict[str, Tensor], list[str]]:
+    """The name → tensor dict in what torch.load returned: a state dict, or one nested under a
+    common key (training scripts often save {"model": state_dict, "optimizer": ..., "step": ...})."""
+    if isinstance(obj, Tensor):
+        raise LLCInputError("the file holds a single tensor, not a state dict: save model.state_dict()")
+    if not isinstance(obj, dict):
+        raise LLCInputError(f"the file holds a {type(obj).__name__}, not a state dict: save model.state_dict()")
+    tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+    if tensors:
+        notes = [f"ignored non-tensor entries {sorted(map(str, set(obj) - set(tensors)))}"] if len(tensors) < len(obj) else []
+        return {str(k): v for k, v in tensors.items()}, notes
+    for key in ("state_dict", "model_state_dict", "model", "module", "net", "weights"):
+        inner = obj.get(key)
+        if isinstance(inner, dict) and any(isinstance(v, Tensor) for v in inner.values()):
+            state_dict, notes = _state_dict_from(inner)
+            return state_dict, [f"used the state dict under key {key!r}", *notes]
+    raise LLCInputError(f"found no tensors in the file (top-level keys: {sorted(map(str, obj))[:10]}): "
+                        "save model.state_dict()")
+
+
+def _check_weights_finite(state_dict: dict[str, Tensor]) -> None:
+    for name, value in state_dict.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise LLCInputError(f"weight {name!r} has {bad} NaN/inf value(s) of {value.numel()}: "
+                                "the checkpoint was saved after training diverged; use an earlier one")
+
+
+# ====================================================================== torch.export programs
+
+_FORCE_LOCK = threading.Lock()
+_EXECUTABLE_SUFFIXES = (".so", ".dll", ".dylib", ".py", ".pyc", ".cpp", ".sh", ".exe")
+
+
+def load_export(data: bytes) -> nn.Module:
+    """A torch.export archive's program as a module (ExportedProgram.module()), after checking that
+    nothing in the archive would be unpickled unsafely (see the module docstring)."""
+    _check_export_archive(data)
+    with _force_weights_only():
+        try:
+            program = torch.export.load(io.BytesIO(data))
+        except LLCInputError:
+            raise
+        except pickle.UnpicklingError as err:
+            raise LLCInputError(f"refused to load the .pt2 program: a member needs unsafe globals ({_first_line(err)})") from None
+        except Exception as err:  # torch raises many types for a damaged or foreign archive
+            raise LLCInputError(f"the .pt2 program cannot be loaded ({type(err).__name__}: {_first_line(err)}): "
+                                "save it with torch.export.save from the same or an older torch version") from None
+    try:
+        module = program.module()
+    except Exception as err:
+        raise LLCInputError(f"the .pt2 program cannot be turned into a module ({_first_line(err)})") from None
+    if not any(True for _ in module.parameters()):
+        raise LLCInputError("the .pt2 program has no parameters to sample: export the model with its weights "
+                            "as parameters (not buffers or constants)")
+    return module
+
+
+@contextlib.contextmanager
+def _force_weights_only():
+    """Make any torch.load inside torch.export.load weights-only, whatever it asks for."""
+    with _FORCE_LOCK:
+        saved = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+        os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+        try:
+            yield
+        finally:
+            if saved is None:
+                os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+            else:
+                os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = saved
+
+
+def _check_export_archive(data: bytes) -> None:
+    """Refuse a .pt2 whose members torch.export.load would unpickle with full pickle (pickled
+    weights or constants, custom or opaque objects) or whose torch.save members fail weights_only,
+    and archives carrying executables (AOTInductor packages)."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        infos = archive.infolist()
+        if sum(i.file_size for i in infos) > MAX_FILE_BYTES:
+            raise LLCInputError(_too_large(".pt2 archive (uncompressed)", sum(i.file_size for i in infos), MAX_FILE_BYTES))
+        for info in infos:
+            name = info.filename
+            if name.endswith(_EXECUTABLE_SUFFIXES) or "/aotinductor/" in name:
+                raise LLCInputError(f"refused the .pt2 archive: it carries {name!r}, compiled or executable code; "
+                                    "save the program with torch.export.save, not an AOTInductor package")
+            body = archive.read(info)
+            if name.endswith("_config.json"):
+                _check_payload_config(name, body)
+            elif body[:1] == b"\x80" or body[:4] == b"PK\x03\x04" or name.endswith((".pt", ".pkl")):
+                if body:
+                    torch_load_weights_only(body, f".pt2 member {name.split('/')[-1]!r}")
+
+
+def _check_payload_config(name: str, body: bytes) -> None:
+    try:
+        config = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise LLCInputError(f"the .pt2 archive's {name.split('/')[-1]} is not valid JSON: the file is corrupt") from None
+    entries = config.get("config", {}) if isinstance(config, dict) else {}
+    for fqn, meta in entries.items():
+        path = str(meta.get("path_name", "")) if isinstance(meta, dict) else ""
+        if not isinstance(meta, dict) or meta.get("use_pickle") or path.startswith(("custom_obj", "opaque_obj")):
+            raise LLCInputError(
+                f"refused the .pt2 archive: {fqn!r} is stored as a pickled object, which torch.export.load unpickles "
+                "without restrictions; export a model whose weights are plain tensors")
+
+
+# ====================================================================== architectures
+
+
+def natural_key(text: str) -> list:
+    """'fc10' after 'fc2'; 'layers.10' after 'layers.2'."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def infer_architecture(state_dict: dict[str, Tensor], activation: str = "relu") -> dict[str, Any]:
+    """The spec of a stack of Linear layers from tensor names and shapes, `activation` between them.
+
+    Every tensor must be a `<prefix>.weight` (2-D) or `<prefix>.bias` (1-D) of a Linear layer; the
+    layers' order is the file's own order when the shapes chain there, else the natural order of
+    the prefixes (0 < 2 < 10, fc1 < fc2, layers.0 < layers.1); the widths must chain (out of one
+    = in of the next).
+    """
+    _check_activation(activation)
+    layers: dict[str, dict[str, Any]] = {}
+    problems = []
+    for key, value in state_dict.items():
+        prefix, _, leaf = key.rpartition(".")
+        entry = layers.setdefault(prefix, {"name": prefix})
+        if leaf == "weight" and value.ndim == 2:
+            entry["out"], entry["in"] = int(value.shape[0]), int(value.shape[1])
+        elif leaf == "bias" and value.ndim == 1:
+            entry["bias_size"] = int(value.shape[0])
+        else:
+            problems.append(f"{key} {tuple(value.shape)}")
+    no_weight = [p for p, e in layers.items() if "out" not in e]
+    problems += [f"{p}.bias without {p}.weight" for p in no_weight]
+    if problems:
+        raise LLCInputError(
+            "cannot infer the architecture: not a stack of Linear layers (" + "; ".join(problems[:5])
+            + "). Give a JSON architecture spec, or upload the whole model as a torch.export .pt2")
+    for prefix, entry in layers.items():
+        if "bias_size" in entry and entry["bias_size"] != entry["out"]:
+            raise LLCInputError(f"{prefix}.bias has {entry['bias_size']} entries but {prefix}.weight has "
+                                f"{entry['out']} outputs: the file mixes tensors of different layers")
+    for order in (list(layers), sorted(layers, key=natural_key)):
+        chain = [layers[p] for p in order]
+        if all(a["out"] == b["in"] for a, b in zip(chain, chain[1:])):
+            return _spec_from_chain(chain, activation)
+    shapes = ", ".join(f"{p}: {layers[p]['in']}→{layers[p]['out']}" for p in sorted(layers, key=natural_key))
+    raise LLCInputError(f"cannot infer the architecture: the Linear layers' widths do not chain in order ({shapes}). "
+                        "Give a JSON architecture spec that says the order")
+
+
+def _spec_from_chain(chain: list[dict[str, Any]], activation: str) -> dict[str, Any]:
+    spec_layers: list[dict[str, Any]] = []
+    for i, entry in enumerate(chain):
+        if i and activation != "identity":
+            spec_layers.append({"type": activation})
+        spec_layers.append({"type": "linear", "in": entry["in"], "out": entry["out"],
+                            "bias": "bias_size" in entry, "name": entry["name"]})
+    return {"layers": spec_layers}
+
+
+def _check_activation(activation: str) -> None:
+    if activation not in ACTIVATIONS:
+        raise LLCInputError(f"unknown activation {activation!r}: use one of {', '.join(ACTIVATIONS)}")
+
+
+def parse_architecture(spec: Any) -> list[dict[str, Any]]:
+    """The spec's layers, checked: every linear layer has whole-number in/out that chain, a bool bias
+    and a unique name (default: its position in the built nn.Sequential)."""
+    if isinstance(spec, str):
+        try:
+            spec = json.loads(spec)
+        except json.JSONDecodeError as err:
+            raise LLCInputError(f"the architecture spec is not valid JSON ({err.msg} at line {err.lineno}, "
+                                f"column {err.colno}); expected e.g. {ARCHITECTURE_SPEC_HELP}") from None
+    if not isinstance(spec, dict) or not isinstance(spec.get("layers"), list) or not spec["layers"]:
+        raise LLCInputError(f"the architecture spec must be an object with a non-empty \"layers\" list, e.g. {ARCHITECTURE_SPEC_HELP}")
+    if set(spec) - {"layers"}:
+        raise LLCInputError(f"unknown key(s) {sorted(set(spec) - {'layers'})} in the architecture spec: only \"layers\"")
+    layers, names, width = [], set(), None
+    for index, raw in enumerate(spec["layers"]):
+        if not isinstance(raw, dict) or raw.get("type") not in LAYER_TYPES:
+            raise LLCInputError(f"architecture layer {index} is {raw!r}: each layer is an object whose \"type\" "
+                                f"is one of {', '.join(LAYER_TYPES)}")
+        allowed = {"type", "in", "out", "bias", "name"} if raw["type"] == "linear" else {"type"}
+        if set(raw) - allowed:
+            raise LLCInputError(f"architecture layer {index} ({raw['type']}) has unknown key(s) "
+                                f"{sorted(set(raw) - allowed)}: its keys are {sorted(allowed)}")
+        layer = dict(raw)
+        if raw["type"] == "linear":
+            for key in ("in", "out"):
+                value = raw.get(key)
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise LLCInputError(f"architecture layer {index} (linear) needs \"{key}\" as a whole number ≥ 1, got {value!r}")
+            if width is not None and raw["in"] != width:
+                raise LLCInputError(f"architecture layer {index} (linear) takes {raw['in']} inputs but the layer before "
+                                    f"gives {width}: make them match")
+            width = raw["out"]
+            layer["bias"] = raw.get("bias", True)
+            if not isinstance(layer["bias"], bool):
+                raise LLCInputError(f"architecture layer {index}: \"bias\" must be true or false")
+            layer["name"] = str(raw.get("name", index))
+            if layer["name"] in names:
+                raise LLCInputError(f"architecture layer {index}: name {layer['name']!r} is used twice")
+            names.add(layer["name"])
+        layers.append(layer)
+    if width is None:
+        raise LLCInputError("the architecture spec has no linear layer, so nothing to sample")
+    return layers
+
+
+def describe_architecture(spec: Any) -> str:
+    """One line for people: 'Linear 4→8 (bias) → relu → Linear 8→1 (bias)'."""
+    parts = []
+    for layer in parse_architecture(spec):
+        if layer["type"] == "linear":
+            parts.append(f"Linear {layer['in']}→{layer['out']}{' (bias)' if layer['bias'] else ''}")
+        else:
+            parts.append(layer["type"])
+    return " → ".join(parts)
+
+
+def build_module(spec: Any) -> nn.Sequential:
+    """An nn.Sequential of the spec's layers (fresh weights; see `load_weights`)."""
+    modules: list[nn.Module] = []
+    for layer in parse_architecture(spec):
+        if layer["type"] == "linear":
+            modules.append(nn.Linear(layer["in"], layer["out"], bias=layer["bias"]))
+        elif layer["type"] == "flatten":
+            modules.append(nn.Flatten())
+        else:
+            modules.append(ACTIVATIONS[layer["type"]]())
+    return nn.Sequential(*modules)
+
+
+def map_state_dict(spec: Any, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The file's tensors renamed to the built module's parameter names ("<position>.weight"),
+    after checking keys and shapes; the message lists every missing, unexpected and mis-shaped key."""
+    expected: dict[str, tuple[str, tuple[int, ...]]] = {}  # file key -> (module key, shape)
+    for position, layer in enumerate(parse_architecture(spec)):
+        if layer["type"] != "linear":
+            continue
+        expected[f"{layer['name']}.weight"] = (f"{position}.weight", (layer["out"], layer["in"]))
+        if layer["bias"]:
+            expected[f"{layer['name']}.bias"] = (f"{position}.bias", (layer["out"],))
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong = [f"{k}: file {tuple(state_dict[k].shape)} vs model {expected[k][1]}"
+             for k in expected if k in state_dict and tuple(state_dict[k].shape) != expected[k][1]]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {_few(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {_few(unexpected)}")
+        if wrong:
+            parts.append(f"shape mismatch {_few(wrong)}")
+        raise LLCInputError("the checkpoint does not fit the architecture: " + "; ".join(parts)
+                            + ". Fix the architecture (layer names, sizes, bias) or upload the matching checkpoint")
+    return {module_key: state_dict[file_key].detach().float() for file_key, (module_key, _) in expected.items()}
+
+
+def _few(items: list[str], most: int = 6) -> str:
+    shown = ", ".join(items[:most])
+    return f"[{shown}{f', … {len(items) - most} more' if len(items) > most else ''}]"
+
+
+def load_weights(module: nn.Module, weights: dict[str, Tensor]) -> nn.Module:
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            param.copy_(weights[name])
+    return module
+
+
+def model_from_checkpoint(checkpoint: LoadedCheckpoint, architecture: Any = None,
+                          activation: str | None = None) -> tuple[nn.Module, dict[str, Any] | None]:
+    """The module whose parameters are the checkpoint's weights, and the architecture spec used
+    (None for a torch.export program, which brings its own)."""
+    if checkpoint.module is not None:
+        if architecture is not None or activation is not None:
+            raise LLCInputError("a torch.export program brings its own architecture: leave architecture and activation unset")
+        return checkpoint.module, None
+    if architecture is None:
+        architecture = infer_architecture(checkpoint.state_dict, activation or "relu")
+    elif activation is not None:
+        raise LLCInputError("give either an architecture spec or an activation (for an inferred Linear stack), not both")
+    weights = map_state_dict(architecture, checkpoint.state_dict)
+    return load_weights(build_module(architecture), weights), {"layers": parse_architecture(architecture)}
+
+
+def weights_for(module: nn.Module, checkpoint: LoadedCheckpoint, architecture: Any = None) -> dict[str, Tensor]:
+    """The checkpoint's weights under `module`'s parameter names (a later checkpoint of the same
+    model, for a trajectory): by the architecture spec, or by name for a torch.export program."""
+    if architecture is not None:
+        return map_state_dict(architecture, checkpoint.state_dict)
+    params = dict(module.named_parameters())
+    missing = [k for k in params if k not in checkpoint.state_dict]
+    unexpected = [k for k in checkpoint.state_dict if k not in params]
+    wrong = [f"{k}: {tuple(checkpoint.state_dict[k].shape)} vs {tuple(p.shape)}" for k, p in params.items()
+             if k in checkpoint.state_dict and checkpoint.state_dict[k].shape != p.shape]
+    if missing or unexpected or wrong:
+        raise LLCInputError(f"this checkpoint is not of the same model as the first: missing {_few(missing)}, "
+                            f"unexpected {_few(unexpected)}, shape mismatch {_few(wrong)}")
+    return {k: checkpoint.state_dict[k].detach().float() for k in params}
+
+
+def check_model_accepts(module: nn.Module, inputs: Tensor) -> Tensor:
+    """Run the model on 2 and 3 rows; a torch.export program with a fixed batch size fails here with
+    a message that says how to export it with a dynamic batch dimension."""
+    outputs = None
+    for rows in (2, 3):
+        try:
+            with torch.no_grad():
+                outputs = module(inputs[:rows].float())
+        except Exception as err:
+            text = _first_line(err)
+            if rows == 3 or "guard" in text.lower() or "expected input" in text.lower():
+                raise LLCInputError(
+                    f"the model fails on a batch of {rows} rows of shape {tuple(inputs.shape[1:])} ({text}). If it is a "
+                    "torch.export program, export it with a dynamic batch dimension: torch.export.export(model, (x,), "
+                    "dynamic_shapes=({0: torch.export.Dim('batch')},)); else check that the data's columns match "
+                    "the model's first layer") from None
+            raise LLCInputError(f"the model cannot take inputs of shape {tuple(inputs.shape[1:])} per sample ({text}): "
+                                "check that the data's columns match the model's first layer") from None
+    return outputs
+
+
+# ====================================================================== the zoo kind "checkpoint"
+
+
+def checkpoint_problem(model_config, data_config):
+    """zoo.build_problem's builder for ModelConfig(kind="checkpoint", path, architecture, activation)."""
+    from . import datafiles
+    from .zoo import Problem
+
+    if not model_config.path:
+        raise LLCInputError("model kind \"checkpoint\" needs model.path: the weights file (.safetensors, .pt or .pt2)")
+    checkpoint = load_checkpoint(model_config.path)
+    module, spec = model_from_checkpoint(checkpoint, model_config.architecture, model_config.activation)
+    dataset = datafiles.dataset_for(data_config)
+    check_model_accepts(module, dataset.inputs)
+    datafiles.check_fits(module, dataset)
+    info = {"format": checkpoint.format, "architecture": spec, "data": dataset.describe(), "notes": checkpoint.notes}
+    if spec is not None:
+        info["architecture_text"] = describe_architecture(spec)
+    return Problem(module, dataset.inputs, dataset.targets, loss=dataset.loss, noise_scale=data_config.noise_scale,
+                   truth=None, sampler_defaults={}, info=info)

@@ -1,0 +1,284 @@
+"""Datasets from files (.npz, .safetensors, .pt with tensors only, .csv with a header) or a zoo teacher.
+
+A file holds named arrays (or CSV columns); the inputs and targets are chosen by name
+(`inputs_key`, `targets_key`, or `target_columns` for a CSV), else guessed from the usual names
+(x/y, inputs/targets, X/Y, features/labels) when that is unambiguous. The loss decides what the
+targets must look like: Gaussian wants floats shaped like the model's output (a 1-D target becomes
+a column, shape (n, 1)); cross-entropy wants integer class labels of shape (n,).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import MAX_FILE_BYTES, file_kind, load_safetensors, read_limited, torch_load_weights_only, _wrong_type
+from .errors import LLCInputError
+from .losses import LOSS_KINDS, check_output_matches
+
+INPUT_NAMES = ("x", "inputs", "X", "input", "features", "data")
+TARGET_NAMES = ("y", "targets", "Y", "target", "labels", "label")
+MAX_NPZ_MEMBERS = 64
+
+
+@dataclass
+class Dataset:
+    inputs: Tensor
+    targets: Tensor
+    loss: str = "gaussian"
+    source: str = ""  # npz, safetensors, torch, csv or teacher
+    inputs_key: str | None = None
+    targets_key: str | None = None  # for a CSV, the target columns joined by ","
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.source, "n": self.n, "inputs": list(self.inputs.shape), "targets": list(self.targets.shape),
+                "inputs_key": self.inputs_key, "targets_key": self.targets_key, "loss": self.loss, "notes": self.notes}
+
+
+# ====================================================================== reading named arrays
+
+
+def read_arrays(source: bytes | str | os.PathLike) -> tuple[str, dict[str, np.ndarray]]:
+    """(format, name → array) of a data file; a CSV's arrays are its columns."""
+    data = read_limited(source, "data file")
+    kind = file_kind(data)
+    if kind == "npz":
+        return "npz", _npz_arrays(data)
+    if kind == "safetensors":
+        return "safetensors", {k: v.numpy() for k, v in load_safetensors(data, "data file").items()}
+    if kind == "torch":
+        return "torch", _torch_arrays(torch_load_weights_only(data, "data file"))
+    if kind == "a text file":
+        return "csv", _csv_columns(data)
+    raise _wrong_type(kind, "data file", ".npz, .safetensors, .pt (tensors only) or .csv with a header row")
+
+
+def _npz_arrays(data: bytes) -> dict[str, np.ndarray]:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            infos = archive.infolist()
+            if len(infos) > MAX_NPZ_MEMBERS or sum(i.file_size for i in infos) > MAX_FILE_BYTES:
+                raise LLCInputError(f"the .npz unpacks to more than {MAX_FILE_BYTES / 2**20:.0f} MiB or "
+                                    f"{MAX_NPZ_MEMBERS} arrays: upload a smaller dataset")
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except ValueError as err:
+        if "pickle" in str(err).lower() or "object" in str(err).lower():
+            raise LLCInputError("the .npz holds Python objects (dtype=object), which would need unpickling: "
+                                "save numeric arrays, e.g. np.savez(path, x=x.astype(float), y=y)") from None
+        raise LLCInputError(f"the .npz is corrupt ({err}): save it again with np.savez") from None
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as err:
+        raise LLCInputError(f"the .npz is corrupt or truncated ({err}): save it again with np.savez") from None
+
+
+def _torch_arrays(obj: Any) -> dict[str, np.ndarray]:
+    if isinstance(obj, (tuple, list)) and len(obj) == 2 and all(isinstance(t, Tensor) for t in obj):
+        return {"inputs": obj[0].numpy(), "targets": obj[1].numpy()}
+    if isinstance(obj, dict):
+        arrays = {str(k): v.detach().numpy() for k, v in obj.items() if isinstance(v, Tensor)}
+        if arrays:
+            return arrays
+    raise LLCInputError(f"the .pt data file holds a {type(obj).__name__} without tensors: save "
+                        "torch.save({'x': inputs, 'y': targets}, path) or a tuple (inputs, targets)")
+
+
+def _csv_columns(data: bytes) -> dict[str, np.ndarray]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise LLCInputError("the CSV is not UTF-8 text: save it as UTF-8") from None
+    rows = [row for row in csv.reader(io.StringIO(text)) if row and any(cell.strip() for cell in row)]
+    if len(rows) < 3:
+        raise LLCInputError("the CSV needs a header row and at least 2 data rows")
+    header = [cell.strip() for cell in rows[0]]
+    if all(_is_number(cell) for cell in header):
+        raise LLCInputError("the CSV's first row is numbers: add a header row naming the columns (e.g. x1,x2,y)")
+    if len(set(header)) != len(header) or any(not name for name in header):
+        raise LLCInputError(f"the CSV header {header} has empty or repeated column names: name every column once")
+    values = np.empty((len(rows) - 1, len(header)))
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise LLCInputError(f"CSV line {line} has {len(row)} cells but the header has {len(header)} columns")
+        for column, cell in enumerate(row):
+            try:
+                values[line - 2, column] = float(cell)
+            except ValueError:
+                raise LLCInputError(f"CSV line {line}, column {header[column]!r}: {cell!r} is not a number") from None
+    return {name: values[:, i] for i, name in enumerate(header)}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# ====================================================================== choosing inputs and targets
+
+
+def load_dataset(source: bytes | str | os.PathLike, loss: str = "gaussian", inputs_key: str | None = None,
+                 targets_key: str | None = None, target_columns: list[str] | None = None) -> Dataset:
+    """The dataset in a file, with inputs and targets chosen by name (or guessed when unambiguous)."""
+    if loss not in LOSS_KINDS:
+        raise LLCInputError(f"unknown loss {loss!r}: use one of {', '.join(LOSS_KINDS)}")
+    source_format, arrays = read_arrays(source)
+    if source_format == "csv":
+        inputs, targets, inputs_key, targets_key = _split_columns(arrays, target_columns)
+    else:
+        if target_columns is not None:
+            raise LLCInputError("target_columns is for CSV files: for named arrays give targets_key")
+        inputs_key, targets_key = choose_keys(list(arrays), inputs_key, targets_key)
+        inputs, targets = arrays[inputs_key], arrays[targets_key]
+    return make_dataset(inputs, targets, loss, source_format, inputs_key, targets_key)
+
+
+def choose_keys(names: list[str], inputs_key: str | None, targets_key: str | None) -> tuple[str, str]:
+    for key, what in ((inputs_key, "inputs_key"), (targets_key, "targets_key")):
+        if key is not None and key not in names:
+            raise LLCInputError(f"{what} {key!r} is not in the file: its arrays are {', '.join(names)}")
+    inputs_key = inputs_key or _guess(names, INPUT_NAMES, exclude=targets_key)
+    targets_key = targets_key or _guess(names, TARGET_NAMES, exclude=inputs_key)
+    if inputs_key is None or targets_key is None:
+        if len(names) == 2 and (inputs_key or targets_key):
+            other = [n for n in names if n != (inputs_key or targets_key)][0]
+            inputs_key, targets_key = inputs_key or other, targets_key or other
+        else:
+            raise LLCInputError(f"cannot tell inputs from targets among the arrays {', '.join(names)}: "
+                                "choose them (inputs_key and targets_key)")
+    if inputs_key == targets_key:
+        raise LLCInputError(f"inputs and targets are the same array {inputs_key!r}: choose two different ones")
+    return inputs_key, targets_key
+
+
+def _guess(names: list[str], candidates: tuple[str, ...], exclude: str | None) -> str | None:
+    found = [c for c in candidates if c in names and c != exclude]
+    lowered = {c.lower() for c in found}
+    return found[0] if len(lowered) == 1 else None  # x and X both present: ambiguous
+
+
+def _split_columns(columns: dict[str, np.ndarray], target_columns: list[str] | None):
+    names = list(columns)
+    if target_columns is None:
+        guess = [n for n in names if n in TARGET_NAMES]
+        if len(guess) != 1:
+            raise LLCInputError(f"choose the target column(s) of the CSV (target_columns): its columns are {', '.join(names)}")
+        target_columns = guess
+    if isinstance(target_columns, str):
+        target_columns = [c.strip() for c in target_columns.split(",") if c.strip()]
+    unknown = [c for c in target_columns if c not in columns]
+    if unknown or not target_columns:
+        raise LLCInputError(f"target column(s) {unknown or target_columns} not in the CSV: its columns are {', '.join(names)}")
+    input_columns = [n for n in names if n not in target_columns]
+    if not input_columns:
+        raise LLCInputError("every CSV column is a target: leave at least one column as input")
+    inputs = np.stack([columns[n] for n in input_columns], axis=1)
+    targets = np.stack([columns[n] for n in target_columns], axis=1)
+    return inputs, targets, ",".join(input_columns), ",".join(target_columns)
+
+
+def make_dataset(inputs: Any, targets: Any, loss: str, source: str = "arrays", inputs_key: str | None = None,
+                 targets_key: str | None = None) -> Dataset:
+    """Check and convert arrays for `loss`: numeric, finite, one row per sample; float inputs;
+    Gaussian targets as float columns, cross-entropy targets as integer labels."""
+    x, y = _as_tensor(inputs, "inputs"), _as_tensor(targets, "targets")
+    notes = []
+    if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
+        raise LLCInputError(f"inputs {tuple(x.shape)} and targets {tuple(y.shape)} must have the same number of "
+                            "rows (first dimension): one row per sample")
+    if x.shape[0] < 2:
+        raise LLCInputError(f"the dataset has {x.shape[0]} row(s): the estimator needs at least 2")
+    for tensor, what in ((x, "inputs"), (y, "targets")):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise LLCInputError(f"the {what} contain {bad} NaN/inf value(s): drop or fill those rows")
+    x = x.float() if x.ndim > 1 else x.float().unsqueeze(1)
+    if loss == "cross_entropy":
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.is_floating_point():
+            if not bool((y == y.round()).all()):
+                raise LLCInputError("cross-entropy needs integer class labels, but the targets have fractions: "
+                                    "use the Gaussian loss for real-valued targets")
+            notes.append("float targets converted to integer class labels")
+        y = y.long()
+    else:
+        y = y.float()
+        if y.ndim == 1:
+            y = y.unsqueeze(1)
+            notes.append("1-D targets reshaped to a column (n, 1)")
+    return Dataset(x, y, loss, source, inputs_key, targets_key, notes)
+
+
+def _as_tensor(value: Any, what: str) -> Tensor:
+    if isinstance(value, Tensor):
+        tensor = value.detach()
+    else:
+        array = np.asarray(value)
+        if array.dtype.kind not in "biuf":
+            raise LLCInputError(f"the {what} have dtype {array.dtype}: they must be numbers")
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if tensor.dtype == torch.bool or tensor.is_complex():
+        raise LLCInputError(f"the {what} have dtype {tensor.dtype}: they must be real numbers")
+    return tensor
+
+
+def check_fits(model: nn.Module, dataset: Dataset) -> None:
+    """Raise LLCInputError when the model's output cannot be scored against the targets for the loss
+    (the label range is checked over the whole dataset, not only the rows tried)."""
+    with torch.no_grad():
+        output = model(dataset.inputs[:4])
+    try:
+        check_output_matches(dataset.loss, output, dataset.targets[:4])
+        if dataset.loss == "cross_entropy":
+            extremes = torch.stack([dataset.targets.min(), dataset.targets.max()])
+            check_output_matches(dataset.loss, output[:1].expand(2, -1), extremes)
+    except LLCInputError as err:
+        raise LLCInputError(f"model and data do not fit for the {dataset.loss} loss: {err}") from None
+
+
+# ====================================================================== the DataConfig
+
+
+def dataset_for(data_config) -> Dataset:
+    """The dataset a DataConfig describes for model kind "checkpoint": a file (`path`) or a zoo
+    teacher (`teacher`: ModelConfig fields of a zoo kind; n, seed and noise_scale as for the zoo)."""
+    loss = data_config.loss or "gaussian"
+    if data_config.path and data_config.teacher:
+        raise LLCInputError("give data.path (a file) or data.teacher (a zoo model), not both")
+    if data_config.path:
+        return load_dataset(data_config.path, loss, data_config.inputs_key, data_config.targets_key,
+                            data_config.target_columns)
+    if data_config.teacher:
+        return teacher_dataset(data_config.teacher, data_config.n, data_config.seed, data_config.noise_scale, data_config.loss)
+    raise LLCInputError("model kind \"checkpoint\" needs data: data.path (.npz, .safetensors, .pt, .csv) or "
+                        "data.teacher (e.g. {\"kind\": \"mlp\", \"input_dim\": 4})")
+
+
+def teacher_dataset(teacher: dict[str, Any], n: int, seed: int, noise_scale: float = 1.0,
+                    loss: str | None = None) -> Dataset:
+    """Inputs and labels drawn from a zoo model (its own loss unless `loss` says otherwise)."""
+    from .config import DataConfig, ModelConfig, _build
+    from .zoo import build_problem
+
+    if not isinstance(teacher, dict) or teacher.get("kind") in (None, "checkpoint"):
+        raise LLCInputError(f"data.teacher = {teacher!r} must name a zoo kind, e.g. {{\"kind\": \"mlp\", \"input_dim\": 4}}")
+    problem = build_problem(_build(ModelConfig, teacher, "data.teacher"), DataConfig(n=n, seed=seed, noise_scale=noise_scale))
+    loss = loss or problem.loss
+    if loss != problem.loss:
+        raise LLCInputError(f"the teacher's labels are for the {problem.loss} loss, not {loss}: pick {problem.loss}")
+    return make_dataset(problem.inputs, problem.targets, loss, "teacher", teacher.get("kind"), None)
