@@ -1,0 +1,643 @@
+"""λ̂ across a training run: the LLC of every checkpoint with one set of SGLD settings.
+
+As in the paper's ResNet experiments, the sampler is calibrated once and then used unchanged for
+every checkpoint, so that differences in λ̂ come from the checkpoints, not from the settings: when
+the step size is left unset (or "auto"), the final checkpoint is estimated first, with the
+engine's own rule (curvature at w*, or dual averaging for "auto"), and the ε it used is then fixed
+for all the others; that first run is the final checkpoint's point.
+
+Checkpoints come from files (several, or a zip: `read_checkpoint_zip`) or from training a model
+here (`train_model`): a deep linear network from a small initialisation, whose rank grows in stages
+(saddle-to-saddle dynamics), or an MLP student of a zoo teacher.
+
+`TrajectoryRun` runs a TrajectoryConfig in a worker thread that a UI polls (no UI calls in it).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import io
+import json
+import math
+import re
+import threading
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from . import checkpoint as ckpt
+from .config import DataConfig, SamplerConfig, _build, _reject_unknown
+from .datafiles import Dataset, dataset_for, make_dataset, check_fits
+from .errors import LLCInputError
+from .estimator import estimate_llc
+from .result import RunResult, Snapshot
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".pt2")
+MAX_ZIP_MEMBERS = 500
+
+# Settings for trajectories that have no better ones (unset sampler fields take these, then the
+# engine's defaults). Measured on the default DLN training run (widths 6-4-4-6): with γ = 10 the
+# checkpoints on the loss plateaus give steady λ̂ plateaus that step up with the rank (about −3,
+# 4.5, 8, 9 for ranks 0-3; low against Aoyagi's λ = 14 at rank 3, since 1000 steps at the curvature
+# rule's ε do not equilibrate the soft directions, the same bias at every checkpoint). A checkpoint
+# caught mid-transition is no critical point: its chains find lower loss and λ̂ is negative, which
+# the negative_llc verdict flags.
+TRAJECTORY_SAMPLER = {"chains": 4, "steps": 1000, "burnin": 0.5, "localization": 10.0}
+
+
+# ====================================================================== configs and results
+
+
+@dataclass
+class TrainingConfig:
+    """A training run that keeps checkpoints.
+
+    task "dln": a deep linear network (no biases) with `widths`, learning y = T x from x ~ N(0, I)
+    where T has singular values `teacher_singular_values` (distinct, so each mode is learned in its
+    own stage); weights start N(0, init_scale²), small, so that training passes from saddle to saddle
+    and the rank of the product grows one step at a time. Full-batch gradient descent.
+    task "mlp": a ReLU student with `widths` of the zoo's mlp teacher (`teacher_hidden`, seed
+    `seed`), PyTorch's default initialisation, full-batch Adam.
+    `checkpoints` are kept evenly over `steps` (the first at step 0).
+    """
+
+    task: str = "dln"
+    widths: list[int] | None = None  # dln default [6, 4, 4, 6]; mlp default [4, 16, 1]
+    teacher_singular_values: list[float] | None = None  # dln default [3, 1.5, 0.75]
+    teacher_hidden: list[int] | None = None  # mlp default [8]
+    init_scale: float | None = None  # dln default 0.05
+    n: int = 1000
+    steps: int | None = None  # dln default 1200, mlp 2000
+    lr: float | None = None  # dln default 0.05 (GD), mlp 0.01 (Adam)
+    checkpoints: int = 21
+    seed: int = 0
+
+
+@dataclass
+class TrajectoryConfig:
+    """Checkpoints (`checkpoint_paths`, files or zips, with `data`) or a `training` run, and the one
+    sampler setting for every checkpoint (unset fields: TRAJECTORY_SAMPLER, then the engine's)."""
+
+    checkpoint_paths: list[str] | None = None
+    architecture: dict | None = None  # for state dicts; default inferred from the first checkpoint
+    activation: str | None = None  # between inferred Linear layers (default relu)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig | None = None
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    device: str = "auto"
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> "TrajectoryConfig":
+        if not isinstance(raw, dict):
+            raise LLCInputError(f"a trajectory config must be a JSON object, got {type(raw).__name__}")
+        _reject_unknown(cls, raw, "trajectory config")
+        training = raw.get("training")
+        return cls(
+            checkpoint_paths=raw.get("checkpoint_paths"), architecture=raw.get("architecture"),
+            activation=raw.get("activation"), data=_build(DataConfig, raw.get("data", {}), "data"),
+            training=_build(TrainingConfig, training, "training") if training is not None else None,
+            sampler=_build(SamplerConfig, raw.get("sampler", {}), "sampler"),
+            device=raw.get("device", "auto"), dtype=raw.get("dtype", "float32"),
+        )
+
+
+@dataclass
+class WeightsAtStep:
+    """One checkpoint: its training step and its weights under the model's parameter names."""
+
+    step: int
+    weights: dict[str, Tensor] = field(repr=False)
+    label: str = ""
+
+
+@dataclass
+class TrajectoryPoint:
+    step: int
+    label: str
+    train_loss: float  # L_n(w*): the mean negative log-likelihood of the checkpoint on the data
+    llc_mean: float | None
+    llc_se: float | None
+    llc_std: float | None
+    acceptance: float | None
+    diverged_chains: int
+    partial: bool
+    verdicts: list[str]  # codes of the warnings and errors
+
+
+@dataclass
+class TrajectoryResult:
+    points: list[TrajectoryPoint]  # by step
+    step_size: float
+    nbeta: float
+    localization: float
+    calibrated_on: str  # the checkpoint whose run fixed ε (or "given")
+    checkpoints_total: int
+    partial: bool  # stopped before every checkpoint was done
+    sampler: dict[str, Any]  # the resolved sampler settings every point used
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False, default=str)
+
+    def table(self) -> str:
+        lines = [f"{'step':>8}  {'checkpoint':<28}  {'train loss':>11}  {'λ̂':>10}  {'± se':>8}  {'accept':>6}"]
+        for p in self.points:
+            lines.append(f"{p.step:>8}  {p.label[:28]:<28}  {p.train_loss:>11.4g}  {_num(p.llc_mean):>10}  "
+                         f"{_num(p.llc_se):>8}  {_num(p.acceptance, 3):>6}" + ("  (partial)" if p.partial else ""))
+        return "\n".join(lines)
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return f"{value:.{digits}g}" if value is not None and math.isfinite(value) else "—"
+
+
+# ====================================================================== the estimate across checkpoints
+
+
+def estimate_trajectory(
+    module: nn.Module,
+    checkpoints: list[WeightsAtStep],
+    inputs: Tensor,
+    targets: Tensor,
+    sampler: SamplerConfig,
+    *,
+    loss: str = "gaussian",
+    noise_scale: float = 1.0,
+    device: str = "auto",
+    dtype: str = "float32",
+    on_point: Callable[[TrajectoryPoint, int, int], None] | None = None,
+    on_snapshot: Callable[[Snapshot], None] | None = None,
+    stop: Callable[[], bool] | threading.Event | None = None,
+) -> TrajectoryResult:
+    """λ̂ of every checkpoint, with ε calibrated once on the last one (module docstring).
+
+    `on_point(point, done, total)` is called as each checkpoint finishes; `stop` ends the run after
+    the current checkpoint's partial estimate, keeping every point done so far.
+    """
+    if not checkpoints:
+        raise LLCInputError("no checkpoints to estimate: give at least one")
+    should_stop = stop.is_set if isinstance(stop, threading.Event) else (stop or (lambda: False))
+    ordered = sorted(checkpoints, key=lambda c: c.step)
+    sampler = sampler.with_defaults(TRAJECTORY_SAMPLER)
+    first = ordered[-1]
+    calibrate = sampler.step_size is None or sampler.step_size == "auto"
+    results: dict[int, RunResult] = {}
+    points: list[TrajectoryPoint] = []
+    order = [len(ordered) - 1, *range(len(ordered) - 1)] if calibrate else list(range(len(ordered)))
+    fixed = sampler
+    stopped = False
+    for index in order:
+        point_ckpt = ordered[index]
+        result = estimate_llc(module, inputs, targets, fixed, loss=loss, noise_scale=noise_scale,
+                              w_star=point_ckpt.weights, device=device, dtype=dtype, on_snapshot=on_snapshot,
+                              stop=should_stop)
+        if fixed is sampler and calibrate:
+            fixed = _fixed_sampler(sampler, result)
+        results[index] = result
+        point = _point(point_ckpt, result)
+        points.append(point)
+        if on_point is not None:
+            on_point(point, len(points), len(ordered))
+        if result.partial or should_stop():
+            stopped = True
+            break
+    resolved = fixed if fixed is not sampler else _fixed_sampler(sampler, next(iter(results.values())))
+    return TrajectoryResult(
+        points=sorted(points, key=lambda p: p.step), step_size=float(resolved.step_size),
+        nbeta=float(resolved.nbeta), localization=float(resolved.localization),
+        calibrated_on=(first.label or f"step {first.step}") if calibrate else "given",
+        checkpoints_total=len(ordered), partial=stopped and len(points) < len(ordered) or any(p.partial for p in points),
+        sampler=dataclasses.asdict(resolved),
+    )
+
+
+def _fixed_sampler(sampler: SamplerConfig, result: RunResult) -> SamplerConfig:
+    """The settings a run actually used, with ε as a number, for every later checkpoint."""
+    used = result.config.get("sampler", {})
+    step = getattr(result, "step_size", None)
+    if not isinstance(step, (int, float)) or not math.isfinite(step):
+        step = used.get("step_size")
+    if not isinstance(step, (int, float)) or not math.isfinite(step) or step <= 0:
+        raise LLCInputError("the calibration run on the final checkpoint found no usable step size: set step_size")
+    fields = {f.name for f in dataclasses.fields(SamplerConfig)}
+    kept = {k: v for k, v in used.items() if k in fields}
+    kept["step_size"] = float(step)
+    return dataclasses.replace(sampler, **{k: v for k, v in kept.items()
+                                           if k in ("step_size", "nbeta", "localization", "batch_size")})
+
+
+def _point(point_ckpt: WeightsAtStep, result: RunResult) -> TrajectoryPoint:
+    return TrajectoryPoint(
+        step=point_ckpt.step, label=point_ckpt.label or f"step {point_ckpt.step}", train_loss=float(result.init_loss),
+        llc_mean=result.llc_mean, llc_se=result.llc_se, llc_std=result.llc_std,
+        acceptance=result.mala_acceptance_mean, diverged_chains=len(result.diverged_chains), partial=result.partial,
+        verdicts=[v.code for v in result.verdicts if v.severity in ("warning", "error")],
+    )
+
+
+# ====================================================================== checkpoints from files
+
+
+def step_from_name(name: str, fallback: int) -> int:
+    """The training step in a checkpoint's file name (the last number in it: ckpt_000500.pt → 500)."""
+    numbers = re.findall(r"\d+", PurePosixPath(name).stem)
+    return int(numbers[-1]) if numbers else fallback
+
+
+def read_checkpoint_zip(data: bytes) -> list[tuple[str, bytes]]:
+    """The checkpoint files in a zip, read into memory (never extracted to disk): at most
+    MAX_ZIP_MEMBERS files of the known suffixes, MAX_FILE_BYTES in all, no absolute or '..' paths."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise LLCInputError(f"the zip of checkpoints is corrupt or truncated ({err}): zip the files again") from None
+    with archive:
+        infos = [i for i in archive.infolist() if not i.is_dir() and not _is_junk(i.filename)]
+        if len(infos) > MAX_ZIP_MEMBERS:
+            raise LLCInputError(f"the zip holds {len(infos)} files, over the limit of {MAX_ZIP_MEMBERS}: keep fewer checkpoints")
+        for info in infos:
+            parts = PurePosixPath(info.filename.replace("\\", "/")).parts
+            if info.filename.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+                raise LLCInputError(f"refused the zip: member {info.filename!r} has an absolute or '..' path "
+                                    "(path traversal); zip the checkpoint files from their own folder")
+            if not info.filename.lower().endswith(CHECKPOINT_SUFFIXES):
+                raise LLCInputError(f"the zip holds {info.filename!r}, not a checkpoint: only "
+                                    f"{', '.join(CHECKPOINT_SUFFIXES)} files may be in it")
+        declared = sum(i.file_size for i in infos)
+        if declared > ckpt.MAX_FILE_BYTES:
+            raise LLCInputError(f"the zip unpacks to {declared / 2**20:.0f} MiB, over the "
+                                f"{ckpt.MAX_FILE_BYTES / 2**20:.0f} MiB limit: keep fewer or smaller checkpoints")
+        files, total = [], 0
+        for info in infos:
+            with archive.open(info) as member:
+                body = member.read(ckpt.MAX_FILE_BYTES + 1 - total)  # never trust the declared sizes
+            total += len(body)
+            if total > ckpt.MAX_FILE_BYTES:
+                raise LLCInputError("the zip unpacks to more than its declared size or the limit: refused")
+            files.append((PurePosixPath(info.filename).name, body))
+    if not files:
+        raise LLCInputError("the zip holds no checkpoint files")
+    return files
+
+
+def _is_junk(name: str) -> bool:
+    return name.startswith("__MACOSX/") or PurePosixPath(name).name.startswith("._") or name.endswith(".DS_Store")
+
+
+def expand_uploads(files: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """Named files, with every zip among them replaced by the checkpoints inside it."""
+    out: list[tuple[str, bytes]] = []
+    for name, body in files:
+        if ckpt.sniff(body) == "zip" and ckpt.file_kind(body) == "zip":
+            out.extend(read_checkpoint_zip(body))
+        else:
+            out.append((name, body))
+    return out
+
+
+def checkpoints_from_files(files: list[tuple[str, bytes]], architecture: Any = None,
+                           activation: str | None = None) -> tuple[nn.Module, list[WeightsAtStep], dict[str, Any] | None]:
+    """The model (built from the first checkpoint) and every checkpoint's weights under its parameter
+    names; each file is checked like a single upload, and all must be of the same architecture."""
+    files = expand_uploads(files)
+    if not files:
+        raise LLCInputError("no checkpoint files given")
+    steps = [step_from_name(name, i) for i, (name, _) in enumerate(files)]
+    if len(set(steps)) != len(steps):
+        steps = list(range(len(files)))  # names without distinct numbers: keep the upload order
+    first = _load_named(*files[0])
+    module, spec = ckpt.model_from_checkpoint(first, architecture, activation)
+    checkpoints = []
+    for (name, body), step in zip(files, steps):
+        loaded = first if body is files[0][1] else _load_named(name, body)
+        try:
+            weights = ckpt.weights_for(module, loaded, spec)
+        except LLCInputError as err:
+            raise LLCInputError(f"{_safe_label(name)}: {err}") from None
+        checkpoints.append(WeightsAtStep(step, weights, _safe_label(name)))
+    return module, checkpoints, spec
+
+
+def _load_named(name: str, body: bytes) -> ckpt.LoadedCheckpoint:
+    try:
+        return ckpt.load_checkpoint(body)
+    except LLCInputError as err:
+        raise LLCInputError(f"{_safe_label(name)}: {err}") from None
+
+
+def _safe_label(name: str) -> str:
+    """A file name fit for display: its last component, printable characters only, short."""
+    base = PurePosixPath(str(name).replace("\\", "/")).name
+    return "".join(c for c in base if c.isprintable())[:80] or "checkpoint"
+
+
+# ====================================================================== training that keeps checkpoints
+
+
+def train_model(config: TrainingConfig, stop: Callable[[], bool] | None = None
+                ) -> tuple[nn.Module, list[WeightsAtStep], Dataset, dict[str, Any]]:
+    """Train the model a TrainingConfig describes; returns the module, its checkpoints, the data
+    and what was drawn (the teacher, the losses along the way)."""
+    if config.task not in ("dln", "mlp"):
+        raise LLCInputError(f"training task {config.task!r}: use \"dln\" or \"mlp\"")
+    for name in ("n", "checkpoints", "seed"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < (2 if name == "n" else 1 if name == "checkpoints" else 0):
+            raise LLCInputError(f"training.{name} = {value!r} must be a whole number ≥ {2 if name == 'n' else 1 if name == 'checkpoints' else 0}")
+    steps = config.steps if config.steps is not None else (1200 if config.task == "dln" else 2000)
+    if not isinstance(steps, int) or steps < 1:
+        raise LLCInputError(f"training.steps = {steps!r} must be a whole number ≥ 1")
+    build = _dln_setup if config.task == "dln" else _mlp_setup
+    module, dataset, optimizer, info = build(config)
+    keep = set(np.unique(np.linspace(0, steps, min(config.checkpoints, steps + 1)).round().astype(int)).tolist())
+    from .losses import make_nll
+
+    nll = make_nll(dataset.loss, 1.0)
+    checkpoints, losses = [], []
+    for step in range(steps + 1):
+        loss = nll(module(dataset.inputs), dataset.targets).mean()
+        if not math.isfinite(float(loss.detach())):
+            raise LLCInputError(f"training diverged at step {step}: lower training.lr")
+        if step in keep:
+            checkpoints.append(WeightsAtStep(step, {k: v.detach().clone() for k, v in module.named_parameters()},
+                                             f"step {step}"))
+            losses.append(float(loss.detach()))
+        if step == steps or (stop is not None and stop()):
+            break
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    info.update({"steps": steps, "checkpoint_losses": losses})
+    return module, checkpoints, dataset, info
+
+
+def _dln_setup(config: TrainingConfig):
+    widths = config.widths or [6, 4, 4, 6]
+    if len(widths) < 2 or not all(isinstance(h, int) and h >= 1 for h in widths):
+        raise LLCInputError(f"training.widths = {widths!r} must list at least 2 whole numbers ≥ 1")
+    values = config.teacher_singular_values or [3.0, 1.5, 0.75]
+    rank = min(len(values), min(widths))
+    generator = torch.Generator().manual_seed(config.seed)
+    left, _ = torch.linalg.qr(torch.randn(widths[-1], widths[-1], generator=generator, dtype=torch.float64))
+    right, _ = torch.linalg.qr(torch.randn(widths[0], widths[0], generator=generator, dtype=torch.float64))
+    singular = torch.zeros(widths[-1], widths[0], dtype=torch.float64)
+    for i, s in enumerate(values[:min(widths[0], widths[-1])]):
+        singular[i, i] = float(s)
+    teacher = left @ singular @ right.T
+    x = torch.randn(config.n, widths[0], generator=generator, dtype=torch.float64)
+    dataset = make_dataset(x.float(), (x @ teacher.T).float(), "gaussian", "teacher")
+    module = nn.Sequential(*[nn.Linear(a, b, bias=False) for a, b in zip(widths[:-1], widths[1:])])
+    scale = 0.05 if config.init_scale is None else config.init_scale
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * scale)
+    from .theory import deep_linear_network
+
+    truths = {r: float(deep_linear_network(widths, r).llc) for r in range(rank + 1)}
+    lr = 0.05 if config.lr is None else config.lr
+    info = {"task": "dln", "widths": widths, "teacher_singular_values": list(values), "init_scale": scale,
+            "lr": lr, "llc_by_rank": truths}
+    return module, dataset, torch.optim.SGD(module.parameters(), lr=lr), info
+
+
+def _mlp_setup(config: TrainingConfig):
+    from .datafiles import teacher_dataset
+
+    widths = config.widths or [4, 16, 1]
+    teacher = {"kind": "mlp", "input_dim": widths[0], "output_dim": widths[-1], "hidden": config.teacher_hidden or [8],
+               "seed": config.seed}
+    dataset = teacher_dataset(teacher, config.n, config.seed)
+    from .zoo import relu_mlp
+
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed + 1)
+        module = relu_mlp(widths)
+    lr = 0.01 if config.lr is None else config.lr
+    info = {"task": "mlp", "widths": widths, "teacher": teacher, "lr": lr}
+    return module, dataset, torch.optim.Adam(module.parameters(), lr=lr), info
+
+
+# ====================================================================== a whole trajectory from its config
+
+
+def prepare(config: TrajectoryConfig, stop: Callable[[], bool] | None = None
+            ) -> tuple[nn.Module, list[WeightsAtStep], Dataset, dict[str, Any]]:
+    """The model, checkpoints and data a TrajectoryConfig describes (training first if it says so)."""
+    if (config.training is None) == (not config.checkpoint_paths):
+        raise LLCInputError("give either checkpoint_paths (files or zips) with data, or a training run, not both")
+    if config.training is not None:
+        return train_model(config.training, stop)
+    files = [(str(path), ckpt.read_limited(path, "checkpoint")) for path in config.checkpoint_paths]
+    module, checkpoints, spec = checkpoints_from_files(files, config.architecture, config.activation)
+    dataset = dataset_for(config.data)
+    ckpt.check_model_accepts(module, dataset.inputs)
+    check_fits(module, dataset)
+    info = {"architecture": spec, "architecture_text": ckpt.describe_architecture(spec) if spec else "torch.export program",
+            "data": dataset.describe()}
+    return module, checkpoints, dataset, info
+
+
+def run_trajectory(config: TrajectoryConfig, on_point=None, on_snapshot=None, stop=None,
+                   on_status: Callable[[str], None] | None = None) -> TrajectoryResult:
+    should_stop = stop.is_set if isinstance(stop, threading.Event) else (stop or (lambda: False))
+    if on_status:
+        on_status("training" if config.training is not None else "loading")
+    module, checkpoints, dataset, info = prepare(config, should_stop)
+    if on_status:
+        on_status("estimating")
+    result = estimate_trajectory(module, checkpoints, dataset.inputs, dataset.targets, config.sampler,
+                                 loss=dataset.loss, noise_scale=config.data.noise_scale, device=config.device,
+                                 dtype=config.dtype, on_point=on_point, on_snapshot=on_snapshot, stop=should_stop)
+    result.info = {**info, "config": config.to_dict()}
+    return result
+
+
+@dataclass
+class TrajectoryProgress:
+    status: str = "starting"  # starting, training, loading, estimating, done, stopped, failed
+    points: list[TrajectoryPoint] = field(default_factory=list)
+    total: int = 0
+    step_fraction: float = 0.0  # of the checkpoint being estimated
+    result: TrajectoryResult | None = None
+    error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in ("done", "stopped", "failed")
+
+
+class TrajectoryRun:
+    """One trajectory in a daemon thread: start, poll (a copy of the progress), request_stop, join.
+    Like background.BackgroundRun, it stops itself when nobody has polled it for `abandon_after` s."""
+
+    def __init__(self, config: TrajectoryConfig, abandon_after: float | None = 60.0):
+        self.config = config
+        self._abandon_after = abandon_after
+        self._lock = threading.Lock()
+        self._progress = TrajectoryProgress()
+        self._stop = threading.Event()
+        self._last_poll = time.monotonic()
+        self._thread = threading.Thread(target=self._work, name="llc-trajectory", daemon=True)
+
+    def start(self) -> "TrajectoryRun":
+        self._thread.start()
+        return self
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def poll(self) -> TrajectoryProgress:
+        self._last_poll = time.monotonic()
+        with self._lock:
+            progress = copy.copy(self._progress)
+            progress.points = list(progress.points)
+            return progress
+
+    def join(self, timeout: float | None = None) -> TrajectoryProgress:
+        self._thread.join(timeout)
+        return self.poll()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _should_stop(self) -> bool:
+        abandoned = self._abandon_after is not None and time.monotonic() - self._last_poll > self._abandon_after
+        return self._stop.is_set() or abandoned
+
+    def _set(self, **changes) -> None:
+        with self._lock:
+            for key, value in changes.items():
+                setattr(self._progress, key, value)
+
+    def _on_point(self, point: TrajectoryPoint, done: int, total: int) -> None:
+        with self._lock:
+            self._progress.points = sorted([*self._progress.points, point], key=lambda p: p.step)
+            self._progress.total = total
+
+    def _on_snapshot(self, snapshot: Snapshot) -> None:
+        self._set(step_fraction=snapshot.step / max(snapshot.total_steps, 1))
+
+    def _work(self) -> None:
+        import logging
+
+        try:
+            result = run_trajectory(self.config, self._on_point, self._on_snapshot, self._should_stop,
+                                    on_status=lambda status: self._set(status=status))
+        except LLCInputError as err:
+            self._set(status="failed", error=str(err))
+        except Exception as err:  # the UI shows a message, never a traceback; the log keeps the details
+            logging.getLogger(__name__).exception("trajectory failed")
+            self._set(status="failed", error=f"internal error ({type(err).__name__}: {err}); please report it")
+        else:
+            self._set(status="stopped" if result.partial else "done", result=result, total=result.checkpoints_total)
+
+
+# ====================================================================== command line
+
+
+def add_trajectory_command(commands) -> None:
+    """The `trajectory` subcommand of `python -m llc_core` (llc_core/cli.py)."""
+    cmd = commands.add_parser("trajectory", help="λ̂ of every checkpoint of a training run, one calibrated sampler")
+    cmd.add_argument("checkpoints", nargs="*", help="checkpoint files (.safetensors, .pt, .pt2) or zips of them")
+    cmd.add_argument("--config", help="a TrajectoryConfig JSON file (the other options then override it)")
+    cmd.add_argument("--data", help="data file: .npz, .safetensors, .pt (tensors only) or .csv with a header")
+    cmd.add_argument("--inputs-key", help="name of the inputs array in the data file")
+    cmd.add_argument("--targets-key", help="name of the targets array in the data file")
+    cmd.add_argument("--target-columns", help="CSV: comma-separated target column(s)")
+    cmd.add_argument("--loss", choices=["gaussian", "cross_entropy"], help="default gaussian")
+    cmd.add_argument("--sigma", type=float, help="σ of the Gaussian loss (data.noise_scale), default 1")
+    cmd.add_argument("--architecture", help="JSON architecture spec, or a file holding one (default: inferred)")
+    cmd.add_argument("--activation", help="activation between inferred Linear layers (identity, relu, tanh, ...)")
+    cmd.add_argument("--train", choices=["dln", "mlp"], help="train a model here and keep checkpoints instead")
+    cmd.add_argument("--train-steps", type=int, help="training steps (dln 1200, mlp 2000)")
+    cmd.add_argument("--keep", type=int, help="number of checkpoints kept while training (default 21)")
+    for name, kind in (("chains", int), ("steps", int), ("step-size", float), ("localization", float),
+                       ("nbeta", float), ("burnin", float), ("batch-size", int), ("seed", int)):
+        cmd.add_argument(f"--{name}", type=kind, help=f"sampler {name.replace('-', '_')} for every checkpoint")
+    cmd.add_argument("--device", help="auto, cpu or cuda")
+    cmd.add_argument("--json", action="store_true", help="print the TrajectoryResult as JSON instead of a table")
+    cmd.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    cmd.set_defaults(handler=_cli_main)
+
+
+def _cli_main(args) -> int:
+    import sys
+
+    try:
+        config = _cli_config(args)
+        def show(point: TrajectoryPoint, done: int, total: int) -> None:
+            if not args.quiet:
+                sys.stderr.write(f"[{done}/{total}] {point.label}: λ̂ = {_num(point.llc_mean)} ± {_num(point.llc_se)}\n")
+                sys.stderr.flush()
+
+        stop = threading.Event()
+        try:
+            result = run_trajectory(config, on_point=show, stop=stop)
+        except KeyboardInterrupt:  # pragma: no cover - interactive only
+            return 130
+    except LLCInputError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    if args.json:
+        sys.stdout.write(result.to_json() + "\n")
+    else:
+        sys.stdout.write(result.table() + "\n")
+        sys.stdout.write(f"ε = {result.step_size:.3g} (calibrated on {result.calibrated_on}), nβ = {result.nbeta:.4g}, "
+                         f"γ = {result.localization:g}, {result.sampler['chains']} chains × {result.sampler['steps']} steps\n")
+    return 0
+
+
+def _cli_config(args) -> TrajectoryConfig:
+    if args.config:
+        try:
+            with open(args.config, encoding="utf-8") as handle:
+                config = TrajectoryConfig.from_dict(json.loads(handle.read()))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise LLCInputError(f"cannot read the trajectory config {args.config!r}: {err}") from None
+    else:
+        config = TrajectoryConfig()
+    if args.checkpoints:
+        config.checkpoint_paths = list(args.checkpoints)
+    if args.train:
+        config.training = TrainingConfig(task=args.train)
+    if config.training is not None:
+        if args.train_steps is not None:
+            config.training.steps = args.train_steps
+        if args.keep is not None:
+            config.training.checkpoints = args.keep
+    if args.architecture:
+        text = args.architecture
+        if not text.lstrip().startswith("{"):
+            text = ckpt.read_limited(text, "architecture file", 2**20).decode("utf-8", "replace")
+        config.architecture = {"layers": ckpt.parse_architecture(text)}
+    data_changes = {"path": args.data, "inputs_key": args.inputs_key, "targets_key": args.targets_key,
+                    "loss": args.loss, "noise_scale": args.sigma,
+                    "target_columns": args.target_columns.split(",") if args.target_columns else None}
+    config.data = dataclasses.replace(config.data, **{k: v for k, v in data_changes.items() if v is not None})
+    sampler_changes = {"chains": args.chains, "steps": args.steps, "step_size": args.step_size,
+                       "localization": args.localization, "nbeta": args.nbeta, "burnin": args.burnin,
+                       "batch_size": args.batch_size, "seed": args.seed}
+    config.sampler = dataclasses.replace(config.sampler, **{k: v for k, v in sampler_changes.items() if v is not None})
+    if args.activation:
+        config.activation = args.activation
+    if args.device:
+        config.device = args.device
+    return config
