@@ -37,6 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     val_cmd.add_argument("--cases", type=int, default=None, help="run only the first N cases")
     val_cmd.add_argument("--seed", type=int, default=0, help="seed offset of the random cases")
     val_cmd.add_argument("--check", action="store_true", help="exit with status 1 when the suite's targets are missed")
+    val_cmd.add_argument("--sampler", default=None,
+                         help='JSON object of sampler keys to override in every case, e.g. \'{"step_size": "auto"}\'')
     args = parser.parse_args(argv)
     if args.command == "validate":
         return _validate(args)
@@ -62,7 +64,8 @@ def _validate(args) -> int:
     from . import validate
 
     try:
-        cases = validate.suite_cases(args.suite, args.cases, args.seed)
+        sampler = _json_object(args.sampler, "--sampler") if args.sampler else None
+        cases = validate.suite_cases(args.suite, args.cases, args.seed, sampler)
     except LLCInputError as err:
         sys.stderr.write(f"error: {err}\n")
         return 2
@@ -74,7 +77,7 @@ def _validate(args) -> int:
         print(f"[{index + 1}/{total}] " + "  ".join(validate.table_row(row)), flush=True)
 
     try:
-        report = validate.run_suite(args.suite, args.out, args.cases, args.seed, on_case=show)
+        report = validate.run_suite(args.suite, args.out, args.cases, args.seed, on_case=show, sampler=sampler)
     except KeyboardInterrupt:  # pragma: no cover - interactive only
         return 130
     print()
@@ -82,6 +85,16 @@ def _validate(args) -> int:
     print(validate.format_summary(report["summary"]))
     print(f"wrote {args.out}/{args.suite}.json and {args.out}/{args.suite}.png")
     return 1 if args.check and not report["summary"]["passed"] else 0
+
+
+def _json_object(text: str, what: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise LLCInputError(f"{what} is not valid JSON: {err.msg} at column {err.colno}") from None
+    if not isinstance(value, dict):
+        raise LLCInputError(f"{what} must be a JSON object such as '{{\"step_size\": \"auto\"}}'")
+    return value
 
 
 def _read(path: str) -> str:

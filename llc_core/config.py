@@ -16,18 +16,24 @@ from . import defaults
 from .errors import LLCInputError
 
 Preconditioner = Union[None, str, list]  # None, "rmsprop", or a fixed diagonal (one float per parameter)
+AUTO = "auto"  # step_size: calibrate ε to the target acceptance (dual averaging)
+ALGORITHMS = ("sgld", "mala")
 
 
 @dataclass
 class SamplerConfig:
     """SGLD settings (REFERENCE.md §1).
 
-    step_size: ε. localization: γ. nbeta: nβ (default n / log n). burnin: a fraction of `steps` when
-    < 1, else a number of steps. batch_size: m (default min(500, n); n means full batch).
-    preconditioner: None, "rmsprop" (adapted during burn-in, then frozen) or a fixed diagonal A.
+    step_size: ε, or "auto": adapt ε to `target_acceptance` by dual averaging during the first
+    `calibration_steps` of burn-in, then sample with it fixed (REFERENCE §6). Unset: the model kind's
+    rule, else one from the curvature at w*. localization: γ. nbeta: nβ (default n / log n).
+    burnin: a fraction of `steps` when < 1, else a number of steps. batch_size: m (default
+    min(500, n); n means full batch). preconditioner: None, "rmsprop" (adapted during burn-in, then
+    frozen) or a fixed diagonal A. algorithm: "sgld", or "mala" (full batch, with accept/reject: the
+    exact baseline).
     """
 
-    step_size: float | None = None
+    step_size: float | str | None = None
     localization: float | None = None
     nbeta: float | None = None
     chains: int | None = None
@@ -38,6 +44,9 @@ class SamplerConfig:
     preconditioner: Preconditioner = None
     mala_every: int | None = None
     snapshot_every: int | None = None
+    algorithm: str | None = None
+    target_acceptance: float | None = None
+    calibration_steps: int | None = None
 
     def with_defaults(self, recommended: dict[str, Any] | None = None) -> "SamplerConfig":
         """A copy whose unset fields take a model kind's recommendations, then the generic defaults.
@@ -49,7 +58,8 @@ class SamplerConfig:
         generic = {
             "localization": defaults.LOCALIZATION, "chains": defaults.CHAINS, "steps": defaults.STEPS,
             "burnin": defaults.BURNIN, "seed": defaults.SEED, "mala_every": defaults.MALA_EVERY,
-            "snapshot_every": defaults.SNAPSHOT_EVERY,
+            "snapshot_every": defaults.SNAPSHOT_EVERY, "algorithm": defaults.ALGORITHM,
+            "target_acceptance": defaults.ACCEPTANCE_GOAL,
         }
         for source in (recommended or {}, generic):
             for key, value in source.items():
@@ -63,12 +73,28 @@ class SamplerConfig:
             return int(math.floor(self.burnin * self.steps))
         return int(self.burnin)
 
+    @property
+    def auto_step_size(self) -> bool:
+        return self.step_size == AUTO
+
+    def calibration_steps_used(self) -> int:
+        """Steps of dual averaging in "auto" mode (0 otherwise): the set number, else
+        CALIBRATION_FRACTION of the steps, at most half of the burn-in."""
+        if not self.auto_step_size:
+            return 0
+        if self.calibration_steps is not None:
+            return int(self.calibration_steps)
+        return max(1, min(int(defaults.CALIBRATION_FRACTION * self.steps), self.burnin_steps() // 2))
+
     def validate(self, n: int | None = None, num_params: int | None = None) -> None:
         """Raise LLCInputError naming the first setting that cannot work, and what to use instead.
 
         Expects a config whose defaults are filled in (`with_defaults`)."""
-        _finite_number("step_size", self.step_size, allow_none=True)
-        if self.step_size is not None and self.step_size <= 0:
+        if isinstance(self.step_size, str) and self.step_size != AUTO:
+            raise LLCInputError(f"step_size = {self.step_size!r}: use a number > 0, or \"auto\" to calibrate it")
+        if not self.auto_step_size:
+            _finite_number("step_size", self.step_size, allow_none=True)
+        if self.step_size is not None and not self.auto_step_size and self.step_size <= 0:
             raise LLCInputError(f"step_size ε = {self.step_size} must be > 0: try 1e-4 and lower it if chains diverge")
         _finite_number("localization", self.localization, allow_none=True)
         if self.localization is not None and self.localization < 0:
@@ -87,6 +113,25 @@ class SamplerConfig:
             raise LLCInputError(
                 f"burnin ({self.burnin_steps()} steps) leaves no draws out of {self.steps} steps: "
                 "lower burnin or raise steps"
+            )
+        if self.algorithm not in ALGORITHMS:
+            raise LLCInputError(f"algorithm = {self.algorithm!r}: use \"sgld\" or \"mala\" (full-batch, exact)")
+        if self.algorithm == "mala":
+            if self.batch_size is not None and n is not None and self.batch_size != n:
+                raise LLCInputError(
+                    f"algorithm \"mala\" uses the full dataset: leave batch_size out or set it to n = {n}"
+                )
+            if self.preconditioner == "rmsprop":
+                raise LLCInputError("algorithm \"mala\" needs a fixed preconditioner: use null or a list, not \"rmsprop\"")
+        _finite_number("target_acceptance", self.target_acceptance)
+        if not 0 < self.target_acceptance < 1:
+            raise LLCInputError(f"target_acceptance = {self.target_acceptance} must lie strictly between 0 and 1: 0.92 is the usual goal")
+        if self.calibration_steps is not None and (not _is_int(self.calibration_steps) or self.calibration_steps < 1):
+            raise LLCInputError(f"calibration_steps = {self.calibration_steps!r} must be a whole number ≥ 1")
+        if self.auto_step_size and self.calibration_steps_used() > self.burnin_steps():
+            raise LLCInputError(
+                f"step_size \"auto\" calibrates during burn-in, but calibration_steps = {self.calibration_steps_used()} "
+                f"exceeds the burn-in ({self.burnin_steps()} steps): raise burnin or lower calibration_steps"
             )
         if not _is_int(self.seed):
             raise LLCInputError(f"seed = {self.seed!r} must be a whole number")
@@ -127,6 +172,9 @@ class ModelConfig:
     weight_scale: str | None = None  # dln, rrr: true weights N(0, 1) ("unit", paper) or N(0, 1/H_in) ("fan_in", default)
     train_steps: int | None = None  # dln, rrr, mlp: > 0 puts w* at the point SGD reaches after this many steps
     train_lr: float | None = None  # learning rate of that SGD (momentum 0.9); default derived from the curvature
+    path: str | None = None  # checkpoint: the weights file (.safetensors, .pt state dict, or .pt2 torch.export program)
+    architecture: dict | None = None  # checkpoint: JSON spec {"layers": [...]} (checkpoint.ARCHITECTURE_SPEC_HELP); default inferred
+    activation: str | None = None  # checkpoint: activation between inferred Linear layers (identity, relu, tanh, gelu, ...; default relu)
 
 
 @dataclass
@@ -136,6 +184,13 @@ class DataConfig:
     n: int = defaults.N_SAMPLES
     seed: int = defaults.DATA_SEED
     noise_scale: float = 1.0
+    # Model kind "checkpoint" only (llc_core/datafiles.py): a data file, or a zoo teacher that draws n samples.
+    path: str | None = None  # .npz, .safetensors, .pt (tensors only) or .csv with a header; n is then the file's rows
+    inputs_key: str | None = None  # the inputs' array name (default: x, inputs, X, ... when unambiguous)
+    targets_key: str | None = None  # the targets' array name (default: y, targets, Y, labels, ...)
+    target_columns: list[str] | None = None  # CSV: the target column(s); the other columns are the inputs
+    loss: str | None = None  # "gaussian" (σ = noise_scale, the default) or "cross_entropy"
+    teacher: dict | None = None  # ModelConfig fields of a zoo kind whose data to use, e.g. {"kind": "mlp", "input_dim": 4}
 
 
 @dataclass

@@ -11,6 +11,12 @@ STEPS = 2000
 BURNIN = 0.5  # a fraction of `steps` when < 1, a number of steps when >= 1
 BATCH_SIZE = 500  # paper's DLN setting; capped at n
 SEED = 0
+ALGORITHM = "sgld"  # or "mala": full-batch Metropolis-adjusted Langevin, the exact baseline
+
+# "auto" step size (REFERENCE §6): dual averaging on log ε towards ACCEPTANCE_GOAL, with the
+# acceptance measured on every step, over this fraction of the steps (at most half the burn-in).
+# Its extra gradients cost ≈ CALIBRATION_FRACTION / (1 + 1/MALA_EVERY + CALIBRATION_FRACTION) ≈ 9%.
+CALIBRATION_FRACTION = 0.1
 
 # Diagnostics and streaming
 MALA_EVERY = 20  # acceptance measured on 1 step in 20 (REFERENCE §2): costs one extra gradient in 20
@@ -29,6 +35,12 @@ EXPLOSION_FACTOR = 1000.0
 # Data
 N_SAMPLES = 10_000
 DATA_SEED = 0
+ALGORITHM = "sgld"  # or "mala": full-batch Metropolis-adjusted Langevin, the exact baseline
+
+# "auto" step size (REFERENCE §6): dual averaging on log ε towards ACCEPTANCE_GOAL, with the
+# acceptance measured on every step, over this fraction of the steps (at most half the burn-in).
+# Its extra gradients cost ≈ CALIBRATION_FRACTION / (1 + 1/MALA_EVERY + CALIBRATION_FRACTION) ≈ 9%.
+CALIBRATION_FRACTION = 0.1
 
 # Chunk size (samples) for the exact full-dataset loss L_n(w*)
 FULL_LOSS_CHUNK = 65_536

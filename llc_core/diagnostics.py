@@ -90,7 +90,7 @@ def verdicts(
     llc_mean: float | None,
     llc_se: float | None,
     acceptance: float | None,
-    step_size: float,
+    step_size: float | None,
     diverged: list[dict[str, Any]],
     chains: int,
     flat: dict[str, Any],
@@ -99,27 +99,28 @@ def verdicts(
     used_burnin: bool,
     long_trend: dict[str, Any] | None = None,
 ) -> list[Verdict]:
-    """Plain-language findings, most serious first, each saying what to change."""
+    """Plain-language findings, most serious first, each saying what to change. `step_size` is None
+    when chains ran with different ε (a sweep): the findings then say which way to move it."""
     found: list[Verdict] = []
     low, high = defaults.ACCEPTANCE_TARGET
     if diverged:
         which = ", ".join(f"chain {d['chain']} at step {d['step']}" for d in diverged[:5])
-        smaller = step_size / 3
+        smaller = step_size / 3 if step_size else None
         severity = "error" if len(diverged) == chains else "warning"
         found.append(Verdict(
             "diverged", severity,
             f"{len(diverged)} of {chains} chains diverged ({which}); "
             + ("no healthy chain is left, so there is no estimate. " if len(diverged) == chains else "λ̂ uses the healthy chains only. ")
-            + f"The step size is too large: try ε = {smaller:.2g}.",
-            {"step_size": smaller},
+            + "The step size is too large: " + _try("lower ε", smaller),
+            _suggest(smaller),
         ))
     if acceptance is not None and acceptance < low:
-        new = suggested_step_size(step_size, acceptance)
+        new = suggested_step_size(step_size, acceptance) if step_size else None
         found.append(Verdict(
             "step_too_large", "warning",
             f"MALA acceptance {acceptance:.2f} is below {low:.2f}: the step size is too large, so the "
-            f"discretisation error inflates λ̂. Try ε = {new:.2g}.",
-            {"step_size": new},
+            "discretisation error inflates λ̂. " + _try("Lower ε", new),
+            _suggest(new),
         ))
     if llc_mean is not None and llc_mean < 0:
         found.append(Verdict(
@@ -153,12 +154,12 @@ def verdicts(
             "Run longer, or raise γ if chains wander away from w*.",
         ))
     if acceptance is not None and acceptance > high and flat.get("flat") is not False and not diverged:
-        new = suggested_step_size(step_size, acceptance)
+        new = suggested_step_size(step_size, acceptance) if step_size else None
         found.append(Verdict(
             "step_could_grow", "info",
-            f"MALA acceptance {acceptance:.2f} is above {high:.2f}: the step size could grow to about "
-            f"ε = {new:.2g}, which mixes faster for the same number of steps.",
-            {"step_size": new},
+            f"MALA acceptance {acceptance:.2f} is above {high:.2f}: the step size could grow"
+            + (f" to about ε = {new:.2g}" if new else "") + ", which mixes faster for the same number of steps.",
+            _suggest(new),
         ))
     if partial:
         found.append(Verdict(
@@ -170,6 +171,14 @@ def verdicts(
         acc = "" if acceptance is None else f"acceptance {acceptance:.2f}, "
         found.insert(0, Verdict("ok", "ok", f"No problems found: {acc}flat trace after burn-in, no divergence."))
     return found
+
+
+def _try(fallback: str, step_size: float | None) -> str:
+    return f"try ε = {step_size:.2g}." if step_size else f"{fallback}."
+
+
+def _suggest(step_size: float | None) -> dict[str, Any] | None:
+    return {"step_size": step_size} if step_size else None
 
 
 def _finite_or_none(value: float | None) -> float | None:

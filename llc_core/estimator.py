@@ -12,18 +12,19 @@ import dataclasses
 import math
 import threading
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, vmap
 
-from . import defaults, diagnostics
+from . import adaptation, defaults, diagnostics
 from .config import SamplerConfig
 from .curvature import step_size_from_curvature, top_hessian_eigenvalue
 from .errors import LLCInputError
 from .losses import check_output_matches, make_nll
+from .mala import MALA
 from .result import RunResult, Snapshot
 from .sgld import SGLD, RMSprop
 
@@ -98,12 +99,17 @@ def estimate_llc(
     on_snapshot: Callable[[Snapshot], None] | None = None,
     stop: StopRequest = None,
     config: dict[str, Any] | None = None,
+    initial_step_size: float | None = None,
+    per_chain: Mapping[str, Sequence[float]] | None = None,
 ) -> RunResult:
     """Run C SGLD chains from w* and return λ̂ with diagnostics.
 
     w_star defaults to the module's own parameters. Unset sampler fields take the defaults of
-    `defaults.py`; an unset step size comes from the curvature at w* (`curvature.py`). `config` is
-    the RunConfig dict to attach to the result (its sampler part is replaced by the resolved one).
+    `defaults.py`; an unset step size comes from the curvature at w* (`curvature.py`), and so does
+    the starting ε of step_size "auto" unless `initial_step_size` gives one. `config` is the
+    RunConfig dict to attach to the result (its sampler part is replaced by the resolved one).
+    `per_chain` maps some of "step_size", "localization", "nbeta" to one value per chain (a sweep's
+    grid cells run as chains); each chain's λ̂ then uses its own nβ.
     """
     started = time.perf_counter()
     dev, dt = resolve_device(device), resolve_dtype(dtype)
@@ -152,37 +158,54 @@ def estimate_llc(
         raise LLCInputError(f"the loss at w* is {init_loss}: check the weights and data for overflow")
 
     chains = sampler.chains
-    batch_size = sampler.batch_size or min(defaults.BATCH_SIZE, n)
+    mala = sampler.algorithm == "mala"
+    batch_size = n if mala else sampler.batch_size or min(defaults.BATCH_SIZE, n)
     full_batch = batch_size == n
     nbeta = sampler.nbeta if sampler.nbeta is not None else default_nbeta(n)
     localization = sampler.localization if sampler.localization is not None else defaults.LOCALIZATION
     burnin = sampler.burnin_steps()
     steps = sampler.steps
+    calibration = sampler.calibration_steps_used()
+    chain_values = _per_chain_settings(per_chain, chains, sampler, dev, dt)
 
-    if sampler.step_size is None:
-        top = top_hessian_eigenvalue(batch_loss, w_star_flat, x, y, seed=sampler.seed)
-        if not math.isfinite(top):
-            raise LLCInputError("the Hessian at w* is not finite: check the weights and data for overflow")
-        sampler = dataclasses.replace(sampler, step_size=step_size_from_curvature(top, nbeta, localization))
+    step_size = None if sampler.step_size is None or sampler.auto_step_size else float(sampler.step_size)
+    if step_size is None and "step_size" not in chain_values:
+        if sampler.auto_step_size and initial_step_size is not None:
+            step_size = float(initial_step_size)
+        else:
+            top = top_hessian_eigenvalue(batch_loss, w_star_flat, x, y, seed=sampler.seed)
+            if not math.isfinite(top):
+                raise LLCInputError("the Hessian at w* is not finite: check the weights and data for overflow")
+            step_size = step_size_from_curvature(top, nbeta, localization)
+        if not sampler.auto_step_size:
+            sampler = dataclasses.replace(sampler, step_size=step_size)
 
-    kernel = SGLD(
+    kernel = (MALA if mala else SGLD)(
         loss_and_grad=_batched_loss_and_grad(batch_loss, full_batch, flat.num_params),
         w_star=w_star_flat,
-        step_size=float(sampler.step_size),
-        localization=float(localization),
-        nbeta=float(nbeta),
+        step_size=chain_values.get("step_size", step_size),
+        localization=chain_values.get("localization", float(localization)),
+        nbeta=chain_values.get("nbeta", float(nbeta)),
         preconditioner=_preconditioner(sampler.preconditioner, dev, dt),
     )
+    nbeta_chains = chain_values["nbeta"].cpu().double().numpy() if "nbeta" in chain_values else np.full(chains, float(nbeta))
+    if "nbeta" in chain_values:
+        nbeta = float(nbeta_chains.mean())
     generator = torch.Generator(device=dev)
     generator.manual_seed(sampler.seed)
     batches = _MinibatchWalk(x, y, chains, batch_size, generator) if not full_batch else None
 
     state = kernel.init(w_star_flat.expand(chains, -1).clone())
+    tuner = adaptation.init(step_size) if calibration else None
+    calibration_trace: list[tuple[float, float]] = []
+    if tuner is not None:
+        kernel = dataclasses.replace(kernel, step_size=adaptation.current_step_size(tuner))
     losses = torch.empty(steps, chains, device=dev, dtype=dt)
     acceptances: list[Tensor] = []
     alive = torch.ones(chains, dtype=torch.bool, device=dev)
     diverged: list[dict[str, Any]] = []
     explosion = defaults.EXPLOSION_FACTOR * max(flat.num_params, 10)
+    nbeta_column = torch.as_tensor(nbeta_chains, device=dev, dtype=dt)
     post_sum = torch.zeros(chains, dtype=torch.float64, device=dev)
     acc_sum = torch.zeros(chains, dtype=torch.float64, device=dev)
     acc_count = 0
@@ -194,38 +217,97 @@ def estimate_llc(
     partial = False
     for t in range(steps):
         batch = (x, y) if full_batch else batches.next()
-        measure = (t + 1) % sampler.mala_every == 0
+        calibrating = t < calibration
+        measure = calibrating or (t + 1) % sampler.mala_every == 0
         state, info = kernel.step(state, batch, generator, measure_acceptance=measure,
                                   adapt_preconditioner=t < burnin)
         losses[t] = info.loss
-        if info.acceptance is not None:
+        if calibrating:
+            # the acceptance of a step with ε still moving says nothing about the fixed-ε chain
+            tuner, state = _calibrate(tuner, kernel, state, info, alive, sampler.target_acceptance,
+                                      calibration_trace, w_star_flat, nbeta_column, init_loss, explosion)
+            step_now = adaptation.final_step_size(tuner) if t + 1 == calibration else adaptation.current_step_size(tuner)
+            kernel = dataclasses.replace(kernel, step_size=step_now)
+        elif info.acceptance is not None:
             acceptances.append(info.acceptance)
             acc_sum += info.acceptance * alive
             acc_count += 1
         done = t + 1
         if done % sampler.snapshot_every == 0 or done == steps:
             window = losses[checked:done]
-            state = _stop_diverged(window, checked, state, alive, diverged, w_star_flat, nbeta, init_loss, explosion)
+            state = _stop_diverged(window, checked, state, alive, diverged, w_star_flat, nbeta_column, init_loss,
+                                   explosion, ignore_before=calibration)
             start = max(checked, burnin)
             if done > start:
                 post_sum += losses[start:done].double().sum(0)
             if on_snapshot is not None:
                 elapsed = time.perf_counter() - loop_start
                 on_snapshot(_snapshot(window, checked, done, steps, burnin, post_sum, acc_sum, acc_count,
-                                      alive, nbeta, init_loss, elapsed, diverged))
+                                      alive, nbeta_chains, init_loss, elapsed, diverged, kernel.step_size,
+                                      done <= calibration))
             checked = done
             if done < steps and stop_requested():
                 partial = True
                 break
     loop_time = time.perf_counter() - loop_start
 
+    calibration_report = None
+    if calibration:
+        calibration_report = {
+            "steps": len(calibration_trace), "target_acceptance": sampler.target_acceptance,
+            "initial_step_size": step_size, "step_size": adaptation.final_step_size(tuner),
+            "trace_step_size": [e for e, _ in calibration_trace], "trace_acceptance": [a for _, a in calibration_trace],
+        }
     return _result(
         losses[:done].cpu().double().numpy(),
         torch.stack(acceptances).cpu().numpy() if acceptances else np.zeros((0, chains)),
-        alive.cpu().numpy(), diverged, burnin, done, partial, init_loss, nbeta, flat.num_params, n,
+        alive.cpu().numpy(), diverged, burnin, done, partial, init_loss, nbeta, nbeta_chains, flat.num_params, n,
         sampler, localization, batch_size, theoretical_llc, multiplicity, dev, loop_time,
-        time.perf_counter() - started, config,
+        time.perf_counter() - started, config, kernel.step_size, calibration_report,
     )
+
+
+def _per_chain_settings(per_chain, chains, sampler, dev, dt) -> dict[str, Tensor]:
+    """Validated per-chain values as (C,) tensors."""
+    values = {}
+    for name, seq in (per_chain or {}).items():
+        if name not in ("step_size", "localization", "nbeta"):
+            raise LLCInputError(f"per-chain setting {name!r} is not one of step_size, localization, nbeta")
+        array = np.asarray(seq, dtype=float)
+        if array.shape != (chains,):
+            raise LLCInputError(f"per-chain {name} has {array.size} values for {chains} chains")
+        lowest = 0.0 if name == "localization" else np.nextafter(0, 1)
+        if not np.all(np.isfinite(array)) or np.any(array < lowest):
+            raise LLCInputError(f"per-chain {name} values must be finite and {'≥ 0' if name == 'localization' else '> 0'}")
+        values[name] = torch.as_tensor(array, device=dev, dtype=dt)
+    if "step_size" in values and sampler.auto_step_size:
+        raise LLCInputError("step_size \"auto\" cannot be combined with one step size per chain")
+    return values
+
+
+def _calibrate(tuner, kernel, state, info, alive, target, trace, w_star, nbeta, init_loss, explosion):
+    """One dual-averaging update from this step's mean acceptance over live chains; a chain that
+    blew up on a trial ε goes back to w* (calibration is part of burn-in, so nothing is lost)."""
+    acceptance = float(info.acceptance[alive].mean()) if bool(alive.any()) else 0.0
+    trace.append((float(kernel.step_size), acceptance))
+    tuner = adaptation.update(tuner, acceptance, target)
+    blown = ~torch.isfinite(state.position).all(1) | ~torch.isfinite(info.loss)
+    blown |= nbeta * (info.loss - init_loss) > explosion
+    if bool(blown.any()):
+        state = _reset_chains(state, blown, w_star)
+    return tuner, state
+
+
+def _reset_chains(state, mask: Tensor, w_star: Tensor):
+    """Put the chains in `mask` back at w*, forgetting their preconditioner and cached gradient."""
+    position = torch.where(mask[:, None], w_star.expand_as(state.position), state.position)
+    square_avg = state.square_avg
+    if square_avg is not None:
+        square_avg = torch.where(mask[:, None], torch.zeros_like(square_avg), square_avg)
+    state = state._replace(position=position, square_avg=square_avg)
+    if hasattr(state, "grad_potential"):  # MALA caches ∇U at the position: recompute it
+        state = state._replace(loss=None, grad_potential=None)
+    return state
 
 
 # Below this many parameters a step is dominated by fixed per-call costs, and vmapping only the
@@ -299,9 +381,12 @@ class _MinibatchWalk:
                 self.y.index_select(0, flat).view(index.shape + self.y.shape[1:]))
 
 
-def _stop_diverged(window, offset, state, alive, diverged, w_star, nbeta, init_loss, explosion):
-    """Mark chains whose loss went non-finite or exploded in `window`; park them at w*."""
+def _stop_diverged(window, offset, state, alive, diverged, w_star, nbeta, init_loss, explosion, ignore_before=0):
+    """Mark chains whose loss went non-finite or exploded in `window`; park them at w*. Steps before
+    `ignore_before` (calibration, which resets its own failures) do not count."""
     bad = ~torch.isfinite(window) | (nbeta * (window - init_loss) > explosion)
+    if offset < ignore_before:
+        bad[:ignore_before - offset] = False
     newly = bad.any(0) & alive
     if not bool(newly.any()):
         return state
@@ -313,15 +398,12 @@ def _stop_diverged(window, offset, state, alive, diverged, w_star, nbeta, init_l
         diverged.append({"chain": chain, "step": step, "reason": reason})
     alive &= ~newly
     # A parked chain keeps being computed (it is one row of a batched tensor) but is never counted.
-    position = torch.where(newly[:, None], w_star.expand_as(state.position), state.position)
-    square_avg = state.square_avg
-    if square_avg is not None:
-        square_avg = torch.where(newly[:, None], torch.zeros_like(square_avg), square_avg)
-    return state._replace(position=position, square_avg=square_avg)
+    return _reset_chains(state, newly, w_star)
 
 
-def _snapshot(window, offset, done, steps, burnin, post_sum, acc_sum, acc_count, alive, nbeta, init_loss,
-              elapsed, diverged) -> Snapshot:
+def _snapshot(window, offset, done, steps, burnin, post_sum, acc_sum, acc_count, alive, nbeta_chains, init_loss,
+              elapsed, diverged, step_size, calibrating) -> Snapshot:
+    nbeta = nbeta_chains
     alive_np = alive.cpu().numpy()
     recent = window.double().cpu().numpy()
     post = done - burnin
@@ -334,19 +416,21 @@ def _snapshot(window, offset, done, steps, burnin, post_sum, acc_sum, acc_count,
         step=done, total_steps=steps, burnin=burnin, steps=np.arange(offset, done), losses=recent,
         llc_running=llc_running, llc_recent=llc_recent, acceptance=acceptance,
         steps_per_second=done / elapsed if elapsed > 0 else 0.0, elapsed=elapsed,
-        diverged=list(diverged), init_loss=init_loss, nbeta=nbeta,
+        diverged=list(diverged), init_loss=init_loss, nbeta=float(nbeta_chains.mean()),
+        step_size=float(step_size) if not isinstance(step_size, Tensor) else None, calibrating=calibrating,
     )
 
 
-def _result(trace, acceptance, alive, diverged, burnin, done, partial, init_loss, nbeta, num_params, n,
-            sampler, localization, batch_size, theoretical_llc, multiplicity, dev, loop_time, wall_time,
-            config) -> RunResult:
+def _result(trace, acceptance, alive, diverged, burnin, done, partial, init_loss, nbeta, nbeta_chains, num_params,
+            n, sampler, localization, batch_size, theoretical_llc, multiplicity, dev, loop_time, wall_time,
+            config, step_size, calibration) -> RunResult:
     chains = trace.shape[1]
     used_burnin = done > burnin
     start = burnin if used_burnin else done // 2
     post = trace[start:]
     healthy = np.flatnonzero(alive)
-    per_chain = nbeta * (post.mean(0) - init_loss) if len(post) else np.full(chains, np.nan)
+    per_chain = nbeta_chains * (post.mean(0) - init_loss) if len(post) else np.full(chains, np.nan)
+    used_step = float(step_size) if not isinstance(step_size, Tensor) else None
     llc_per_chain = [float(per_chain[c]) if alive[c] else None for c in range(chains)]
     values = per_chain[healthy]
     llc_mean = float(values.mean()) if len(values) else None
@@ -362,7 +446,7 @@ def _result(trace, acceptance, alive, diverged, burnin, done, partial, init_loss
     flat = diagnostics.flatness(healthy_trace, nbeta, init_loss) if len(healthy) else {"drift": None, "drift_se": None, "flat": None}
     long_trend = diagnostics.trend(trace[:, healthy].T, nbeta, init_loss) if len(healthy) else {}
     verdicts = diagnostics.verdicts(
-        llc_mean=llc_mean, llc_se=llc_se, acceptance=acc_mean, step_size=float(sampler.step_size),
+        llc_mean=llc_mean, llc_se=llc_se, acceptance=acc_mean, step_size=used_step,
         diverged=diverged, chains=chains, flat=flat, rhat=rhat, partial=partial, used_burnin=used_burnin,
         long_trend=long_trend,
     )
@@ -381,7 +465,8 @@ def _result(trace, acceptance, alive, diverged, burnin, done, partial, init_loss
         partial=partial, steps_completed=done, burnin_steps=burnin, init_loss=init_loss, nbeta=nbeta,
         num_params=num_params, n=n, rhat=rhat, ess=ess, flatness={**flat, "trend": long_trend}, verdicts=verdicts,
         device=str(dev),
-        wall_time_s=wall_time, config=resolved, loss_trace=trace.tolist(),
+        wall_time_s=wall_time, config=resolved, loss_trace=trace.tolist(), step_size=used_step,
+        calibration=calibration,
     )
 
 

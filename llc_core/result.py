@@ -43,6 +43,8 @@ class Snapshot:
     diverged: list[dict[str, Any]]
     init_loss: float
     nbeta: float
+    step_size: float | None = None  # ε in use (None when each chain has its own)
+    calibrating: bool = False  # True while "auto" is still adapting ε (all of it burn-in)
 
     @property
     def seconds_left(self) -> float:
@@ -85,6 +87,8 @@ class RunResult:
     wall_time_s: float
     config: dict[str, Any]
     loss_trace: list[list[float]] | None = field(default=None, repr=False)
+    step_size: float | None = None  # the ε the draws were taken with (the calibrated one in "auto" mode)
+    calibration: dict[str, Any] | None = None  # "auto" mode: initial and final ε, trace of ε and acceptance
 
     def to_dict(self, include_trace: bool = False) -> dict[str, Any]:
         out = dataclasses.asdict(self)

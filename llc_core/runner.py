@@ -23,10 +23,13 @@ def run(
     """
     problem = build_problem(config.model, config.data)
     sampler = config.sampler.with_defaults(problem.sampler_defaults)
-    if config.sampler.step_size is None and problem.step_size_rule is not None:
+    kind_step_size = None
+    if problem.step_size_rule is not None:
         # the kind's ε depends on nβ and γ: recompute it for the values this run actually uses
         nbeta = sampler.nbeta if sampler.nbeta is not None else default_nbeta(problem.inputs.shape[0])
-        sampler = dataclasses.replace(sampler, step_size=problem.step_size_rule(nbeta, sampler.localization))
+        kind_step_size = problem.step_size_rule(nbeta, sampler.localization)
+    if config.sampler.step_size is None and kind_step_size is not None and not sampler.auto_step_size:
+        sampler = dataclasses.replace(sampler, step_size=kind_step_size)
     truth = problem.truth
     return estimate_llc(
         problem.model, problem.inputs, problem.targets, sampler,
@@ -34,4 +37,5 @@ def run(
         theoretical_llc=float(truth.llc) if truth is not None else None,
         multiplicity=truth.multiplicity if truth is not None else None,
         on_snapshot=on_snapshot, stop=stop, config=config.to_dict(),
+        initial_step_size=kind_step_size if sampler.auto_step_size else None,
     )

@@ -10,7 +10,9 @@ one step is
     w ← w − (ε/2) A ∇U(w) + N(0, ε A)
 
 with A = 1 (plain SGLD), a fixed diagonal A, or the RMSprop preconditioner A = 1/(δ + √V),
-V ← αV + (1 − α) ∇U ⊙ ∇U (pSGLD, the Γ correction dropped). The step can also measure the MALA
+V ← αV + (1 − α) ∇U ⊙ ∇U (pSGLD, the Γ correction dropped). ε, γ and nβ are numbers shared by all
+chains, or tensors of shape (C,) with one value per chain (a calibration sweep runs its grid cells as
+chains of one batched computation). The step can also measure the MALA
 acceptance probability of its own move (paper App. H.1): the Langevin proposal's Metropolis ratio,
 with both losses taken on the same minibatch and the preconditioner in the proposal.
 """
@@ -50,15 +52,15 @@ class SGLD:
     """SGLD kernel for the localized tempered posterior around w*.
 
     loss_and_grad: minibatch loss L_B and its gradient, vmapped over chains.
-    w_star: w*, shape (d,). step_size: ε. localization: γ. nbeta: nβ.
-    preconditioner: None, a fixed diagonal A of shape (d,), or an RMSprop.
+    w_star: w*, shape (d,). step_size: ε. localization: γ. nbeta: nβ (each a float, or one value per
+    chain as a (C,) tensor). preconditioner: None, a fixed diagonal A of shape (d,), or an RMSprop.
     """
 
     loss_and_grad: LossAndGrad
     w_star: Tensor
-    step_size: float
-    localization: float
-    nbeta: float
+    step_size: float | Tensor
+    localization: float | Tensor
+    nbeta: float | Tensor
     preconditioner: Tensor | RMSprop | None = None
 
     def init(self, position: Tensor) -> SGLDState:
@@ -87,12 +89,13 @@ class SGLD:
         else:
             precond = self.preconditioner  # a fixed (d,) tensor, or None for A = 1
 
-        eps = self.step_size
+        eps = per_chain_column(self.step_size)
         noise = torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype)
-        if precond is None:
+        if precond is None and isinstance(eps, float):
             new_w = torch.add(w, grad_u, alpha=-eps / 2).add_(noise, alpha=eps**0.5)
         else:
-            new_w = w - (eps / 2) * precond * grad_u + (eps * precond).sqrt() * noise
+            scale = eps if precond is None else eps * precond
+            new_w = w - (scale / 2) * grad_u + sqrt_of(scale) * noise
 
         acceptance = None
         if measure_acceptance:
@@ -103,13 +106,18 @@ class SGLD:
         """∇U = nβ ∇L_B + γ (w − w*), overwriting `grad_loss`; the localization term is analytic, so
         autograd never sees it."""
         # in place on the fresh gradient tensor: one pass less over (C, d) per step on large models
-        grad_u = grad_loss.mul_(self.nbeta)
-        if self.localization:
-            grad_u.add_(w, alpha=self.localization).sub_(self.w_star, alpha=self.localization)
+        grad_u = grad_loss.mul_(per_chain_column(self.nbeta))
+        localization = per_chain_column(self.localization)
+        if isinstance(localization, float):
+            if localization:
+                grad_u.add_(w, alpha=localization).sub_(self.w_star, alpha=localization)
+        else:
+            grad_u.add_((w - self.w_star) * localization)
         return grad_u
 
     def _potential(self, w: Tensor, loss: Tensor) -> Tensor:
-        return self.nbeta * loss.double() + 0.5 * self.localization * (w - self.w_star).double().square().sum(-1)
+        nbeta, localization = _as_double(self.nbeta), _as_double(self.localization)
+        return nbeta * loss.double() + 0.5 * localization * (w - self.w_star).double().square().sum(-1)
 
     def _acceptance(self, w, loss, grad_u, new_w, noise, precond, batch) -> Tensor:
         """MALA acceptance min(1, exp(U(w) − U(w') + log q(w|w') − log q(w'|w))) per chain.
@@ -119,12 +127,34 @@ class SGLD:
         """
         new_loss, new_grad = self.loss_and_grad(new_w, batch)
         new_grad_u = self._grad_potential(new_w, new_grad)
-        eps = self.step_size
-        drift_back = (eps / 2) * new_grad_u if precond is None else (eps / 2) * precond * new_grad_u
-        back = w - new_w + drift_back
-        var = eps if precond is None else eps * precond
-        log_q_back = -(back.double().square() / (2 * var if precond is None else 2 * var.double())).sum(-1)
-        log_q_forward = -0.5 * noise.double().square().sum(-1)
-        log_ratio = self._potential(w, loss) - self._potential(new_w, new_loss) + log_q_back - log_q_forward
-        acceptance = torch.exp(torch.clamp(log_ratio, max=0.0))
-        return torch.nan_to_num(acceptance, nan=0.0)  # a NaN ratio is a failed step (REFERENCE §6)
+        return mala_acceptance(self._potential(w, loss), self._potential(new_w, new_loss), w, new_w,
+                               new_grad_u, noise, per_chain_column(self.step_size), precond)
+
+
+def mala_acceptance(potential: Tensor, new_potential: Tensor, w: Tensor, new_w: Tensor, new_grad_u: Tensor,
+                    noise: Tensor, step_size: float | Tensor, precond: Tensor | None) -> Tensor:
+    """min(1, exp(U(w) − U(w') + log q(w|w') − log q(w'|w))) per chain, for the Langevin proposal
+    w' = w − (ε/2) A ∇U(w) + √(εA) ξ that drew `noise` ξ (so log q(w'|w) = −||ξ||²/2 + const)."""
+    scale = step_size if precond is None else step_size * precond
+    back = w - new_w + (scale / 2) * new_grad_u
+    var = scale if isinstance(scale, float) else scale.double()
+    log_q_back = -(back.double().square() / (2 * var)).sum(-1)
+    log_q_forward = -0.5 * noise.double().square().sum(-1)
+    # the proposal's normalising constant depends only on εA, which both directions share within a
+    # step, so it cancels
+    log_ratio = potential - new_potential + log_q_back - log_q_forward
+    acceptance = torch.exp(torch.clamp(log_ratio, max=0.0))
+    return torch.nan_to_num(acceptance, nan=0.0)  # a NaN ratio is a failed step (REFERENCE §6)
+
+
+def per_chain_column(value: float | Tensor) -> float | Tensor:
+    """A per-chain (C,) setting as a (C, 1) column that broadcasts over parameters; numbers pass."""
+    return value[:, None] if isinstance(value, Tensor) else float(value)
+
+
+def _as_double(value: float | Tensor) -> float | Tensor:
+    return value.double() if isinstance(value, Tensor) else float(value)
+
+
+def sqrt_of(value: float | Tensor) -> float | Tensor:
+    return value.sqrt() if isinstance(value, Tensor) else value**0.5

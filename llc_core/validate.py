@@ -147,12 +147,20 @@ SUITES: dict[str, Suite] = {
 }
 
 
-def suite_cases(name: str, count: int | None = None, seed: int = 0) -> list[Case]:
+def suite_cases(name: str, count: int | None = None, seed: int = 0,
+                sampler: dict[str, Any] | None = None) -> list[Case]:
+    """The suite's cases; `sampler` overrides sampler keys in every case (which makes the suite no
+    longer a test of the defaults: the JSON report records the override)."""
     if name not in SUITES:
         raise LLCInputError(f"unknown suite {name!r}: use one of {', '.join(SUITES)}")
     if count is not None and (not isinstance(count, int) or count < 1):
         raise LLCInputError(f"cases = {count!r} must be a whole number ≥ 1")
-    return SUITES[name].build(count, seed)
+    if sampler is not None and not isinstance(sampler, dict):
+        raise LLCInputError("the sampler override must be a JSON object, e.g. {\"step_size\": \"auto\"}")
+    cases = SUITES[name].build(count, seed)
+    for case in cases if sampler else []:
+        case.config["sampler"] = {**case.config.get("sampler", {}), **sampler}
+    return cases
 
 
 # --------------------------------------------------------------------------- running
@@ -186,7 +194,7 @@ def run_case(case: Case, stop: threading.Event | Callable[[], bool] | None = Non
     row.d, row.n = result.num_params, result.n
     row.llc, row.multiplicity = result.theoretical_llc, result.multiplicity
     row.llc_hat, row.llc_se, row.acceptance = result.llc_mean, result.llc_se, result.mala_acceptance_mean
-    row.step_size, row.steps, row.chains = sampler["step_size"], sampler["steps"], sampler["chains"]
+    row.step_size, row.steps, row.chains = result.step_size, sampler["steps"], sampler["chains"]
     row.diverged = len(result.diverged_chains)
     row.info = {k: v for k, v in info.items() if k != "k_scale"}
     row.target = row.llc
@@ -260,12 +268,13 @@ def run_suite(
     seed: int = 0,
     on_case: Callable[[CaseResult, int, int], None] | None = None,
     stop: threading.Event | Callable[[], bool] | None = None,
+    sampler: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run every case of a suite in turn; write `<out>/<suite>.json` and `.png` when out_dir is set.
 
     on_case(row, index, total) is called after each case. Returns {"summary": ..., "cases": [...]}.
     """
-    cases = suite_cases(name, count, seed)
+    cases = suite_cases(name, count, seed, sampler)
     rows: list[CaseResult] = []
     started = time.perf_counter()
     for i, case in enumerate(cases):
@@ -276,6 +285,8 @@ def run_suite(
         if on_case is not None:
             on_case(row, i, len(cases))
     report = {"summary": summarize(name, rows, time.perf_counter() - started), "cases": [asdict(r) for r in rows]}
+    if sampler:
+        report["summary"]["sampler_override"] = dict(sampler)
     if out_dir is not None:
         write_outputs(report, out_dir)
     return report

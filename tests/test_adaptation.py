@@ -1,0 +1,89 @@
+"""Automatic step size: dual averaging on log ε (REFERENCE.md §6) and the estimator's "auto" mode."""
+
+import math
+
+import pytest
+import torch
+
+from llc_core import LLCInputError, RunConfig, SamplerConfig, estimate_llc, run
+from llc_core import adaptation
+
+from test_estimator import quadratic_problem
+
+
+def test_dual_averaging_finds_the_step_of_a_known_acceptance_curve():
+    # With acceptance a(ε) = exp(−ε/ε_c) the target 0.92 is met at ε* = −ε_c log 0.92. Deterministic,
+    # so the tolerance (3%) only has to cover the averaged iterate's remaining lag after 1000 updates.
+    scale, target = 1e-3, 0.92
+    state = adaptation.init(1e-6)
+    for _ in range(1000):
+        state = adaptation.update(state, math.exp(-adaptation.current_step_size(state) / scale), target)
+    assert adaptation.final_step_size(state) == pytest.approx(-scale * math.log(target), rel=0.03)
+
+
+def test_nan_acceptance_counts_as_a_failed_step():
+    state = adaptation.init(1e-3)
+    failed = adaptation.update(state, float("nan"), 0.92)
+    zero = adaptation.update(state, 0.0, 0.92)
+    assert failed == zero and adaptation.current_step_size(failed) < 10 * 1e-3
+
+
+@pytest.mark.parametrize("start", [1e-7, 1e-1])
+def test_auto_mode_lands_in_the_acceptance_band_from_far_away_starts(start):
+    # The quadratic of test_estimator: the band 0.90-0.95 is met near ε (t h_max + γ) ≈ 0.5. From a
+    # step 4 orders too small or one that diverges at once, calibration (600 of 3000 steps) must find
+    # it. The mean acceptance of 16 chains × 120 measured steps has a standard error below 0.005,
+    # so [0.88, 0.96] leaves room for ε's residual error only.
+    model, x, y, h = quadratic_problem()
+    sampler = SamplerConfig(step_size="auto", localization=1.0, nbeta=100.0, chains=16, steps=3000, burnin=0.4,
+                            batch_size=len(x), calibration_steps=600)
+    result = estimate_llc(model, x, y, sampler, dtype="float64", initial_step_size=start)
+    assert 0.88 <= result.mala_acceptance_mean <= 0.96, result.mala_acceptance_mean
+    calibration = result.calibration
+    assert calibration["steps"] == 600 and calibration["initial_step_size"] == start
+    assert result.step_size == calibration["step_size"]  # the draws used the calibrated ε, fixed
+    assert len(calibration["trace_step_size"]) == 600 and not result.diverged_chains
+    # the estimator is unchanged: λ̂ matches the fixed-ε stationary formula at the chosen ε
+    a = 100.0 * h + 1.0
+    exact = float((0.5 * (100.0 * h / a) / (1 - result.step_size * a / 4)).sum())
+    assert abs(result.llc_mean / exact - 1) < 0.05, (result.llc_mean, exact)
+
+
+def test_auto_through_a_config_and_its_default_calibration_length():
+    config = RunConfig.from_dict({"model": {"kind": "potential", "powers": [1]}, "data": {"n": 1000},
+                                  "sampler": {"step_size": "auto", "chains": 4, "steps": 1000, "burnin": 0.5}})
+    result = run(config)
+    # 10% of the steps, inside the burn-in: its extra gradients cost ≈ 0.1 / 1.15 of the run (≤ 20%)
+    assert result.calibration["steps"] == 100
+    assert result.config["sampler"]["step_size"] == "auto"  # feeding it back reruns the calibration
+    assert 0.85 <= result.mala_acceptance_mean <= 0.97
+    again = run(RunConfig.from_dict(result.config))
+    assert again.llc_mean == result.llc_mean and again.step_size == result.step_size
+
+
+@pytest.mark.parametrize("sampler, words", [
+    ({"step_size": "fast"}, "auto"),
+    ({"step_size": "auto", "burnin": 0}, "calibrat"),
+    ({"step_size": "auto", "steps": 100, "burnin": 10, "calibration_steps": 50}, "exceeds the burn-in"),
+    ({"step_size": "auto", "target_acceptance": 1.2}, "between 0 and 1"),
+    ({"step_size": "auto", "calibration_steps": 0}, "calibration_steps"),
+])
+def test_bad_auto_settings_are_refused(sampler, words):
+    config = RunConfig.from_dict({"model": {"kind": "potential", "powers": [1]}, "data": {"n": 100},
+                                  "sampler": {"steps": 200, **sampler}})
+    with pytest.raises(LLCInputError, match=words):
+        run(config)
+
+
+def test_one_step_size_per_chain():
+    # Per-chain ε: chains with the same ε as a scalar run draw the very same numbers.
+    model, x, y, _ = quadratic_problem()
+    base = SamplerConfig(localization=1.0, nbeta=100.0, chains=2, steps=200, burnin=0.5, batch_size=len(x))
+    scalar = estimate_llc(model, x, y, SamplerConfig(**{**vars(base), "step_size": 1e-3}), dtype="float64")
+    per_chain = estimate_llc(model, x, y, base, dtype="float64", per_chain={"step_size": [1e-3, 1e-3]})
+    assert scalar.llc_per_chain == pytest.approx(per_chain.llc_per_chain, rel=1e-9)
+    mixed = estimate_llc(model, x, y, base, dtype="float64", per_chain={"step_size": [1e-3, 2e-3]})
+    assert mixed.llc_per_chain[0] == pytest.approx(scalar.llc_per_chain[0], rel=1e-9)
+    assert mixed.mala_acceptance_per_chain[1] < mixed.mala_acceptance_per_chain[0]
+    with pytest.raises(LLCInputError, match="2 chains"):
+        estimate_llc(model, x, y, base, per_chain={"step_size": [1e-3]})
