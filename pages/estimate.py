@@ -66,8 +66,8 @@ def step_size_widget() -> object:
         "Step size ε (log scale)", options=[AUTO, *grid], key=widget,
         format_func=lambda v: "auto" if v == AUTO else f"{v:.2g}",
         help="SGLD step size, the most important knob. Too small: λ̂ is under-estimated (not equilibrated); "
-             "too large: over-estimated or NaN. 'auto' takes the model kind's recommendation, or one from "
-             "the curvature at w*.")
+             "too large: over-estimated or NaN. 'auto' calibrates ε during burn-in until the MALA acceptance "
+             "reaches the target (Advanced), then samples with it fixed; the result reports the ε it chose.")
 
 
 def sidebar_settings() -> dict:
@@ -127,6 +127,17 @@ def sidebar_settings() -> dict:
                                     help="'auto' uses a CUDA GPU when there is one. Available here: "
                                          + ", ".join(devices))
     with st.expander("Advanced"):
+        values["target_acceptance"] = st.number_input(
+            "Target acceptance of 'auto' ε", min_value=0.05, max_value=0.999, step=0.01, format="%g",
+            key=key("target_acceptance"),
+            help="The mean MALA acceptance the automatic step size aims at; 0.90-0.95 keeps the "
+                 "discretisation error of SGLD small (paper App. H.1).")
+        values["algorithm"] = st.selectbox(
+            "Algorithm", ["sgld", "mala"], key=key("algorithm"),
+            format_func=lambda a: {"sgld": "SGLD (minibatch)", "mala": "MALA (full batch, exact)"}[a],
+            help="MALA accepts or rejects each full-batch Langevin move, so it samples the posterior "
+                 "exactly at any ε: the baseline SGLD is checked against. It costs a full pass over the "
+                 "data per step.")
         values["noise_scale"] = st.number_input("Label noise σ", min_value=1e-6, format="%g", key=key("noise_scale"))
         values["mala_every"] = st.number_input("Measure MALA acceptance every … steps", min_value=1, step=1,
                                                key=key("mala_every"))

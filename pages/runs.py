@@ -191,7 +191,10 @@ def draw_progress(record: RunRecord) -> None:
     if latest is None:
         bar_col.progress(0.0, text="Starting: building the model and data … 0 steps/s")
         return
-    phase = "burn-in" if latest.step <= latest.burnin else "sampling"
+    if latest.calibrating:
+        phase = f"calibrating ε, now {latest.step_size:.2g}" if latest.step_size else "calibrating ε"
+    else:
+        phase = "burn-in" if latest.step <= latest.burnin else "sampling"
     left = latest.seconds_left
     bar_col.progress(min(latest.step / latest.total_steps, 1.0),
                      text=f"Step {latest.step:,} / {latest.total_steps:,} ({phase}) · "
@@ -260,6 +263,8 @@ def draw_result(page: str, record: RunRecord, previous: RunRecord | None) -> Non
     cols[3].metric("ESS", fmt(result.ess, 3))
     cols[4].metric("chain-steps/s", f"{result.chain_steps_per_second:,.0f}")
     st.markdown(theory_comparison(result, record))
+    if result.calibration:
+        st.markdown(calibration_text(result.calibration))
     draw_verdicts(page, result)
     draw_charts(record, previous)
     with st.expander("Per-chain results", expanded=False):
@@ -275,6 +280,13 @@ def llc_text(result: RunResult) -> str:
     if result.llc_mean is None:
         return "— (no healthy chain)"
     return f"{result.llc_mean:.4g} ± {result.llc_se:.2g}" if result.llc_se is not None else f"{result.llc_mean:.4g}"
+
+
+def calibration_text(calibration: dict) -> str:
+    return (f"**Step size:** 'auto' calibrated ε from {calibration['initial_step_size']:.3g} to "
+            f"**{calibration['step_size']:.3g}** over the first {calibration['steps']:,} burn-in steps "
+            f"(dual averaging towards acceptance {calibration['target_acceptance']:.2f}); every draw λ̂ uses "
+            "was taken with ε fixed at that value.")
 
 
 def theory_comparison(result: RunResult, record: RunRecord) -> str:
@@ -363,7 +375,7 @@ def comparison_table(current: RunRecord, previous: RunRecord) -> pd.DataFrame:
             "theory λ": fmt(result.theoretical_llc),
             "MALA acceptance": fmt(result.mala_acceptance_mean, 3, fixed=True),
             "R-hat": fmt(result.rhat, 3, fixed=True),
-            "ε": fmt(sampler.get("step_size"), 3),
+            "ε": fmt(result.step_size, 3) + (" (auto)" if result.calibration else ""),
             "γ": fmt(sampler.get("localization"), 3),
             "nβ": fmt(sampler.get("nbeta"), 5),
             "chains × steps": f"{sampler.get('chains')} × {result.steps_completed:,}",

@@ -15,8 +15,11 @@ from typing import Any
 
 from llc_core import DataConfig, LLCInputError, ModelConfig, RunConfig, SamplerConfig, available_devices, zoo
 from llc_core import defaults as engine_defaults
+from llc_core.config import ALGORITHMS
 
-AUTO = "auto"  # URL spelling of "let the engine choose" (None in a RunConfig)
+# URL spelling of "let the engine choose": None in a RunConfig, except for the step size, where it
+# is the engine's "auto" (ε calibrated to the target acceptance)
+AUTO = "auto"
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ class Setting:
 # and take minutes on a 2-core CPU, while 4 chains × 2000 steps at ε = 1e-3 finish in seconds
 # (measured: λ̂ = 0.21-0.24 ± 0.01-0.04 against 1/4, acceptance ≈ 0.99, R-hat ≈ 1.05).
 KIND_PRESETS: dict[str, dict[str, Any]] = {
-    "potential": {"powers": "1,2", "step_size": 1e-3, "steps": 2000, "chains": 4, "burnin": 0.25,
+    "potential": {"powers": "1,2", "step_size": AUTO, "steps": 2000, "chains": 4, "burnin": 0.25,
                   "localization": 1.0},
     "dln": {"widths": "5,3,5", "rank": 1, "model_seed": 0},
     "rrr": {"input_dim": 4, "hidden": "3", "output_dim": 4, "rank": 1, "model_seed": 0},
@@ -146,6 +149,9 @@ SAMPLER_SETTINGS = [
     Setting("batch_size", "int", None, ("sampler", "batch_size"), minimum=1, optional=True),
     Setting("seed", "int", engine_defaults.SEED, ("sampler", "seed"), minimum=0),
     Setting("preconditioner", "choice", "none", ("sampler", "preconditioner"), choices=("none", "rmsprop")),
+    Setting("algorithm", "choice", engine_defaults.ALGORITHM, ("sampler", "algorithm"), choices=ALGORITHMS),
+    Setting("target_acceptance", "float", engine_defaults.ACCEPTANCE_GOAL, ("sampler", "target_acceptance"),
+            positive=True, maximum=0.999),
     Setting("mala_every", "int", engine_defaults.MALA_EVERY, ("sampler", "mala_every"), minimum=1),
     Setting("snapshot_every", "int", engine_defaults.SNAPSHOT_EVERY, ("sampler", "snapshot_every"), minimum=1),
 ]
@@ -335,11 +341,13 @@ def values_to_config(values: dict[str, Any]) -> tuple[RunConfig | None, list[str
         value = values.get(name, all_settings()[name].default)
         return None if value == AUTO else value
 
+    step_size = values.get("step_size", AUTO)
     sampler = SamplerConfig(
-        step_size=get("step_size"), localization=get("localization"), nbeta=get("nbeta"),
+        step_size=AUTO if step_size in (AUTO, None) else step_size, localization=get("localization"), nbeta=get("nbeta"),
         chains=get("chains"), steps=get("steps"), burnin=get("burnin"), batch_size=get("batch_size"),
         seed=get("seed"), preconditioner=None if get("preconditioner") == "none" else get("preconditioner"),
         mala_every=get("mala_every"), snapshot_every=get("snapshot_every"),
+        algorithm=get("algorithm"), target_acceptance=get("target_acceptance"),
     )
     data = DataConfig(n=get("n"), seed=get("data_seed"), noise_scale=get("noise_scale"))
     try:
@@ -373,7 +381,7 @@ def config_to_values(config: RunConfig) -> dict[str, Any]:
         elif setting.name == "preconditioner":
             value = "none" if value is None else value
         elif setting.kind == "step_size":
-            value = AUTO if value is None else float(value)
+            value = AUTO if value in (None, AUTO) else float(value)
         values[setting.name] = value
     return values
 

@@ -70,14 +70,18 @@ def test_query_round_trip_of_configs():
                   sampler=SamplerConfig(step_size=3e-5, localization=10.0, nbeta=123.25, chains=3, steps=777,
                                         burnin=100, batch_size=64, seed=9, preconditioner="rmsprop",
                                         mala_every=5, snapshot_every=10)),
-        RunConfig(model=ModelConfig(kind="dln", widths=[4, 2, 3], rank=1, seed=5)),
+        RunConfig(model=ModelConfig(kind="dln", widths=[4, 2, 3], rank=1, seed=5),
+                  sampler=SamplerConfig(step_size="auto", algorithm="mala", target_acceptance=0.8)),
     ]
     for config in configs:
         params = settings.config_to_query(config)
         assert all(isinstance(v, str) for v in params.values())
         back = settings.query_to_config(params)
-        # unset sampler fields come back as the engine's generic defaults; ε, nβ, batch stay "auto"
-        assert back.sampler == config.sampler.with_defaults()
+        # unset sampler fields come back as the engine's generic defaults; nβ and batch stay unset, and
+        # an unset ε becomes "auto" (the app always calibrates a step size it is not given)
+        expected = config.sampler.with_defaults()
+        expected.step_size = expected.step_size or "auto"
+        assert back.sampler == expected
         assert back.data == config.data and back.device == config.device and back.dtype == config.dtype
         assert back.model.kind == config.model.kind
         for field in settings.fields_for_kind(config.model.kind):
@@ -116,7 +120,7 @@ def test_page_loads_with_working_defaults_in_the_url():
     assert not at.error
     params = at.query_params
     assert params["kind"] == "potential" and params["powers"] == "1,2"
-    assert params["seed"] == "0" and params["data_seed"] == "0" and params["step_size"] == "0.001"
+    assert params["seed"] == "0" and params["data_seed"] == "0" and params["step_size"] == "auto"
     assert "theory λ = 1/4" in " ".join(c.value for c in at.caption)
 
 
@@ -176,7 +180,7 @@ def test_bad_link_shows_an_error_and_keeps_the_default():
     at = open_estimate({"step_size": "-1", "chains": "two"})
     messages = " ".join(e.value for e in at.error)
     assert "step_size = -1 must be > 0" in messages and "'two' is not a whole number" in messages
-    assert widget(at, "step_size").value == 0.001 and widget(at, "chains").value == 4
+    assert widget(at, "step_size").value == "auto" and widget(at, "chains").value == 4
     assert not button(at, "Run").disabled
 
 
