@@ -225,6 +225,15 @@ class SweepProgress:
     total_steps: int
     computation: int  # 0 for a batched sweep; the cell index when running cell by cell
     running_llc: list[float | None]
+    mode: str = "batched"  # "batched" or "cells"
+
+    @property
+    def fraction(self) -> float:
+        """Share of the sweep's steps done."""
+        within = self.step / self.total_steps if self.total_steps else 0.0
+        if self.mode == "batched":
+            return within
+        return min(1.0, (self.computation + within) / max(self.cells_total, 1))
 
 
 def config_for_cell(run: RunConfig, cell: CellResult, default: float | None = None) -> RunConfig:
@@ -447,7 +456,8 @@ def run_sweep(
             values = llc[k * per:(k + 1) * per]
             values = values[np.isfinite(values)]
             running[first_cell + k] = float(values.mean()) if len(values) and snapshot.step > snapshot.burnin else None
-        on_progress(SweepProgress(len(cells), len(grid), snapshot.step, snapshot.total_steps, computation, list(running)))
+        on_progress(SweepProgress(len(cells), len(grid), snapshot.step, snapshot.total_steps, computation, list(running),
+                                  mode))
 
     last: RunResult | None = None
     if mode == "batched":
