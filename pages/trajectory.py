@@ -1,0 +1,226 @@
+"""Training run page: λ̂ of every checkpoint of a training run, with one calibrated set of SGLD settings.
+
+The checkpoints come from training a model here (a deep linear network from a small initialisation,
+whose rank grows in stages, or an MLP student of a zoo teacher) or from uploads (several files or a
+zip, with the data). The widgets become a TrajectoryConfig; llc_core.trajectory.TrajectoryRun works
+through it in a worker thread (no st.* calls there) and a fragment polls it, drawing λ̂ ± se and the
+train loss against the training step as points arrive. Stop keeps every checkpoint done so far.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from llc_core import DataConfig, LLCInputError, SamplerConfig
+from llc_core import checkpoint as ckpt
+from llc_core.trajectory import TrainingConfig, TrajectoryConfig, TrajectoryProgress, TrajectoryRun, step_from_name
+from pages import common
+
+common.require_entry_point()
+
+PAGE = "traj"
+WORKER = "traj.worker"
+EXAMPLES = common.APP_DIR / "assets" / "examples"
+SOURCES = {
+    "dln": "Train a deep linear network (small initialisation: saddle to saddle)",
+    "mlp": "Train an MLP on a teacher's data",
+    "upload": "My checkpoints (files or a zip) and data",
+}
+
+
+def key(name: str) -> str:
+    return common.ensure_widget(PAGE, name, DEFAULTS.get(name))
+
+
+DEFAULTS = {"source": "dln", "train_steps": 1200, "keep": 21, "seed": 0, "chains": 4, "steps": 1000,
+            "localization": 10.0, "step_size": None, "activation": "identity", "loss": "gaussian"}
+
+
+def session_dir() -> Path:
+    if "traj.dir" not in st.session_state:
+        st.session_state["traj.dir"] = tempfile.mkdtemp(prefix="llc-trajectory-")
+    return Path(st.session_state["traj.dir"])
+
+
+def load_example() -> None:
+    """Button callback: the example training run's checkpoints and data."""
+    example = json.loads((EXAMPLES / "examples.json").read_text())["trajectory"][0]
+    st.session_state["traj.paths"] = [str(EXAMPLES / example["checkpoints"])]
+    st.session_state["traj.data_path"] = str(EXAMPLES / example["data"])
+    st.session_state["traj.labels"] = f"{example['checkpoints']} + {example['data']} (example)"
+    st.session_state[common.widget_key(PAGE, "source")] = "upload"
+    st.session_state[common.widget_key(PAGE, "activation")] = example.get("activation", "identity")
+
+
+def keep_uploads(uploads: list, data_upload) -> None:
+    """Write uploads under fixed names in this session's folder; a checkpoint's own name only lends
+    its step number (the last number in it) to the name written."""
+    folder = session_dir()
+    if uploads:
+        ids = [u.file_id for u in uploads]
+        if ids != st.session_state.get("traj.upload_ids"):
+            paths = []
+            for i, upload in enumerate(uploads):
+                path = folder / f"ckpt_{i:03d}_step_{step_from_name(upload.name, i)}.upload"
+                path.write_bytes(upload.getvalue())
+                paths.append(str(path))
+            st.session_state.update({"traj.upload_ids": ids, "traj.paths": paths,
+                                     "traj.labels": f"{len(uploads)} uploaded file(s)"})
+    if data_upload is not None and data_upload.file_id != st.session_state.get("traj.data_id"):
+        path = folder / "data.upload"
+        path.write_bytes(data_upload.getvalue())
+        st.session_state.update({"traj.data_id": data_upload.file_id, "traj.data_path": str(path)})
+
+
+def source_settings(source: str) -> tuple[TrainingConfig | None, dict]:
+    """The training run, or the uploads' paths, architecture and data settings."""
+    if source in ("dln", "mlp"):
+        cols = st.columns(3)
+        steps = cols[0].number_input("Training steps", min_value=1, max_value=100_000, step=100, key=key("train_steps"))
+        keep = cols[1].number_input("Checkpoints kept", min_value=2, max_value=200, step=1, key=key("keep"))
+        seed = cols[2].number_input("Seed", min_value=0, step=1, key=key("seed"))
+        st.caption("DLN: widths 6-4-4-6, teacher singular values 3, 1.5, 0.75, weights N(0, 0.05²), gradient "
+                   "descent; each teacher mode is learned in its own stage." if source == "dln" else
+                   "MLP: a 4-16-1 ReLU student of the zoo's 4-8-1 ReLU teacher, Adam.")
+        return TrainingConfig(task=source, steps=int(steps), checkpoints=int(keep), seed=int(seed)), {}
+    st.button("Load example training run", on_click=load_example, key="traj.example")
+    left, right = st.columns(2)
+    uploads = left.file_uploader("Checkpoints of one architecture (.safetensors, .pt, .pt2), or a .zip of them",
+                                 type=["safetensors", "pt", "pth", "bin", "pt2", "zip"], accept_multiple_files=True,
+                                 key="traj.uploads")
+    data_upload = right.file_uploader("Data (.npz, .safetensors, .pt, .csv)", type=["npz", "safetensors", "pt", "csv"],
+                                      key="traj.data_upload")
+    keep_uploads(uploads, data_upload)
+    if st.session_state.get("traj.labels"):
+        st.caption(f"Using {st.session_state['traj.labels']}")
+    cols = st.columns(2)
+    activation = cols[0].selectbox("Activation between Linear layers (state dicts)", list(ckpt.ACTIVATIONS),
+                                   key=key("activation"))
+    loss = cols[1].radio("Loss", ["gaussian", "cross_entropy"], key=key("loss"), horizontal=True)
+    return None, {"paths": st.session_state.get("traj.paths"), "data_path": st.session_state.get("traj.data_path"),
+                  "activation": activation, "loss": loss}
+
+
+def sampler_settings() -> SamplerConfig:
+    cols = st.columns(4)
+    chains = cols[0].number_input("Chains", min_value=1, max_value=64, step=1, key=key("chains"))
+    steps = cols[1].number_input("SGLD steps per checkpoint", min_value=2, max_value=10**6, step=100, key=key("steps"))
+    localization = cols[2].number_input("Localization γ", min_value=0.0, format="%g", key=key("localization"))
+    step_size = cols[3].number_input("Step size ε (empty: calibrated once, on the final checkpoint)", min_value=0.0,
+                                     format="%g", key=key("step_size"), placeholder="calibrated")
+    return SamplerConfig(chains=int(chains), steps=int(steps), localization=float(localization),
+                         step_size=step_size or None)
+
+
+def build_config(source: str) -> TrajectoryConfig | None:
+    training, uploads = source_settings(source)
+    sampler = sampler_settings()
+    if training is not None:
+        return TrajectoryConfig(training=training, sampler=sampler)
+    if not uploads["paths"] or not uploads["data_path"]:
+        st.info("Upload the checkpoints and the data, or load the example training run.")
+        return None
+    return TrajectoryConfig(checkpoint_paths=uploads["paths"], activation=uploads["activation"],
+                            data=DataConfig(path=uploads["data_path"], loss=uploads["loss"]), sampler=sampler)
+
+
+def frame(progress: TrajectoryProgress) -> pd.DataFrame:
+    return pd.DataFrame({
+        "step": [p.step for p in progress.points],
+        "checkpoint": [p.label for p in progress.points],
+        "λ̂": [p.llc_mean for p in progress.points],
+        "se": [p.llc_se or 0.0 for p in progress.points],
+        "train loss": [p.train_loss for p in progress.points],
+        "acceptance": [p.acceptance for p in progress.points],
+        "warnings": [", ".join(p.verdicts) for p in progress.points],
+    })
+
+
+def trajectory_chart(table: pd.DataFrame) -> alt.VConcatChart:
+    """λ̂ ± se (points, error bars, a line through them) above the train loss, against the training step."""
+    data = table.dropna(subset=["λ̂"]).assign(low=lambda t: t["λ̂"] - t["se"], high=lambda t: t["λ̂"] + t["se"])
+    base = alt.Chart(data).encode(x=alt.X("step:Q", title="training step"))
+    llc = (base.mark_line(point=True).encode(y=alt.Y("λ̂:Q", title="λ̂"),
+                                             tooltip=["checkpoint", "step", "λ̂", "se", "acceptance", "warnings"])
+           + base.mark_errorbar().encode(y="low:Q", y2="high:Q")).properties(height=260)
+    loss = alt.Chart(table).mark_line(point=True, color="gray").encode(
+        x=alt.X("step:Q", title="training step"),
+        y=alt.Y("train loss:Q", scale=alt.Scale(type="symlog", constant=1e-3), title="train loss L_n(w*)"),
+        tooltip=["checkpoint", "step", "train loss"]).properties(height=160)
+    return alt.vconcat(llc, loss)
+
+
+def draw(progress: TrajectoryProgress, worker: TrajectoryRun) -> None:
+    done, total = len(progress.points), progress.total
+    if not progress.finished:
+        left, right = st.columns([5, 1], vertical_alignment="center")
+        if progress.status in ("starting", "training", "loading"):
+            left.progress(0.0, text=f"{progress.status}…")
+        else:
+            fraction = (done + progress.step_fraction) / total if total else 0.0
+            left.progress(min(fraction, 1.0), text=f"estimating: {done}/{total or '?'} checkpoints done")
+        right.button("Stop", key="traj.stop", on_click=worker.request_stop, help="Stop; keep the checkpoints done so far")
+    if progress.status == "failed":
+        st.error(f"The run failed: {progress.error}")
+    table = frame(progress)
+    if len(table):
+        st.altair_chart(trajectory_chart(table), width="stretch")
+    result = progress.result
+    if result is not None:
+        text = (f"**Every checkpoint used** ε = {result.step_size:.3g} (calibrated on {result.calibrated_on}), "
+                f"nβ = {result.nbeta:.4g}, γ = {result.localization:g}, {result.sampler['chains']} chains × "
+                f"{result.sampler['steps']:,} steps.")
+        if result.partial:
+            st.warning(f"Stopped: {done} of {result.checkpoints_total} checkpoints done; they are kept below.")
+        st.markdown(text)
+        truths = result.info.get("llc_by_rank")
+        if truths:
+            st.caption("Aoyagi's λ of this architecture when the true function has rank r: "
+                       + ", ".join(f"r = {r}: {v:g}" for r, v in truths.items())
+                       + ". λ̂ at γ > 1 and a short chain sits below these; read the steps, not the levels.")
+        st.download_button("Download JSON", result.to_json(), file_name="trajectory.json", mime="application/json",
+                           key="traj.download")
+    if len(table):
+        st.dataframe(table, hide_index=True, width="stretch")
+
+
+st.title("LLC across a training run")
+st.caption("λ̂ of every checkpoint with one set of SGLD settings, calibrated once on the final checkpoint as in "
+           "the paper's ResNet experiments, so that changes in λ̂ come from the checkpoints, not the sampler. "
+           "Checkpoints caught between two loss plateaus are no local minima: their λ̂ can come out negative.")
+
+source = st.radio("Checkpoints", list(SOURCES), format_func=SOURCES.get, key=key("source"))
+config = None
+try:
+    config = build_config(source)
+except LLCInputError as err:
+    st.error(str(err))
+
+worker: TrajectoryRun | None = st.session_state.get(WORKER)
+running = worker is not None and worker.alive
+if st.button("Estimate every checkpoint", type="primary", disabled=config is None or running, key="traj.start"):
+    worker = TrajectoryRun(config).start()
+    st.session_state[WORKER] = worker
+# Poll while a worker has results this page has not drawn in full; then one full rerun stops the polling.
+polling = worker is not None and st.session_state.get("traj.drawn") is not worker
+
+
+@st.fragment(run_every=0.5 if polling else None)
+def live() -> None:
+    current: TrajectoryRun | None = st.session_state.get(WORKER)
+    if current is None:
+        return
+    progress = current.poll()
+    if polling and progress.finished:
+        st.session_state["traj.drawn"] = current
+        st.rerun()
+    draw(progress, current)
+
+
+live()
