@@ -338,6 +338,14 @@ def recommend(cells: Sequence[CellResult], band: tuple[float, float] = defaults.
     if len(passing_at_gamma) > 1:
         reason += (f" {len(passing_at_gamma)} step sizes pass at this γ ({passing_at_gamma[0]:.3g} … "
                    f"{passing_at_gamma[-1]:.3g}); the largest mixes fastest for the same number of steps.")
+    smaller = [c for c in cells if c.localization < gamma and not c.partial]
+    crossing = _crossing(smaller, band)
+    if crossing is not None:
+        below, above, at = crossing
+        reason += (f" At the smaller γ = {at:g} no cell passes only because the grid is coarse: acceptance goes from "
+                   f"{below.acceptance:.2f} at ε = {below.step_size:.3g} to "
+                   + ("divergence" if above.acceptance is None else f"{above.acceptance:.2f}")
+                   + f" at ε = {above.step_size:.3g}. Sweep ε between them: a cell there would be preferable.")
     return best.index, reason
 
 

@@ -154,6 +154,7 @@ def edges(values: list[float]) -> dict[float, tuple[float, float]]:
 
 
 def cell_frame(cells: list[sweep.CellResult], recommended: int | None, step_sizes: list[float]) -> pd.DataFrame:
+    """One row per cell, ASCII column names (Vega expressions and field paths stay simple)."""
     bounds = edges(step_sizes)
     low, high = defaults.ACCEPTANCE_TARGET
     rows = []
@@ -163,62 +164,68 @@ def cell_frame(cells: list[sweep.CellResult], recommended: int | None, step_size
         else:
             band = "below 0.90" if c.acceptance < low else "above 0.95" if c.acceptance > high else "0.90–0.95"
         trace = {True: "flat", False: "rising" if (c.drift or 0) > 0 else "falling", None: "no estimate"}[c.flat]
+        lo, hi = bounds[c.step_size]
         rows.append({
-            "cell": c.index, "ε": c.step_size, "ε_lo": bounds[c.step_size][0], "ε_hi": bounds[c.step_size][1],
-            "γ": f"{c.localization:g}", "γ_value": c.localization, "nβ": c.nbeta,
-            "λ̂": c.llc_mean, "se": c.llc_se, "acceptance": c.acceptance, "acceptance band": band,
-            "diverged": c.diverged_fraction, "trace": trace, "negative λ̂": c.negative,
+            "cell": c.index, "eps": c.step_size, "eps_lo": lo, "eps_hi": hi, "eps_mid": math.sqrt(lo * hi),
+            "gamma": f"{c.localization:g}", "gamma_value": c.localization, "nbeta": c.nbeta,
+            "llc": c.llc_mean, "se": c.llc_se, "acceptance": c.acceptance, "band": band,
+            "diverged": c.diverged_fraction, "trace": trace, "negative": c.negative,
             "recommended": c.index == recommended, "partial": c.partial,
         })
     return pd.DataFrame(rows)
 
 
-def heatmap(frame: pd.DataFrame, field: str, title: str, color: alt.Color, label: str | None) -> alt.LayerChart:
-    gammas = [g for _, g in sorted({(v, g) for v, g in zip(frame["γ_value"], frame["γ"])}, reverse=True)]
-    x = alt.X("ε_lo:Q", scale=alt.Scale(type="log"), title="step size ε (log scale)", axis=alt.Axis(format="~e"))
-    y = alt.Y("γ:O", sort=gammas, title="localization γ")
-    tooltip = ["cell", alt.Tooltip("ε:Q", format=".3g"), "γ", alt.Tooltip("nβ:Q", format=".4g"),
-               alt.Tooltip("λ̂:Q", format=".4g"), alt.Tooltip("se:Q", format=".2g"),
-               alt.Tooltip("acceptance:Q", format=".3f"), alt.Tooltip("diverged:Q", format=".0%"), "trace"]
-    base = alt.Chart(frame).encode(x=x, x2="ε_hi:Q", y=y)
+TABLE_NAMES = {"eps": "ε", "gamma": "γ", "nbeta": "nβ", "llc": "λ̂", "se": "± se", "band": "acceptance band",
+               "negative": "negative λ̂"}
+
+
+def heatmap(frame: pd.DataFrame, title: str, color: alt.Color, label: str | None) -> alt.LayerChart:
+    gammas = [g for _, g in sorted({(v, g) for v, g in zip(frame["gamma_value"], frame["gamma"])}, reverse=True)]
+    scale = alt.Scale(type="log", domain=[float(frame["eps_lo"].min()), float(frame["eps_hi"].max())], nice=False)
+    x = alt.X("eps_lo:Q", scale=scale, title="step size ε (log scale)", axis=alt.Axis(format="~e"))
+    y = alt.Y("gamma:O", sort=gammas, title="localization γ")
+    tooltip = ["cell", alt.Tooltip("eps:Q", title="ε", format=".3g"), alt.Tooltip("gamma:N", title="γ"),
+               alt.Tooltip("nbeta:Q", title="nβ", format=".4g"), alt.Tooltip("llc:Q", title="λ̂", format=".4g"),
+               alt.Tooltip("se:Q", title="± se", format=".2g"), alt.Tooltip("acceptance:Q", format=".3f"),
+               alt.Tooltip("diverged:Q", format=".0%"), "trace"]
+    base = alt.Chart(frame).encode(x=x, x2="eps_hi:Q", y=y)
     layers = [base.mark_rect(stroke="white", strokeWidth=1).encode(color=color, tooltip=tooltip)]
     if label is not None:
-        mid = alt.Chart(frame).transform_calculate(mid="sqrt(datum.ε_lo * datum.ε_hi)")
-        layers.append(mid.mark_text(fontSize=10).encode(
-            x=alt.X("mid:Q", scale=alt.Scale(type="log")), y=y, text=alt.Text(label)))
+        layers.append(alt.Chart(frame).mark_text(fontSize=10).encode(
+            x=alt.X("eps_mid:Q", scale=scale), y=y, text=alt.Text(label), tooltip=tooltip))
     layers.append(base.transform_filter("datum.recommended").mark_rect(
         fill=None, stroke="black", strokeWidth=3))
-    return alt.layer(*layers).properties(title=title, height=max(120, 40 * len(gammas)))
+    # Streamlit fits the whole chart (title, axes, legend) into `height`: leave room for a 4-entry legend
+    return alt.layer(*layers).properties(title=title, height=110 + 45 * len(gammas))
 
 
 def heatmaps(frame: pd.DataFrame) -> list[alt.LayerChart]:
     low, high = defaults.ACCEPTANCE_TARGET
-    frame = frame.assign(**{
-        "λ̂ text": [f"{v:.3g}" if v is not None and not pd.isna(v) else "×" for v in frame["λ̂"]],
-        "acceptance text": [f"{v:.2f}" if v is not None and not pd.isna(v) else "×" for v in frame["acceptance"]],
-        "diverged text": [f"{v:.0%}" for v in frame["diverged"]],
-    })
+    frame = frame.assign(
+        llc_text=[f"{v:.2g}" if v is not None and not pd.isna(v) else "×" for v in frame["llc"]],
+        acceptance_text=[f"{v:.2f}" if v is not None and not pd.isna(v) else "×" for v in frame["acceptance"]],
+        diverged_text=[f"{v:.0%}" for v in frame["diverged"]],
+    )
     bands = alt.Scale(domain=["below 0.90", "0.90–0.95", "above 0.95", "no estimate"],
                       range=["#d62728", "#2ca02c", "#9ecae1", "#bbbbbb"])
     traces = alt.Scale(domain=["flat", "rising", "falling", "no estimate"], range=["#2ca02c", "#ff7f0e", "#9467bd", "#bbbbbb"])
     return [
-        heatmap(frame, "λ̂", "λ̂ (mean over the cell's chains)",
-                alt.Color("λ̂:Q", scale=alt.Scale(scheme="viridis"), title="λ̂"), "λ̂ text:N"),
-        heatmap(frame, "acceptance", f"mean MALA acceptance (target {low:.2f}–{high:.2f})",
-                alt.Color("acceptance band:N", scale=bands, title="acceptance"), "acceptance text:N"),
-        heatmap(frame, "diverged", "fraction of chains diverged",
+        heatmap(frame, "λ̂ (mean over the cell's chains)",
+                alt.Color("llc:Q", scale=alt.Scale(scheme="lighttealblue"), title="λ̂"), "llc_text:N"),
+        heatmap(frame, f"mean MALA acceptance (target {low:.2f}–{high:.2f})",
+                alt.Color("band:N", scale=bands, title="acceptance"), "acceptance_text:N"),
+        heatmap(frame, "fraction of chains diverged",
                 alt.Color("diverged:Q", scale=alt.Scale(domain=[0, 1], scheme="reds"), title="diverged"),
-                "diverged text:N"),
-        heatmap(frame, "trace", "loss trace after burn-in",
-                alt.Color("trace:N", scale=traces, title="trace"), None),
+                "diverged_text:N"),
+        heatmap(frame, "loss trace after burn-in", alt.Color("trace:N", scale=traces, title="trace"), None),
     ]
 
 
 def show_heatmaps(frame: pd.DataFrame) -> None:
-    nbetas = sorted(set(frame["nβ"]))
+    nbetas = sorted(set(frame["nbeta"]))
     if len(nbetas) > 1:
         chosen = st.selectbox("nβ shown", nbetas, format_func=lambda b: f"{b:.4g}", key=key("sweep.nbeta_shown"))
-        frame = frame[frame["nβ"] == chosen]
+        frame = frame[frame["nbeta"] == chosen]
     charts = heatmaps(frame)
     for row in range(2):
         columns = st.columns(2)
@@ -275,7 +282,8 @@ def draw_sweep(snap: dict[str, Any] | None, running: bool) -> None:
             chosen = sweep.config_for_cell(run, result.cells[picked], result.default_nbeta)
             st.switch_page("pages/estimate.py", query_params=settings.config_to_query(chosen))
     with st.expander("All cells"):
-        st.dataframe(frame.drop(columns=["ε_lo", "ε_hi", "γ_value"]), hide_index=True, width="stretch")
+        table = frame.drop(columns=["eps_lo", "eps_hi", "eps_mid", "gamma_value"]).rename(columns=TABLE_NAMES)
+        st.dataframe(table, hide_index=True, width="stretch")
 
 
 def sweep_tab(values: dict[str, Any]) -> None:
@@ -349,7 +357,7 @@ def draw_rescaling(snap: dict[str, Any] | None, running: bool) -> None:
         x=x, y=alt.Y("λ̂:Q", title="λ̂ (± 2 se)"), color=color,
         tooltip=["α", "sampler", alt.Tooltip("λ̂:Q", format=".5g"), alt.Tooltip("se:Q", format=".2g"),
                  alt.Tooltip("acceptance:Q", format=".3f")])
-    bars = alt.Chart(ok).mark_errorbar().encode(x=x, y="low:Q", y2="high:Q", color=color)
+    bars = alt.Chart(ok).mark_errorbar().encode(x=x, y=alt.Y("low:Q", title="λ̂ (± 2 se)"), y2="high:Q", color=color)
     lost = frame[frame["λ̂"].isna()]
     layers = [bars, lines]
     if len(lost) and len(ok):
@@ -438,7 +446,7 @@ def draw_compare(snap: dict[str, Any] | None, running: bool) -> None:
     color = alt.Color("sampler:N", title="sampler")
     ok = frame.dropna(subset=["λ̂"])
     llc = alt.layer(
-        alt.Chart(ok).mark_errorbar().encode(x=x, y="low:Q", y2="high:Q", color=color),
+        alt.Chart(ok).mark_errorbar().encode(x=x, y=alt.Y("low:Q", title="λ̂ (± 2 se)"), y2="high:Q", color=color),
         alt.Chart(ok).mark_line(point=True).encode(
             x=x, y=alt.Y("λ̂:Q", title="λ̂ (± 2 se)"), color=color,
             tooltip=["n", "sampler", alt.Tooltip("λ̂:Q", format=".4g"), alt.Tooltip("se:Q", format=".2g"),

@@ -270,3 +270,9 @@ def test_cli_sweep_bad_input_exits_2_with_one_line(tmp_path, capsys):
     assert err.startswith("error: ") and err.count("\n") == 1
     assert main(["sweep", str(tmp_path / "missing.json")]) == 2
     assert main(["sweep", str(path), "--chains-per-cell", "0"]) == 2
+
+
+def test_recommendation_points_out_a_coarse_grid_at_a_smaller_gamma():
+    cells = [cell(0, 1e-2, 1.0, acceptance=0.97), cell(1, 3e-2, 1.0, diverged=1), cell(2, 3e-2, 10.0, acceptance=0.93)]
+    index, reason = recommend(cells)
+    assert index == 2 and "smaller γ = 1" in reason and "between them" in reason
