@@ -9,6 +9,7 @@ import numpy as np
 from arviz_stats.base import array_stats
 
 from . import defaults
+from .adaptation import effective_target
 from .result import Verdict
 
 # A drift between the two halves of the sampling window counts only if it is both statistically
@@ -74,14 +75,24 @@ def trend(trace: np.ndarray, nbeta: float, init_loss: float) -> dict[str, Any]:
     return {"middle": float(middle.mean()), "end": float(end.mean()), "rise": rise, "rise_se": rise_se, "ok": ok}
 
 
-def suggested_step_size(step_size: float, acceptance: float) -> float:
+def acceptance_band(num_params: int | None = None) -> tuple[float, float, float]:
+    """(low, goal, high) of the MALA acceptance for a model of this size: 0.90, 0.92, 0.95 from
+    `full_dimension` parameters up, tighter below (adaptation.effective_target says why)."""
+    low, high = defaults.ACCEPTANCE_TARGET
+    if num_params is None:
+        return low, defaults.ACCEPTANCE_GOAL, high
+    full = defaults.AUTO_FULL_DIMENSION
+    return tuple(effective_target(a, num_params, full) for a in (low, defaults.ACCEPTANCE_GOAL, high))
+
+
+def suggested_step_size(step_size: float, acceptance: float, num_params: int | None = None) -> float:
     """ε that should bring mean MALA acceptance to the goal.
 
     For Langevin proposals the rejection rate grows like ε^(3/2), so ε scales by
     ((1 − goal)/(1 − a))^(2/3); the factor is kept within [1/10, 10] so one suggestion is never wild.
     """
     reject = max(1.0 - acceptance, 1e-6)
-    factor = ((1.0 - defaults.ACCEPTANCE_GOAL) / reject) ** (2.0 / 3.0)
+    factor = ((1.0 - acceptance_band(num_params)[1]) / reject) ** (2.0 / 3.0)
     return float(step_size * min(max(factor, 0.1), 10.0))
 
 
@@ -98,11 +109,12 @@ def verdicts(
     partial: bool,
     used_burnin: bool,
     long_trend: dict[str, Any] | None = None,
+    num_params: int | None = None,
 ) -> list[Verdict]:
     """Plain-language findings, most serious first, each saying what to change. `step_size` is None
     when chains ran with different ε (a sweep): the findings then say which way to move it."""
     found: list[Verdict] = []
-    low, high = defaults.ACCEPTANCE_TARGET
+    low, _, high = acceptance_band(num_params)
     if diverged:
         which = ", ".join(f"chain {d['chain']} at step {d['step']}" for d in diverged[:5])
         smaller = step_size / 3 if step_size else None
@@ -115,10 +127,10 @@ def verdicts(
             _suggest(smaller),
         ))
     if acceptance is not None and acceptance < low:
-        new = suggested_step_size(step_size, acceptance) if step_size else None
+        new = suggested_step_size(step_size, acceptance, num_params) if step_size else None
         found.append(Verdict(
             "step_too_large", "warning",
-            f"MALA acceptance {acceptance:.2f} is below {low:.2f}: the step size is too large, so the "
+            f"MALA acceptance {acceptance:.3g} is below {low:.3g}: the step size is too large, so the "
             "discretisation error inflates λ̂. " + _try("Lower ε", new),
             _suggest(new),
         ))
@@ -154,10 +166,10 @@ def verdicts(
             "Run longer, or raise γ if chains wander away from w*.",
         ))
     if acceptance is not None and acceptance > high and flat.get("flat") is not False and not diverged:
-        new = suggested_step_size(step_size, acceptance) if step_size else None
+        new = suggested_step_size(step_size, acceptance, num_params) if step_size else None
         found.append(Verdict(
             "step_could_grow", "info",
-            f"MALA acceptance {acceptance:.2f} is above {high:.2f}: the step size could grow"
+            f"MALA acceptance {acceptance:.3g} is above {high:.3g}: the step size could grow"
             + (f" to about ε = {new:.2g}" if new else "") + ", which mixes faster for the same number of steps.",
             _suggest(new),
         ))

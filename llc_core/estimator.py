@@ -197,6 +197,7 @@ def estimate_llc(
 
     state = kernel.init(w_star_flat.expand(chains, -1).clone())
     tuner = adaptation.init(step_size) if calibration else None
+    target = adaptation.effective_target(sampler.target_acceptance, flat.num_params, defaults.AUTO_FULL_DIMENSION)
     calibration_trace: list[tuple[float, float]] = []
     if tuner is not None:
         kernel = dataclasses.replace(kernel, step_size=adaptation.current_step_size(tuner))
@@ -224,7 +225,7 @@ def estimate_llc(
         losses[t] = info.loss
         if calibrating:
             # the acceptance of a step with ε still moving says nothing about the fixed-ε chain
-            tuner, state = _calibrate(tuner, kernel, state, info, alive, sampler.target_acceptance,
+            tuner, state = _calibrate(tuner, kernel, state, info, alive, target,
                                       calibration_trace, w_star_flat, nbeta_column, init_loss, explosion)
             step_now = adaptation.final_step_size(tuner) if t + 1 == calibration else adaptation.current_step_size(tuner)
             kernel = dataclasses.replace(kernel, step_size=step_now)
@@ -254,7 +255,7 @@ def estimate_llc(
     calibration_report = None
     if calibration:
         calibration_report = {
-            "steps": len(calibration_trace), "target_acceptance": sampler.target_acceptance,
+            "steps": len(calibration_trace), "target_acceptance": target,
             "initial_step_size": step_size, "step_size": adaptation.final_step_size(tuner),
             "trace_step_size": [e for e, _ in calibration_trace], "trace_acceptance": [a for _, a in calibration_trace],
         }
@@ -448,7 +449,7 @@ def _result(trace, acceptance, alive, diverged, burnin, done, partial, init_loss
     verdicts = diagnostics.verdicts(
         llc_mean=llc_mean, llc_se=llc_se, acceptance=acc_mean, step_size=used_step,
         diverged=diverged, chains=chains, flat=flat, rhat=rhat, partial=partial, used_burnin=used_burnin,
-        long_trend=long_trend,
+        long_trend=long_trend, num_params=num_params,
     )
     resolved = dict(config) if config is not None else {}
     resolved["sampler"] = {

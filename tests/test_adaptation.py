@@ -30,16 +30,17 @@ def test_nan_acceptance_counts_as_a_failed_step():
 
 @pytest.mark.parametrize("start", [1e-7, 1e-1])
 def test_auto_mode_lands_in_the_acceptance_band_from_far_away_starts(start):
-    # The quadratic of test_estimator: the band 0.90-0.95 is met near ε (t h_max + γ) ≈ 0.5. From a
-    # step 4 orders too small or one that diverges at once, calibration (600 of 3000 steps) must find
-    # it. The mean acceptance of 16 chains × 120 measured steps has a standard error below 0.005,
-    # so [0.88, 0.96] leaves room for ε's residual error only.
+    # The 4-parameter quadratic of test_estimator: with d = 4 < 20 the goal is 1 − 0.08·4/20 = 0.984
+    # (band 0.98-0.99). From a step 4 orders too small or one that diverges at once, calibration (600
+    # of 3000 steps) must find it. The mean acceptance of 16 chains × 120 measured steps has a
+    # standard error below 0.002, so ±0.01 around the goal leaves room for ε's residual error only.
     model, x, y, h = quadratic_problem()
     sampler = SamplerConfig(step_size="auto", localization=1.0, nbeta=100.0, chains=16, steps=3000, burnin=0.4,
                             batch_size=len(x), calibration_steps=600)
     result = estimate_llc(model, x, y, sampler, dtype="float64", initial_step_size=start)
-    assert 0.88 <= result.mala_acceptance_mean <= 0.96, result.mala_acceptance_mean
     calibration = result.calibration
+    assert calibration["target_acceptance"] == pytest.approx(0.984)
+    assert abs(result.mala_acceptance_mean - 0.984) < 0.01, result.mala_acceptance_mean
     assert calibration["steps"] == 600 and calibration["initial_step_size"] == start
     assert result.step_size == calibration["step_size"]  # the draws used the calibrated ε, fixed
     assert len(calibration["trace_step_size"]) == 600 and not result.diverged_chains
@@ -56,7 +57,9 @@ def test_auto_through_a_config_and_its_default_calibration_length():
     # 10% of the steps, inside the burn-in: its extra gradients cost ≈ 0.1 / 1.15 of the run (≤ 20%)
     assert result.calibration["steps"] == 100
     assert result.config["sampler"]["step_size"] == "auto"  # feeding it back reruns the calibration
-    assert 0.85 <= result.mala_acceptance_mean <= 0.97
+    # d = 1: the goal is 1 − 0.08/20 = 0.996 (a 1-D quadratic at 0.92 would be 35% high)
+    assert result.calibration["target_acceptance"] == pytest.approx(0.996)
+    assert 0.99 <= result.mala_acceptance_mean <= 1.0
     again = run(RunConfig.from_dict(result.config))
     assert again.llc_mean == result.llc_mean and again.step_size == result.step_size
 
