@@ -428,13 +428,16 @@ def natural_key(text: str) -> list:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
-def infer_architecture(state_dict: dict[str, Tensor], activation: str = "relu") -> dict[str, Any]:
+def infer_architecture(state_dict: dict[str, Tensor], activation: str = "relu",
+                       file_order_meaningful: bool = True) -> dict[str, Any]:
     """The spec of a stack of Linear layers from tensor names and shapes, `activation` between them.
 
-    Every tensor must be a `<prefix>.weight` (2-D) or `<prefix>.bias` (1-D) of a Linear layer; the
-    layers' order is the file's own order when the shapes chain there, else the natural order of
-    the prefixes (0 < 2 < 10, fc1 < fc2, layers.0 < layers.1); the widths must chain (out of one
-    = in of the next).
+    Every tensor must be a `<prefix>.weight` (2-D) or `<prefix>.bias` (1-D) of a Linear layer, and
+    the widths must chain (out of one = in of the next). The layers' order: the natural order of
+    the prefixes when every prefix has a number in it (0 < 2 < 10, fc1 < fc2, layers.0 < layers.1);
+    else the file's own order (torch.save keeps the module's; safetensors does not, so
+    `file_order_meaningful` is False for it), else the natural order. Shapes alone cannot order
+    square layers, hence names first.
     """
     _check_activation(activation)
     layers: dict[str, dict[str, Any]] = {}
@@ -458,7 +461,10 @@ def infer_architecture(state_dict: dict[str, Tensor], activation: str = "relu") 
         if "bias_size" in entry and entry["bias_size"] != entry["out"]:
             raise LLCInputError(f"{prefix}.bias has {entry['bias_size']} entries but {prefix}.weight has "
                                 f"{entry['out']} outputs: the file mixes tensors of different layers")
-    for order in (list(layers), sorted(layers, key=natural_key)):
+    natural = sorted(layers, key=natural_key)
+    numbered = all(re.search(r"\d", prefix) for prefix in layers)
+    candidates = [natural] if numbered else ([list(layers)] if file_order_meaningful else []) + [natural]
+    for order in candidates:
         chain = [layers[p] for p in order]
         if all(a["out"] == b["in"] for a, b in zip(chain, chain[1:])):
             return _spec_from_chain(chain, activation)
@@ -599,7 +605,8 @@ def model_from_checkpoint(checkpoint: LoadedCheckpoint, architecture: Any = None
             raise LLCInputError("a torch.export program brings its own architecture: leave architecture and activation unset")
         return checkpoint.module, None
     if architecture is None:
-        architecture = infer_architecture(checkpoint.state_dict, activation or "relu")
+        architecture = infer_architecture(checkpoint.state_dict, activation or "relu",
+                                          file_order_meaningful=checkpoint.format != "safetensors")
     elif activation is not None:
         raise LLCInputError("give either an architecture spec or an activation (for an inferred Linear stack), not both")
     weights = map_state_dict(architecture, checkpoint.state_dict)

@@ -1,10 +1,10 @@
 """λ̂ across a training run: the LLC of every checkpoint with one set of SGLD settings.
 
 As in the paper's ResNet experiments, the sampler is calibrated once and then used unchanged for
-every checkpoint, so that differences in λ̂ come from the checkpoints, not from the settings: when
-the step size is left unset (or "auto"), the final checkpoint is estimated first, with the
-engine's own rule (curvature at w*, or dual averaging for "auto"), and the ε it used is then fixed
-for all the others; that first run is the final checkpoint's point.
+every checkpoint, so that differences in λ̂ come from the checkpoints, not from the settings: with
+the step size left unset, ε is the engine's curvature rule (curvature.py: c / (nβ h_max + γ)) at
+the final checkpoint; with "auto", the final checkpoint is estimated first with dual averaging and
+the ε it settled on is fixed for all the others (that run is the final checkpoint's point).
 
 Checkpoints come from files (several, or a zip: `read_checkpoint_zip`) or from training a model
 here (`train_model`): a deep linear network from a small initialisation, whose rank grows in stages
@@ -36,7 +36,7 @@ from . import checkpoint as ckpt
 from .config import DataConfig, SamplerConfig, _build, _reject_unknown
 from .datafiles import Dataset, dataset_for, make_dataset, check_fits
 from .errors import LLCInputError
-from .estimator import estimate_llc
+from .estimator import default_nbeta, estimate_llc
 from .result import RunResult, Snapshot
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".pt2")
@@ -195,37 +195,67 @@ def estimate_trajectory(
         raise LLCInputError("no checkpoints to estimate: give at least one")
     should_stop = stop.is_set if isinstance(stop, threading.Event) else (stop or (lambda: False))
     ordered = sorted(checkpoints, key=lambda c: c.step)
+    final = ordered[-1]
+    requested = sampler.step_size  # read before with_defaults, which may fill in "auto"
     sampler = sampler.with_defaults(TRAJECTORY_SAMPLER)
-    first = ordered[-1]
-    calibrate = sampler.step_size is None or sampler.step_size == "auto"
-    results: dict[int, RunResult] = {}
+    nbeta = sampler.nbeta if sampler.nbeta is not None else default_nbeta(int(inputs.shape[0]))
+    sampler = dataclasses.replace(sampler, nbeta=float(nbeta))
+    by_run = requested == "auto"
+    if requested is None:
+        step = curvature_step_size(module, final.weights, inputs, targets, loss, noise_scale, nbeta,
+                                   float(sampler.localization), int(sampler.seed))
+        sampler = dataclasses.replace(sampler, step_size=step)
     points: list[TrajectoryPoint] = []
-    order = [len(ordered) - 1, *range(len(ordered) - 1)] if calibrate else list(range(len(ordered)))
+    # "auto": the final checkpoint's run calibrates ε, so it goes first; otherwise in training order
+    order = [len(ordered) - 1, *range(len(ordered) - 1)] if by_run else list(range(len(ordered)))
     fixed = sampler
     stopped = False
     for index in order:
-        point_ckpt = ordered[index]
         result = estimate_llc(module, inputs, targets, fixed, loss=loss, noise_scale=noise_scale,
-                              w_star=point_ckpt.weights, device=device, dtype=dtype, on_snapshot=on_snapshot,
+                              w_star=ordered[index].weights, device=device, dtype=dtype, on_snapshot=on_snapshot,
                               stop=should_stop)
-        if fixed is sampler and calibrate:
+        if by_run and fixed is sampler:
             fixed = _fixed_sampler(sampler, result)
-        results[index] = result
-        point = _point(point_ckpt, result)
+        point = _point(ordered[index], result)
         points.append(point)
         if on_point is not None:
             on_point(point, len(points), len(ordered))
         if result.partial or should_stop():
             stopped = True
             break
-    resolved = fixed if fixed is not sampler else _fixed_sampler(sampler, next(iter(results.values())))
+    if by_run and fixed is sampler:  # stopped before the calibration run was done
+        raise LLCInputError("stopped before the calibration run on the final checkpoint finished: no point to keep")
     return TrajectoryResult(
-        points=sorted(points, key=lambda p: p.step), step_size=float(resolved.step_size),
-        nbeta=float(resolved.nbeta), localization=float(resolved.localization),
-        calibrated_on=(first.label or f"step {first.step}") if calibrate else "given",
+        points=sorted(points, key=lambda p: p.step), step_size=float(fixed.step_size), nbeta=float(fixed.nbeta),
+        localization=float(fixed.localization),
+        calibrated_on=(final.label or f"step {final.step}") if requested in (None, "auto") else "given",
         checkpoints_total=len(ordered), partial=stopped and len(points) < len(ordered) or any(p.partial for p in points),
-        sampler=dataclasses.asdict(resolved),
+        sampler=dataclasses.asdict(fixed),
     )
+
+
+def curvature_step_size(module: nn.Module, weights: dict[str, Tensor], inputs: Tensor, targets: Tensor, loss: str,
+                        noise_scale: float, nbeta: float, localization: float, seed: int = 0) -> float:
+    """The engine's curvature rule ε = c / (nβ h_max + γ), h_max the top Hessian eigenvalue of L_n at
+    `weights` (the same rule estimate_llc applies to an unset step size)."""
+    from torch.func import functional_call
+
+    from .curvature import step_size_from_curvature, top_hessian_eigenvalue
+    from .estimator import FlatParams
+    from .losses import make_nll
+
+    params = {name: weights[name].detach().float() for name, _ in module.named_parameters()}
+    flat = FlatParams(params)
+    nll = make_nll(loss, noise_scale)
+
+    def batch_loss(w: Tensor, xb: Tensor, yb: Tensor) -> Tensor:
+        return nll(functional_call(module, flat.unflatten(w), (xb,)), yb).mean()
+
+    top = top_hessian_eigenvalue(batch_loss, flat.flatten(params), inputs.float(),
+                                 targets.float() if targets.is_floating_point() else targets, seed=seed)
+    if not math.isfinite(top):
+        raise LLCInputError("the Hessian at the final checkpoint is not finite: check its weights and the data")
+    return step_size_from_curvature(top, nbeta, localization)
 
 
 def _fixed_sampler(sampler: SamplerConfig, result: RunResult) -> SamplerConfig:

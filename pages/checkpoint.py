@@ -126,7 +126,7 @@ def model_section(model_path: str) -> tuple[dict | None, str | None] | None:
     activation = st.selectbox("Activation between the Linear layers", list(ckpt.ACTIVATIONS),
                               key=seeded("activation", "relu", list(ckpt.ACTIVATIONS)),
                               help="The file holds only weights: say which nonlinearity the network used.")
-    spec = ckpt.infer_architecture(loaded.state_dict, activation)
+    spec = ckpt.infer_architecture(loaded.state_dict, activation, file_order_meaningful=loaded.format != "safetensors")
     st.markdown(f"**Inferred architecture:** {ckpt.describe_architecture(spec)}")
     st.caption("Names in the file: " + ", ".join(l["name"] for l in spec["layers"] if l["type"] == "linear"))
     if not st.checkbox("This is my model's architecture", key=seeded("confirmed", False)):
@@ -165,15 +165,18 @@ def data_section(data_path: str) -> DataConfig:
 
 def sampler_section() -> SamplerConfig:
     st.subheader("4 · Sampler")
+    auto = st.toggle("Calibrate ε during burn-in (step size \"auto\": dual averaging to acceptance 0.92)",
+                     key=seeded("auto_step", True),
+                     help="Off: give ε, or leave it empty for the engine's curvature rule at w* (safe, often timid).")
     cols = st.columns(5)
     chains = cols[0].number_input("Chains", min_value=1, max_value=256, step=1, key=seeded("chains", 4))
     steps = cols[1].number_input("Steps", min_value=2, max_value=10**7, step=100, key=seeded("steps", 1000))
     step_size = cols[2].number_input("Step size ε (empty: from the curvature at w*)", min_value=0.0, format="%g",
-                                     key=seeded("step_size", None), placeholder="auto")
+                                     key=seeded("step_size", None), placeholder="curvature rule", disabled=auto)
     localization = cols[3].number_input("Localization γ", min_value=0.0, format="%g", key=seeded("localization", 1.0))
     nbeta = cols[4].number_input("nβ (empty: n / log n)", min_value=0.0, format="%g", key=seeded("nbeta", None),
                                  placeholder="n / log n")
-    return SamplerConfig(chains=int(chains), steps=int(steps), step_size=step_size or None,
+    return SamplerConfig(chains=int(chains), steps=int(steps), step_size="auto" if auto else (step_size or None),
                          localization=float(localization), nbeta=nbeta or None)
 
 

@@ -60,6 +60,16 @@ def test_inference_orders_by_natural_key_when_the_file_order_does_not_chain():
     assert all(layer["type"] == "linear" and not layer["bias"] for layer in linear)  # identity: no layers between
 
 
+def test_square_layers_are_ordered_by_their_names_not_the_file_order():
+    # safetensors does not keep the module's order, and square layers chain in any order
+    state = {name: torch.zeros(3, 3) for name in ("2.weight", "0.weight", "1.weight")}
+    spec = ckpt.infer_architecture(state, "identity", file_order_meaningful=False)
+    assert [layer["name"] for layer in spec["layers"]] == ["0", "1", "2"]
+    # unnumbered names: the file's order when it means something (torch.save keeps the module's)
+    state = {name: torch.zeros(3, 3) for name in ("input.weight", "hidden.weight", "output.weight")}
+    assert [l["name"] for l in ckpt.infer_architecture(state, "identity")["layers"]] == ["input", "hidden", "output"]
+
+
 def test_inference_refuses_what_is_not_a_linear_stack():
     with pytest.raises(LLCInputError, match=r"not a stack of Linear layers \(conv.weight \(4, 3, 3, 3\)"):
         ckpt.infer_architecture({"conv.weight": torch.zeros(4, 3, 3, 3)})

@@ -46,14 +46,26 @@ def test_one_calibrated_step_size_for_every_checkpoint(trained):
     seen = []
     result = trajectory.estimate_trajectory(module, checkpoints, dataset.inputs, dataset.targets, TINY_SAMPLER,
                                             on_point=lambda point, done, total: seen.append((point.step, done, total)))
-    assert seen[0] == (400, 1, 3)  # the final checkpoint calibrates ε first
+    assert seen == [(0, 1, 3), (200, 2, 3), (400, 3, 3)]  # in training order: ε came from the curvature rule
     assert [p.step for p in result.points] == [0, 200, 400] and not result.partial
-    assert result.calibrated_on == "step 400" and result.step_size > 0
+    expected = trajectory.curvature_step_size(module, checkpoints[-1].weights, dataset.inputs, dataset.targets,
+                                              "gaussian", 1.0, 200 / np.log(200), 10.0)
+    assert result.calibrated_on == "step 400" and result.step_size == pytest.approx(expected)
     assert result.sampler["step_size"] == result.step_size and result.sampler["localization"] == 10.0
     assert all(p.llc_mean is not None for p in result.points)
     assert result.points[0].train_loss > result.points[-1].train_loss
     json.loads(result.to_json())
     assert "step" in result.table().splitlines()[0]
+
+
+def test_auto_step_size_is_calibrated_by_a_run_on_the_final_checkpoint(trained):
+    module, checkpoints, dataset, _ = trained
+    seen = []
+    result = trajectory.estimate_trajectory(module, checkpoints[1:], dataset.inputs, dataset.targets,
+                                            SamplerConfig(chains=2, steps=200, step_size="auto"),
+                                            on_point=lambda point, done, total: seen.append(point.step))
+    assert seen == [400, 200]  # the final checkpoint's run settles ε first
+    assert isinstance(result.step_size, float) and result.sampler["step_size"] == result.step_size
 
 
 def test_a_given_step_size_is_used_as_is_and_stop_keeps_what_is_done(trained):
@@ -139,3 +151,12 @@ def test_cli_on_the_example_zip(capsys):
     assert len(result["points"]) == 11 and result["calibrated_on"] == "dln_step_01200.safetensors"
     assert cli_main(["trajectory", "--data", "x.npz"]) == 2
     assert "give either checkpoint_paths" in capsys.readouterr().err
+
+
+def test_mlp_student_of_a_teacher_learns():
+    module, checkpoints, dataset, info = trajectory.train_model(TrainingConfig(task="mlp", n=200, steps=100, checkpoints=2))
+    assert dataset.source == "teacher" and info["teacher"]["kind"] == "mlp"
+    assert [c.step for c in checkpoints] == [0, 100]
+    assert info["checkpoint_losses"][1] < info["checkpoint_losses"][0]  # Adam lowers the loss (deterministic, seeded)
+    with pytest.raises(LLCInputError, match="training task 'cnn'"):
+        trajectory.train_model(TrainingConfig(task="cnn"))
