@@ -196,16 +196,16 @@ def load_checkpoint(source: bytes | str | os.PathLike) -> LoadedCheckpoint:
         raise LLCInputError("this is a NumPy .npz archive (a dataset?), not a checkpoint: upload it as data, "
                             "and the weights as .safetensors, .pt or .pt2")
     else:
-        raise _wrong_type(kind, "checkpoint", ".safetensors, .pt (torch.save of a state_dict) or .pt2 (torch.export)")
+        raise wrong_type_error(kind, "checkpoint", ".safetensors, .pt (torch.save of a state_dict) or .pt2 (torch.export)")
     _check_weights_finite(loaded.state_dict)
     if not loaded.state_dict:
         raise LLCInputError("the checkpoint holds no tensors: save model.state_dict(), not an empty dict")
     return loaded
 
 
-def _wrong_type(kind: str, what: str, expected: str) -> LLCInputError:
+def wrong_type_error(kind: str, what: str, expected: str) -> LLCInputError:
     if kind == "zip":
-        return LLCInputError(f"the {what} is a zip archive but not one torch wrote: upload {expected}")
+        return LLCInputError(f"the {what} is a zip archive of no kind this tool reads: upload {expected}")
     if kind == "safetensors":
         kind = "a safetensors file"
     return LLCInputError(f"the {what} is {kind}, not a supported format: upload {expected}")

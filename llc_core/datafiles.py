@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import MAX_FILE_BYTES, file_kind, load_safetensors, read_limited, torch_load_weights_only, _wrong_type
+from .checkpoint import MAX_FILE_BYTES, file_kind, load_safetensors, read_limited, torch_load_weights_only, wrong_type_error
 from .errors import LLCInputError
 from .losses import LOSS_KINDS, check_output_matches
 
@@ -63,7 +63,7 @@ def read_arrays(source: bytes | str | os.PathLike) -> tuple[str, dict[str, np.nd
         return "torch", _torch_arrays(torch_load_weights_only(data, "data file"))
     if kind == "a text file":
         return "csv", _csv_columns(data)
-    raise _wrong_type(kind, "data file", ".npz, .safetensors, .pt (tensors only) or .csv with a header row")
+    raise wrong_type_error(kind, "data file", ".npz, .safetensors, .pt (tensors only) or .csv with a header row")
 
 
 def _npz_arrays(data: bytes) -> dict[str, np.ndarray]:

@@ -66,6 +66,7 @@ def load_example(example: dict) -> None:
     state[key("target_columns")] = example.get("target_columns", [])
     state[key("use_spec")] = False
     state[key("confirmed")] = True
+    state[key("origin")] = "file"
 
 
 def take_upload(upload, slot: str) -> None:
@@ -135,8 +136,33 @@ def model_section(model_path: str) -> tuple[dict | None, str | None] | None:
     return None, activation
 
 
-def data_section(data_path: str) -> DataConfig:
+DATA_ORIGINS = {"file": "a data file (uploaded or the example's)", "teacher": "drawn from a zoo teacher"}
+
+
+def teacher_data() -> DataConfig:
+    """Data drawn from a zoo model (llc_core.zoo): its inputs, its labels and its loss."""
+    text = st.text_input("Teacher: a zoo model's fields as JSON", key=seeded("teacher", '{"kind": "mlp", "input_dim": 3}'),
+                         help="Any zoo kind: mlp (input_dim, hidden, output_dim, task, seed), dln (widths, rank), ...")
+    left, mid, right = st.columns(3)
+    n = left.number_input("Samples n", min_value=2, max_value=10**7, step=1000, key=seeded("teacher_n", 1000))
+    seed = mid.number_input("Data seed", min_value=0, step=1, key=seeded("teacher_seed", 0))
+    sigma = right.number_input("σ of the Gaussian loss", min_value=1e-6, format="%g", key=seeded("sigma", 1.0))
+    try:
+        teacher = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise LLCInputError(f"the teacher is not valid JSON ({err.msg}): e.g. {{\"kind\": \"mlp\", \"input_dim\": 3}}") from None
+    return DataConfig(teacher=teacher, n=int(n), seed=int(seed), noise_scale=float(sigma))
+
+
+def data_section(data_path: str | None) -> DataConfig | None:
     st.subheader("3 · Data and loss")
+    origin = st.radio("Data", list(DATA_ORIGINS), format_func=DATA_ORIGINS.get, horizontal=True,
+                      key=seeded("origin", "file", list(DATA_ORIGINS)))
+    if origin == "teacher":
+        return teacher_data()
+    if data_path is None:
+        st.info("Now upload the data the model was trained on (or draw it from a zoo teacher).")
+        return None
     source_format, arrays = datafiles.read_arrays(data_path)
     names = list(arrays)
     loss_col, sigma_col = st.columns(2)
@@ -193,10 +219,8 @@ if model_path is None:
 else:
     try:
         architecture = model_section(model_path)
-        if architecture is not None and data_path is None:
-            st.info("Now upload the data the model was trained on.")
-        elif architecture is not None:
-            data = data_section(data_path)
+        data = data_section(data_path) if architecture is not None else None
+        if data is not None:
             sampler = sampler_section()
             spec, activation = architecture
             config = RunConfig(model=ModelConfig(kind="checkpoint", path=model_path, architecture=spec,
@@ -204,7 +228,7 @@ else:
             problem = build_problem(config.model, config.data)  # every check of model against data, before Run
             st.caption(f"n = {problem.inputs.shape[0]:,} samples, inputs {tuple(problem.inputs.shape[1:])}, "
                        f"targets {tuple(problem.targets.shape[1:]) or 'labels'}, d = {problem.num_params:,} parameters, "
-                       f"{config.data.loss or 'gaussian'} loss")
+                       f"{problem.loss} loss")
     except LLCInputError as err:
         st.error(str(err))
         config = None

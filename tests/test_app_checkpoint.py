@@ -82,6 +82,17 @@ def test_export_and_csv_examples():
     assert any("missing [1.bias]" in e.value for e in at.error)
 
 
+def test_data_drawn_from_a_zoo_teacher():
+    at = click(open_page("pages/checkpoint.py"), "Load example")  # a 3 → 8 → 1 MLP
+    at.radio(key="ckpt.origin").set_value("teacher").run()
+    assert any("n = 1,000 samples, inputs (3,), targets (1,)" in c.value for c in at.caption)
+    at.text_input(key="ckpt.teacher").set_value('{"kind": "mlp", "input_dim": 5}').run()
+    assert not at.exception
+    assert any("cannot take inputs of shape (5,)" in e.value for e in at.error)
+    at.text_input(key="ckpt.teacher").set_value('{"kind": mlp}').run()
+    assert any("not valid JSON" in e.value for e in at.error)
+
+
 def torch_bytes(obj) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
