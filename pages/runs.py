@@ -1,7 +1,8 @@
 """Runs of a page in this browser session: their records, the live panel that polls a running one,
 and the result view of a finished one.
 
-A run's worker (llc_core.background.BackgroundRun) samples in a thread; the live panel is two
+A run's worker (llc_core.background.BackgroundRun) samples in a process of its own (a thread under
+LLC_WORKER=thread) and never touches Streamlit; the live panel is two
 fragments: one polls it every POLL_SECONDS and redraws the progress bar, the other redraws the
 charts (pages/charts.py) every CHART_SECONDS from what the first one last saw.
 
