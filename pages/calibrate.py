@@ -474,7 +474,7 @@ def compare_tab(values: dict[str, Any]) -> None:
                                  key=seed_widget("compare.steps", 2000))
         chains = right.number_input("Chains", min_value=1, max_value=64, step=1, key=seed_widget("compare.chains", 4))
         left, mid, right = st.columns(3)
-        step_size = left.number_input("Step size ε (empty: the model kind's rule)", min_value=1e-12, value=None,
+        step_size = left.number_input("Step size ε (empty: the engine's default)", min_value=1e-12, value=None,
                                       format="%g", key=key("compare.eps"))
         gamma = mid.number_input("Localization γ", min_value=0.0, step=1.0, format="%g",
                                  key=seed_widget("compare.gamma", 1.0))
