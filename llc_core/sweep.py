@@ -187,6 +187,7 @@ class SweepResult:
     burnin_steps: int
     theoretical_llc: float | None
     wall_time_s: float
+    acceptance_band: list[float] = field(default_factory=lambda: list(defaults.ACCEPTANCE_TARGET))  # (low, high) used
 
     @property
     def recommended_cell(self) -> CellResult | None:
@@ -228,6 +229,7 @@ class SweepProgress:
     computation: int  # 0 for a batched sweep; the cell index when running cell by cell
     running_llc: list[float | None]
     mode: str = "batched"  # "batched" or "cells"
+    acceptance_band: tuple[float, float] = defaults.ACCEPTANCE_TARGET
 
     @property
     def fraction(self) -> float:
@@ -310,7 +312,8 @@ def recommend(cells: Sequence[CellResult], band: tuple[float, float] = defaults.
               default_nbeta: float | None = None) -> tuple[int | None, str]:
     """The recommended cell (its `index`) and the reason, by REFERENCE.md §2-3.
 
-    A cell qualifies when its mean acceptance lies in `band` (0.90-0.95), its trace is flat after
+    A cell qualifies when its mean acceptance lies in `band` (0.90-0.95; run_sweep passes
+    diagnostics.acceptance_band, higher for models under 20 parameters), its trace is flat after
     burn-in, no chain diverged, λ̂ ≥ 0 and it ran to the end. Among those: the smallest γ (a large
     γ swamps the likelihood), then the nβ closest to n / log n (the estimator's β* = 1/log n), then
     the largest ε (fastest mixing for the same number of steps). With none, the reason says what to
@@ -331,7 +334,7 @@ def recommend(cells: Sequence[CellResult], band: tuple[float, float] = defaults.
     se = f" ± {best.llc_se:.2g}" if best.llc_se is not None else ""
     reason = (
         f"ε = {best.step_size:.3g}, γ = {best.localization:g}: mean acceptance {best.acceptance:.3f} lies in "
-        f"{low:.2f}–{high:.2f}, the loss trace is flat after burn-in, no chain diverged and λ̂ = "
+        f"{low:.3g}–{high:.3g}, the loss trace is flat after burn-in, no chain diverged and λ̂ = "
         f"{best.llc_mean:.4g}{se} is not negative."
     )
     if len(gammas) > 1:
@@ -345,8 +348,8 @@ def recommend(cells: Sequence[CellResult], band: tuple[float, float] = defaults.
     if crossing is not None:
         below, above, at = crossing
         reason += (f" At the smaller γ = {at:g} no cell passes only because the grid is coarse: acceptance goes from "
-                   f"{below.acceptance:.2f} at ε = {below.step_size:.3g} to "
-                   + ("divergence" if above.acceptance is None else f"{above.acceptance:.2f}")
+                   f"{below.acceptance:.3f} at ε = {below.step_size:.3g} to "
+                   + ("divergence" if above.acceptance is None else f"{above.acceptance:.3f}")
                    + f" at ε = {above.step_size:.3g}. Sweep ε between them: a cell there would be preferable.")
     return best.index, reason
 
@@ -368,35 +371,35 @@ def _why_none(cells: list[CellResult], band: tuple[float, float]) -> str:
         codes = [set(cell_problems(c, band)) for c in in_band]
         where = ", ".join(f"ε = {c.step_size:.3g}/γ = {c.localization:g}" for c in in_band[:4])
         if all("not_flat" in p or "flat_unknown" in p for p in codes):
-            return (f"Acceptance is in {low:.2f}–{high:.2f} at {where}, but the loss trace there is still "
+            return (f"Acceptance is in {low:.3g}–{high:.3g} at {where}, but the loss trace there is still "
                     "moving after burn-in, so λ̂ is not equilibrated: run more steps (e.g. twice as many).")
         if all("negative" in p for p in codes):
-            return (f"Acceptance is in {low:.2f}–{high:.2f} at {where}, but λ̂ is negative there: the chains "
+            return (f"Acceptance is in {low:.3g}–{high:.3g} at {where}, but λ̂ is negative there: the chains "
                     "find lower loss than at w*, so w* is probably not a local minimum (train it further), "
                     "or try a larger γ.")
         if all("diverged" in p for p in codes):
-            return (f"Acceptance is in {low:.2f}–{high:.2f} at {where}, but some chains diverged there: "
+            return (f"Acceptance is in {low:.3g}–{high:.3g} at {where}, but some chains diverged there: "
                     "lower ε a little, or raise γ to keep chains near w*.")
-        return (f"Acceptance is in {low:.2f}–{high:.2f} at {where}, but each of those cells fails another "
+        return (f"Acceptance is in {low:.3g}–{high:.3g} at {where}, but each of those cells fails another "
                 "check (rising trace, divergence or negative λ̂; see the heatmaps): run more steps, and "
                 "sweep ε more finely around these values.")
     crossing = _crossing(complete, band)
     if crossing is not None:
         below, above, gamma = crossing
         upper = ("every chain diverges" if above.acceptance is None
-                 else f"it is {above.acceptance:.2f}")
-        return (f"No cell's acceptance falls in {low:.2f}–{high:.2f}: at γ = {gamma:g} it is "
-                f"{below.acceptance:.2f} at ε = {below.step_size:.3g} and at ε = {above.step_size:.3g} {upper}. "
+                 else f"it is {above.acceptance:.3f}")
+        return (f"No cell's acceptance falls in {low:.3g}–{high:.3g}: at γ = {gamma:g} it is "
+                f"{below.acceptance:.3f} at ε = {below.step_size:.3g} and at ε = {above.step_size:.3g} {upper}. "
                 f"Sweep more step sizes between {below.step_size:.3g} and {above.step_size:.3g}.")
     measured = [c for c in complete if c.acceptance is not None]
     if measured and all(c.acceptance > high for c in measured):
-        return (f"Every cell accepts more than {high:.2f}: all step sizes are smaller than needed. Extend the "
+        return (f"Every cell accepts more than {high:.3g}: all step sizes are smaller than needed. Extend the "
                 f"range upwards, e.g. ε from {largest:.2g} to {largest * 100:.2g}.")
     if measured and all(c.acceptance < low for c in measured):
-        return (f"Every cell accepts less than {low:.2f}: all step sizes are too large (discretisation error "
+        return (f"Every cell accepts less than {low:.3g}: all step sizes are too large (discretisation error "
                 f"inflates λ̂). Extend the range downwards, e.g. ε from {smallest / 100:.2g} to {smallest:.2g}.")
     return ("No cell meets every rule (acceptance in "
-            f"{low:.2f}–{high:.2f}, flat trace, no divergence, λ̂ ≥ 0): widen the ε range and run more steps.")
+            f"{low:.3g}–{high:.3g}, flat trace, no divergence, λ̂ ≥ 0): widen the ε range and run more steps.")
 
 
 def _crossing(cells: list[CellResult], band: tuple[float, float]):
@@ -450,6 +453,8 @@ def run_sweep(
     grid = [(e, g, b if b is not None else run_nbeta) for e, g, b in sweep.cells(run_nbeta)]
     per = sweep.chains_per_cell
     mode = choose_mode(sweep, problem.num_params)
+    low, _, high = diagnostics.acceptance_band(problem.num_params)  # higher for models under 20 parameters
+    band = (low, high)
     stop_requested = _stop_checker(stop)
     truth = problem.truth
     common = dict(loss=problem.loss, noise_scale=config.data.noise_scale, device=config.device, dtype=config.dtype)
@@ -467,7 +472,7 @@ def run_sweep(
             values = values[np.isfinite(values)]
             running[first_cell + k] = float(values.mean()) if len(values) and snapshot.step > snapshot.burnin else None
         on_progress(SweepProgress(len(cells), len(grid), snapshot.step, snapshot.total_steps, computation, list(running),
-                                  mode))
+                                  mode, band))
 
     last: RunResult | None = None
     if mode == "batched":
@@ -496,7 +501,7 @@ def run_sweep(
             if last.partial:
                 break
 
-    index, reason = recommend(cells, default_nbeta=default)
+    index, reason = recommend(cells, band, default_nbeta=default)
     resolved = sweep.to_dict()
     resolved["run"]["sampler"] = {**resolved["run"]["sampler"],
                                   **{k: getattr(template, k) for k in SamplerConfig.__dataclass_fields__},
@@ -507,7 +512,7 @@ def run_sweep(
         partial=len(cells) < len(grid) or any(c.partial for c in cells), num_params=problem.num_params, n=n,
         init_loss=last.init_loss if last else float("nan"), default_nbeta=default, steps=base.steps,
         burnin_steps=base.burnin_steps(), theoretical_llc=float(truth.llc) if truth is not None else None,
-        wall_time_s=time.perf_counter() - started,
+        wall_time_s=time.perf_counter() - started, acceptance_band=list(band),
     )
 
 

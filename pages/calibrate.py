@@ -153,22 +153,29 @@ def edges(values: list[float]) -> dict[float, tuple[float, float]]:
     return out
 
 
-def cell_frame(cells: list[sweep.CellResult], recommended: int | None, step_sizes: list[float]) -> pd.DataFrame:
+def band_names(band: tuple[float, float]) -> list[str]:
+    low, high = band
+    return [f"below {low:.3g}", f"{low:.3g}–{high:.3g}", f"above {high:.3g}", "no estimate"]
+
+
+def cell_frame(cells: list[sweep.CellResult], recommended: int | None, step_sizes: list[float],
+               band: tuple[float, float] = defaults.ACCEPTANCE_TARGET) -> pd.DataFrame:
     """One row per cell, ASCII column names (Vega expressions and field paths stay simple)."""
     bounds = edges(step_sizes)
-    low, high = defaults.ACCEPTANCE_TARGET
+    low, high = band
+    below, inside, above, missing = band_names(band)
     rows = []
     for c in cells:
         if c.acceptance is None:
-            band = "no estimate"
+            where = missing
         else:
-            band = "below 0.90" if c.acceptance < low else "above 0.95" if c.acceptance > high else "0.90–0.95"
+            where = below if c.acceptance < low else above if c.acceptance > high else inside
         trace = {True: "flat", False: "rising" if (c.drift or 0) > 0 else "falling", None: "no estimate"}[c.flat]
         lo, hi = bounds[c.step_size]
         rows.append({
             "cell": c.index, "eps": c.step_size, "eps_lo": lo, "eps_hi": hi, "eps_mid": math.sqrt(lo * hi),
             "gamma": f"{c.localization:g}", "gamma_value": c.localization, "nbeta": c.nbeta,
-            "llc": c.llc_mean, "se": c.llc_se, "acceptance": c.acceptance, "band": band,
+            "llc": c.llc_mean, "se": c.llc_se, "acceptance": c.acceptance, "band": where,
             "diverged": c.diverged_fraction, "trace": trace, "negative": c.negative,
             "recommended": c.index == recommended, "partial": c.partial,
         })
@@ -199,14 +206,14 @@ def heatmap(frame: pd.DataFrame, title: str, color: alt.Color, label: str | None
     return alt.layer(*layers).properties(title=title, height=110 + 45 * len(gammas))
 
 
-def heatmaps(frame: pd.DataFrame) -> list[alt.LayerChart]:
-    low, high = defaults.ACCEPTANCE_TARGET
+def heatmaps(frame: pd.DataFrame, band: tuple[float, float] = defaults.ACCEPTANCE_TARGET) -> list[alt.LayerChart]:
+    low, high = band
     frame = frame.assign(
         llc_text=[f"{v:.2g}" if v is not None and not pd.isna(v) else "×" for v in frame["llc"]],
         acceptance_text=[f"{v:.2f}" if v is not None and not pd.isna(v) else "×" for v in frame["acceptance"]],
         diverged_text=[f"{v:.0%}" for v in frame["diverged"]],
     )
-    bands = alt.Scale(domain=["below 0.90", "0.90–0.95", "above 0.95", "no estimate"],
+    bands = alt.Scale(domain=band_names(band),
                       range=["#d62728", "#2ca02c", "#9ecae1", "#bbbbbb"])
     traces = alt.Scale(domain=["flat", "rising", "falling", "no estimate"], range=["#2ca02c", "#ff7f0e", "#9467bd", "#bbbbbb"])
     return [
@@ -221,12 +228,12 @@ def heatmaps(frame: pd.DataFrame) -> list[alt.LayerChart]:
     ]
 
 
-def show_heatmaps(frame: pd.DataFrame) -> None:
+def show_heatmaps(frame: pd.DataFrame, band: tuple[float, float]) -> None:
     nbetas = sorted(set(frame["nbeta"]))
     if len(nbetas) > 1:
         chosen = st.selectbox("nβ shown", nbetas, format_func=lambda b: f"{b:.4g}", key=key("sweep.nbeta_shown"))
         frame = frame[frame["nbeta"] == chosen]
-    charts = heatmaps(frame)
+    charts = heatmaps(frame, band)
     for row in range(2):
         columns = st.columns(2)
         for col, chart in zip(columns, charts[2 * row: 2 * row + 2]):
@@ -256,8 +263,11 @@ def draw_sweep(snap: dict[str, Any] | None, running: bool) -> None:
     if not cells:
         return
     recommended = result.recommended if result is not None else None
-    frame = cell_frame(cells, recommended, config.step_sizes)
-    show_heatmaps(frame)
+    progress = snap["progress"]
+    band = tuple(result.acceptance_band) if result is not None else (
+        progress.acceptance_band if progress is not None else defaults.ACCEPTANCE_TARGET)
+    frame = cell_frame(cells, recommended, config.step_sizes, band)
+    show_heatmaps(frame, band)
     if result is None:
         return
     st.caption(f"{len(result.cells)} cells × {config.chains_per_cell} chains, {result.steps} steps "
@@ -508,7 +518,8 @@ st.title("Calibrate ε and γ")
 st.caption(
     "A sweep runs a grid of step sizes ε × localizations γ for the sidebar's model (small models as one "
     "batched computation, each cell a group of chains) and recommends the cell whose MALA acceptance lies "
-    "in 0.90–0.95 with a flat loss trace, no divergence and λ̂ ≥ 0, at the smallest γ and, among those, the "
+    "in 0.90–0.95 (higher for models under 20 parameters, whose few directions each take more of the "
+    "rejection) with a flat loss trace, no divergence and λ̂ ≥ 0, at the smallest γ and, among those, the "
     "largest ε (REFERENCE §2-3). `python -m llc_core sweep CONFIG.json` does the same from the command line.")
 with st.sidebar:
     model_values = sidebar_model()

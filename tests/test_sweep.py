@@ -276,3 +276,9 @@ def test_recommendation_points_out_a_coarse_grid_at_a_smaller_gamma():
     cells = [cell(0, 1e-2, 1.0, acceptance=0.97), cell(1, 3e-2, 1.0, diverged=1), cell(2, 3e-2, 10.0, acceptance=0.93)]
     index, reason = recommend(cells)
     assert index == 2 and "smaller γ = 1" in reason and "between them" in reason
+
+
+def test_sweeps_use_the_size_aware_acceptance_band():
+    result = sweep.run_sweep(tiny_sweep(step_sizes=[1e-3], localizations=[1.0]))
+    low, _, high = diagnostics.acceptance_band(1)  # the 1-parameter potential: a band above 0.99
+    assert result.acceptance_band == [low, high] and low > 0.99
