@@ -368,21 +368,7 @@ def _why_none(cells: list[CellResult], band: tuple[float, float]) -> str:
                 f"Sweep smaller step sizes, e.g. from {smallest / 1000:.2g} to {smallest / 3:.2g}.")
     in_band = [c for c in complete if c.acceptance is not None and low <= c.acceptance <= high]
     if in_band:
-        codes = [set(cell_problems(c, band)) for c in in_band]
-        where = ", ".join(f"ε = {c.step_size:.3g}/γ = {c.localization:g}" for c in in_band[:4])
-        if all("not_flat" in p or "flat_unknown" in p for p in codes):
-            return (f"Acceptance is in {low:.3g}–{high:.3g} at {where}, but the loss trace there is still "
-                    "moving after burn-in, so λ̂ is not equilibrated: run more steps (e.g. twice as many).")
-        if all("negative" in p for p in codes):
-            return (f"Acceptance is in {low:.3g}–{high:.3g} at {where}, but λ̂ is negative there: the chains "
-                    "find lower loss than at w*, so w* is probably not a local minimum (train it further), "
-                    "or try a larger γ.")
-        if all("diverged" in p for p in codes):
-            return (f"Acceptance is in {low:.3g}–{high:.3g} at {where}, but some chains diverged there: "
-                    "lower ε a little, or raise γ to keep chains near w*.")
-        return (f"Acceptance is in {low:.3g}–{high:.3g} at {where}, but each of those cells fails another "
-                "check (rising trace, divergence or negative λ̂; see the heatmaps): run more steps, and "
-                "sweep ε more finely around these values.")
+        return _in_band_failures(in_band, band) + _coarse_note(complete, in_band, band)
     crossing = _crossing(complete, band)
     if crossing is not None:
         below, above, gamma = crossing
@@ -400,6 +386,37 @@ def _why_none(cells: list[CellResult], band: tuple[float, float]) -> str:
                 f"inflates λ̂). Extend the range downwards, e.g. ε from {smallest / 100:.2g} to {smallest:.2g}.")
     return ("No cell meets every rule (acceptance in "
             f"{low:.3g}–{high:.3g}, flat trace, no divergence, λ̂ ≥ 0): widen the ε range and run more steps.")
+
+
+def _in_band_failures(in_band: list[CellResult], band: tuple[float, float]) -> str:
+    low, high = band
+    codes = [set(cell_problems(c, band)) for c in in_band]
+    where = ", ".join(f"ε = {c.step_size:.3g}/γ = {c.localization:g}" for c in in_band[:4])
+    if all("not_flat" in p or "flat_unknown" in p for p in codes):
+        return (f"Acceptance is in {low:.3g}–{high:.3g} at {where}, but the loss trace there is still "
+                "moving after burn-in, so λ̂ is not equilibrated: run more steps (e.g. twice as many).")
+    if all("negative" in p for p in codes):
+        return (f"Acceptance is in {low:.3g}–{high:.3g} at {where}, but λ̂ is negative there: the chains "
+                "find lower loss than at w*, so w* is probably not a local minimum (train it further), "
+                "or try a larger γ.")
+    if all("diverged" in p for p in codes):
+        return (f"Acceptance is in {low:.3g}–{high:.3g} at {where}, but some chains diverged there: "
+                "lower ε a little, or raise γ to keep chains near w*.")
+    return (f"Acceptance is in {low:.3g}–{high:.3g} at {where}, but each of those cells fails another "
+            "check (rising trace, divergence or negative λ̂; see the heatmaps): run more steps, and "
+            "sweep ε more finely around these values.")
+
+
+def _coarse_note(complete: list[CellResult], in_band: list[CellResult], band: tuple[float, float]) -> str:
+    """A sentence on a γ whose acceptance jumps over the band between two swept ε, if there is one."""
+    covered = {(c.localization, c.nbeta) for c in in_band}
+    crossing = _crossing([c for c in complete if (c.localization, c.nbeta) not in covered], band)
+    if crossing is None:
+        return ""
+    below, above, gamma = crossing
+    upper = "divergence" if above.acceptance is None else f"{above.acceptance:.3f}"
+    return (f" At γ = {gamma:g} acceptance goes from {below.acceptance:.3f} at ε = {below.step_size:.3g} to "
+            f"{upper} at ε = {above.step_size:.3g}: sweep ε between them too.")
 
 
 def _crossing(cells: list[CellResult], band: tuple[float, float]):

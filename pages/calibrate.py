@@ -210,7 +210,7 @@ def heatmaps(frame: pd.DataFrame, band: tuple[float, float] = defaults.ACCEPTANC
     low, high = band
     frame = frame.assign(
         llc_text=[f"{v:.2g}" if v is not None and not pd.isna(v) else "×" for v in frame["llc"]],
-        acceptance_text=[f"{v:.2f}" if v is not None and not pd.isna(v) else "×" for v in frame["acceptance"]],
+        acceptance_text=[f"{v:.3f}" if v is not None and not pd.isna(v) else "×" for v in frame["acceptance"]],
         diverged_text=[f"{v:.0%}" for v in frame["diverged"]],
     )
     bands = alt.Scale(domain=band_names(band),
@@ -219,7 +219,7 @@ def heatmaps(frame: pd.DataFrame, band: tuple[float, float] = defaults.ACCEPTANC
     return [
         heatmap(frame, "λ̂ (mean over the cell's chains)",
                 alt.Color("llc:Q", scale=alt.Scale(scheme="lighttealblue"), title="λ̂"), "llc_text:N"),
-        heatmap(frame, f"mean MALA acceptance (target {low:.2f}–{high:.2f})",
+        heatmap(frame, f"mean MALA acceptance (target {low:.3g}–{high:.3g})",
                 alt.Color("band:N", scale=bands, title="acceptance"), "acceptance_text:N"),
         heatmap(frame, "fraction of chains diverged",
                 alt.Color("diverged:Q", scale=alt.Scale(domain=[0, 1], scheme="reds"), title="diverged"),
@@ -238,6 +238,12 @@ def show_heatmaps(frame: pd.DataFrame, band: tuple[float, float]) -> None:
         columns = st.columns(2)
         for col, chart in zip(columns, charts[2 * row: 2 * row + 2]):
             col.altair_chart(chart, width="stretch")
+
+
+def closest(cells: list[sweep.CellResult], band: tuple[float, float]) -> int:
+    """Without a recommendation: the cell failing the fewest rules, then the smallest γ, then the largest ε."""
+    best = min(cells, key=lambda c: (len(sweep.cell_problems(c, band)), c.localization, -c.step_size))
+    return best.index
 
 
 def cell_label(c: sweep.CellResult, recommended: int | None) -> str:
@@ -283,7 +289,7 @@ def draw_sweep(snap: dict[str, Any] | None, running: bool) -> None:
         choices = [c.index for c in usable]
         pick_key = key("sweep.pick")
         if st.session_state.get(pick_key) not in choices:
-            st.session_state[pick_key] = recommended if recommended in choices else choices[0]
+            st.session_state[pick_key] = recommended if recommended in choices else closest(usable, band)
         picked = st.selectbox("Cell to use", choices, key=pick_key,
                               format_func=lambda i: cell_label(result.cells[i], recommended),
                               help="The recommended cell, or any other you prefer.")

@@ -282,3 +282,10 @@ def test_sweeps_use_the_size_aware_acceptance_band():
     result = sweep.run_sweep(tiny_sweep(step_sizes=[1e-3], localizations=[1.0]))
     low, _, high = diagnostics.acceptance_band(1)  # the 1-parameter potential: a band above 0.99
     assert result.acceptance_band == [low, high] and low > 0.99
+
+
+def test_a_failing_in_band_cell_and_a_coarse_grid_elsewhere_are_both_reported():
+    cells = [cell(0, 3e-3, 1.0, acceptance=0.99), cell(1, 1e-2, 1.0, acceptance=0.8),
+             cell(2, 1e-2, 10.0, acceptance=0.93, flat=False)]
+    index, reason = recommend(cells)
+    assert index is None and "run more steps" in reason and "At γ = 1 acceptance goes from 0.990" in reason
