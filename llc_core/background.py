@@ -72,8 +72,9 @@ class BackgroundRun:
     """One estimation in a worker process (or a daemon thread, see the module docstring).
 
     `run_fn` is `llc_core.run` unless a caller supplies another; `worker` is "process" or "thread",
-    by default $LLC_WORKER or "process". A worker process runs torch with as many threads as this
-    process's torch has when `start` is called (the app sets those in pages/common.set_up_process).
+    by default $LLC_WORKER or "process". A worker process runs torch with `threads` intra-op
+    threads, by default `worker_threads` of its torch's default; a thread worker runs with this
+    process's setting.
     """
 
     def __init__(
@@ -82,11 +83,13 @@ class BackgroundRun:
         run_fn: Callable[..., RunResult] = run,
         abandon_after: float | None = 60.0,
         worker: str | None = None,
+        threads: int | None = None,
     ):
         self.config = config
         self._run_fn = run_fn
         self._abandon_after = abandon_after
         self.worker = _choose_worker(worker, run_fn)
+        self._threads = threads
         self._lock = threading.Lock()
         self._progress = Progress()
         self._last_poll = time.monotonic()
@@ -102,13 +105,11 @@ class BackgroundRun:
 
     def start(self) -> "BackgroundRun":
         if self.worker == "process":
-            import torch
-
             context = worker_context()
             self._conn, child_conn = context.Pipe(duplex=False)
             self._process = context.Process(
                 target=_child_main, name=PROCESS_NAME, daemon=True,
-                args=(self._run_fn, self.config, child_conn, self._stop, torch.get_num_threads()))
+                args=(self._run_fn, self.config, child_conn, self._stop, self._threads))
             self._process.start()
             child_conn.close()  # the child holds the writing end now: its exit is our EOF
         self._thread.start()
@@ -315,11 +316,24 @@ class _Sender:
             self.broken = True
 
 
-def _child_main(run_fn: Callable[..., RunResult], config: RunConfig, conn, stop, threads: int) -> None:
+def worker_threads(default: int) -> int:
+    """torch intra-op threads of a worker process, given torch's default (what the CLI uses): one
+    fewer, at least one, unless OMP_NUM_THREADS chose the default. As the app's server sets its own
+    (pages/common.torch_threads): the browser drawing the live view and the server usually share
+    the machine with the worker, and torch's second OpenMP thread spins while it waits; on a 2-core
+    machine one thread sampled no slower than two (benchmarks/bench_app.py)."""
+    if os.environ.get("OMP_NUM_THREADS", "").strip():
+        return default
+    return max(1, default - 1)
+
+
+def _child_main(run_fn: Callable[..., RunResult], config: RunConfig, conn, stop, threads: int | None) -> None:
     """The worker process: run the estimation, stream its rows, send the outcome, exit."""
     import torch
 
-    torch.set_num_threads(max(1, threads))
+    # Not the parent's setting: torch.get_num_threads() answers per thread under OpenMP, so a UI
+    # thread other than the one that set it would read back the default.
+    torch.set_num_threads(threads if threads is not None else worker_threads(torch.get_num_threads()))
     sender = _Sender(conn)
     status, result, error, details = _outcome(
         run_fn, config, sender.add, lambda: stop.is_set() or sender.broken)

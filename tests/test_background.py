@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from llc_core import LLCInputError, RunConfig
-from llc_core.background import MAX_HISTORY_ROWS, BackgroundRun
+from llc_core.background import MAX_HISTORY_ROWS, BackgroundRun, worker_threads
 
 WORKERS = ["process", "thread"]
 
@@ -104,15 +104,17 @@ def test_bad_input_and_internal_errors_become_messages(worker):
     assert wait(BackgroundRun(config(10), run_fn=refuses, worker=worker).start()).error == "nope, change X"
 
 
-def test_the_process_worker_runs_elsewhere_with_this_processs_torch_threads_and_no_streamlit():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        job = BackgroundRun(config(10), run_fn=reports_where_it_runs).start()
-    finally:
-        torch.set_num_threads(before)
+def test_the_process_worker_runs_elsewhere_with_its_own_torch_threads_and_no_streamlit():
+    job = BackgroundRun(config(10), run_fn=reports_where_it_runs, threads=3).start()
     assert job.worker == "process" and job.pid != os.getpid()
-    assert wait(job).error == f"pid {job.pid}, torch threads 1, streamlit imported False"
+    assert wait(job).error == f"pid {job.pid}, torch threads 3, streamlit imported False"
+
+
+def test_worker_threads_leave_a_core_unless_omp_num_threads_is_set(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert [worker_threads(n) for n in (1, 2, 8)] == [1, 1, 7]
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert worker_threads(2) == 2
 
 
 def test_a_killed_worker_process_fails_quickly_with_a_message():
