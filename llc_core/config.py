@@ -51,12 +51,12 @@ class SamplerConfig:
     def with_defaults(self, recommended: dict[str, Any] | None = None) -> "SamplerConfig":
         """A copy whose unset fields take a model kind's recommendations, then the generic defaults.
 
-        step_size, nbeta and batch_size stay unset when nothing recommends them: the estimator derives
-        them from the model and data (curvature at w*, n / log n, min(500, n)).
+        nbeta and batch_size stay unset when nothing recommends them: the estimator derives them from
+        the data (n / log n, min(500, n)). step_size defaults to "auto".
         """
         filled = dataclasses.replace(self)
         generic = {
-            "localization": defaults.LOCALIZATION, "chains": defaults.CHAINS, "steps": defaults.STEPS,
+            "step_size": defaults.STEP_SIZE, "localization": defaults.LOCALIZATION, "chains": defaults.CHAINS, "steps": defaults.STEPS,
             "burnin": defaults.BURNIN, "seed": defaults.SEED, "mala_every": defaults.MALA_EVERY,
             "snapshot_every": defaults.SNAPSHOT_EVERY, "algorithm": defaults.ALGORITHM,
             "target_acceptance": defaults.ACCEPTANCE_GOAL,
@@ -131,7 +131,8 @@ class SamplerConfig:
         if self.auto_step_size and self.calibration_steps_used() > self.burnin_steps():
             raise LLCInputError(
                 f"step_size \"auto\" calibrates during burn-in, but calibration_steps = {self.calibration_steps_used()} "
-                f"exceeds the burn-in ({self.burnin_steps()} steps): raise burnin or lower calibration_steps"
+                f"exceeds the burn-in ({self.burnin_steps()} steps): raise burnin, lower calibration_steps, "
+                "or give step_size a number"
             )
         if not _is_int(self.seed):
             raise LLCInputError(f"seed = {self.seed!r} must be a whole number")

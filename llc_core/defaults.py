@@ -5,6 +5,7 @@ Kind-specific recommendations (step size per toy model and so on) live with the 
 """
 
 # SGLD (REFERENCE.md §1, §3)
+STEP_SIZE = "auto"  # ε calibrated to the target acceptance; zoo's toy kinds recommend a number instead
 LOCALIZATION = 1.0  # γ: small, so that the likelihood is not swamped (REFERENCE §3)
 CHAINS = 8
 STEPS = 2000

@@ -109,7 +109,8 @@ def estimate_llc(
     the starting ε of step_size "auto" unless `initial_step_size` gives one. `config` is the
     RunConfig dict to attach to the result (its sampler part is replaced by the resolved one).
     `per_chain` maps some of "step_size", "localization", "nbeta" to one value per chain (a sweep's
-    grid cells run as chains); each chain's λ̂ then uses its own nβ.
+    grid cells run as chains); each chain's λ̂ then uses its own nβ, and per-chain step sizes replace
+    the sampler's (no calibration).
     """
     started = time.perf_counter()
     dev, dt = resolve_device(device), resolve_dtype(dtype)
@@ -165,8 +166,10 @@ def estimate_llc(
     localization = sampler.localization if sampler.localization is not None else defaults.LOCALIZATION
     burnin = sampler.burnin_steps()
     steps = sampler.steps
+    chain_values = _per_chain_settings(per_chain, chains, dev, dt)
+    if "step_size" in chain_values:
+        sampler = dataclasses.replace(sampler, step_size=None)  # each chain's own ε, fixed: no calibration
     calibration = sampler.calibration_steps_used()
-    chain_values = _per_chain_settings(per_chain, chains, sampler, dev, dt)
 
     step_size = None if sampler.step_size is None or sampler.auto_step_size else float(sampler.step_size)
     if step_size is None and "step_size" not in chain_values:
@@ -268,7 +271,7 @@ def estimate_llc(
     )
 
 
-def _per_chain_settings(per_chain, chains, sampler, dev, dt) -> dict[str, Tensor]:
+def _per_chain_settings(per_chain, chains, dev, dt) -> dict[str, Tensor]:
     """Validated per-chain values as (C,) tensors."""
     values = {}
     for name, seq in (per_chain or {}).items():
@@ -281,8 +284,6 @@ def _per_chain_settings(per_chain, chains, sampler, dev, dt) -> dict[str, Tensor
         if not np.all(np.isfinite(array)) or np.any(array < lowest):
             raise LLCInputError(f"per-chain {name} values must be finite and {'≥ 0' if name == 'localization' else '> 0'}")
         values[name] = torch.as_tensor(array, device=dev, dtype=dt)
-    if "step_size" in values and sampler.auto_step_size:
-        raise LLCInputError("step_size \"auto\" cannot be combined with one step size per chain")
     return values
 
 

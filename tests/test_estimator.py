@@ -164,12 +164,12 @@ def test_preconditioned_runs(preconditioner):
     assert result.config["sampler"]["preconditioner"] == preconditioner
 
 
-def test_step_size_from_curvature_when_unset():
+def test_unset_step_size_is_auto_starting_from_the_curvature_rule():
     model, x, y, h = quadratic_problem()
     result = estimate_llc(model, x, y, SamplerConfig(steps=100, nbeta=100.0, batch_size=len(x)), dtype="float64")
-    step = result.config["sampler"]["step_size"]
-    # c / (nβ h_max + γ) with c = 0.02 and h_max = 10
-    assert step == pytest.approx(0.02 / (100 * 10 + 1), rel=1e-3)
+    assert result.config["sampler"]["step_size"] == "auto"
+    # calibration starts at c / (nβ h_max + γ) with c = 0.02 and h_max = 10
+    assert result.calibration["initial_step_size"] == pytest.approx(0.02 / (100 * 10 + 1), rel=1e-3)
 
 
 def test_cross_entropy_classifier():

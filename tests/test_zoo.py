@@ -141,11 +141,15 @@ def test_unknown_model_field_is_rejected_by_the_config():
 
 
 def test_step_size_rule_matches_the_recommended_step_at_the_default_nbeta():
-    # sampler_defaults' ε is the kind's rule at nβ = n / log n, γ = 1; the rule lets a runner
-    # recompute it for a user's own nβ (a larger nβ must give a smaller ε).
-    for model in (ModelConfig(kind="potential", powers=[2]), ModelConfig(kind="tanh", hidden=2),
-                  ModelConfig(kind="dln", widths=[5, 4, 3], rank=2)):
+    # Toy kinds recommend their rule's ε at nβ = n / log n, γ = 1; the rule lets a runner recompute it
+    # for a user's own nβ (a larger nβ must give a smaller ε). The DLN recommends "auto", and its rule
+    # is where calibration starts.
+    for model in (ModelConfig(kind="potential", powers=[2]), ModelConfig(kind="tanh", hidden=2)):
         p = build_problem(model, SMALL)
         nbeta = p.sampler_defaults["nbeta"]
         assert p.step_size_rule(nbeta, 1.0) == pytest.approx(p.sampler_defaults["step_size"])
         assert p.step_size_rule(4 * nbeta, 1.0) < p.sampler_defaults["step_size"]
+    p = build_problem(ModelConfig(kind="dln", widths=[5, 4, 3], rank=2), SMALL)
+    nbeta = p.sampler_defaults["nbeta"]
+    assert p.sampler_defaults["step_size"] == "auto"
+    assert 0 < p.step_size_rule(4 * nbeta, 1.0) < p.step_size_rule(nbeta, 1.0)
