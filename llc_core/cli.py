@@ -4,6 +4,14 @@
 dln-10k, dln-100k), prints a table row per case and a summary, and writes `<out>/<suite>.json` and
 `<out>/<suite>.png` (default out dir `validation-output/`).
 
+`python -m llc_core trajectory CHECKPOINT... --data FILE` (or `--train dln|mlp`) estimates λ̂ of every
+checkpoint of a training run with one calibrated set of SGLD settings and prints a table (`--json`
+for JSON); see llc_core/trajectory.py.
+
+`python -m llc_core sweep CONFIG.json` runs a grid of ε × γ (× nβ) and recommends a cell
+(llc_core/sweep.py); `python -m llc_core compare CONFIG.json --sizes 100,1000,10000` runs minibatch
+SGLD and full-batch MALA across dataset sizes (llc_core/experiments.py).
+
 Progress goes to stderr; bad input exits with status 2 and a one-line message; Ctrl-C stops the
 run and still prints the (partial) result.
 """
@@ -39,9 +47,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     val_cmd.add_argument("--check", action="store_true", help="exit with status 1 when the suite's targets are missed")
     val_cmd.add_argument("--sampler", default=None,
                          help='JSON object of sampler keys to override in every case, e.g. \'{"step_size": "auto"}\'')
+    from .trajectory import add_trajectory_command  # its options and handler live beside the code they run
+
+    add_trajectory_command(commands)
+    from . import experiments, sweep  # `sweep` and `compare`: options and handlers beside the code they run
+
+    sweep.add_command(commands)
+    experiments.add_command(commands)
     args = parser.parse_args(argv)
     if args.command == "validate":
         return _validate(args)
+    if args.command == "trajectory":
+        return args.handler(args)
+    if args.command in ("sweep", "compare"):
+        return args.calibration_command(args)
 
     try:
         config = RunConfig.from_json(_read(args.config))

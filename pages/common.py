@@ -30,6 +30,9 @@ PAGES = [
 ]
 OPTIONAL_PAGES = [
     ("pages/validate.py", "Validate", "validate", ":material/fact_check:"),
+    ("pages/checkpoint.py", "Checkpoint", "checkpoint", ":material/upload_file:"),
+    ("pages/trajectory.py", "Training run", "trajectory", ":material/timeline:"),
+    ("pages/calibrate.py", "Calibrate", "calibrate", ":material/tune:"),
 ]
 APP_DIR = Path(__file__).resolve().parents[1]
 _ENTRY = threading.local()  # set while app.py runs the current page, in the session's script thread
