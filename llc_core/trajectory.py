@@ -45,10 +45,11 @@ MAX_ZIP_MEMBERS = 500
 # Settings for trajectories that have no better ones (unset sampler fields take these, then the
 # engine's defaults). Measured on the default DLN training run (widths 6-4-4-6): with γ = 10 the
 # checkpoints on the loss plateaus give steady λ̂ plateaus that step up with the rank (about −3,
-# 4.5, 8, 9 for ranks 0-3; low against Aoyagi's λ = 14 at rank 3, since 1000 steps at the curvature
-# rule's ε do not equilibrate the soft directions, the same bias at every checkpoint). A checkpoint
-# caught mid-transition is no critical point: its chains find lower loss and λ̂ is negative, which
-# the negative_llc verdict flags.
+# 4.5, 8, 11.4 for ranks 0-3; low against Aoyagi's λ = 14 at rank 3, since 1000 steps at the
+# curvature rule's ε do not equilibrate the soft directions, the same bias at every checkpoint). A
+# checkpoint caught mid-transition is no critical point: its chains find lower loss and λ̂ is
+# negative, which the negative_llc verdict flags. (γ = 1 let saddle checkpoints of a two-layer DLN
+# slide away; the three-layer default's saddles are flatter.)
 TRAJECTORY_SAMPLER = {"chains": 4, "steps": 1000, "burnin": 0.5, "localization": 10.0}
 
 
@@ -74,7 +75,7 @@ class TrainingConfig:
     teacher_hidden: list[int] | None = None  # mlp default [8]
     init_scale: float | None = None  # dln default 0.05
     n: int = 1000
-    steps: int | None = None  # dln default 1200, mlp 2000
+    steps: int | None = None  # dln default 500 (the three modes are learned by step ~350), mlp 2000
     lr: float | None = None  # dln default 0.05 (GD), mlp 0.01 (Adam)
     checkpoints: int = 21
     seed: int = 0
@@ -391,7 +392,7 @@ def train_model(config: TrainingConfig, stop: Callable[[], bool] | None = None
         value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < (2 if name == "n" else 1 if name == "checkpoints" else 0):
             raise LLCInputError(f"training.{name} = {value!r} must be a whole number ≥ {2 if name == 'n' else 1 if name == 'checkpoints' else 0}")
-    steps = config.steps if config.steps is not None else (1200 if config.task == "dln" else 2000)
+    steps = config.steps if config.steps is not None else (500 if config.task == "dln" else 2000)
     if not isinstance(steps, int) or steps < 1:
         raise LLCInputError(f"training.steps = {steps!r} must be a whole number ≥ 1")
     build = _dln_setup if config.task == "dln" else _mlp_setup
@@ -490,6 +491,9 @@ def run_trajectory(config: TrajectoryConfig, on_point=None, on_snapshot=None, st
     if on_status:
         on_status("training" if config.training is not None else "loading")
     module, checkpoints, dataset, info = prepare(config, should_stop)
+    if should_stop():
+        raise LLCInputError(f"stopped while {'training' if config.training else 'loading'}, before any checkpoint "
+                            "was estimated: start again and let it reach the estimates")
     if on_status:
         on_status("estimating")
     result = estimate_trajectory(module, checkpoints, dataset.inputs, dataset.targets, config.sampler,
@@ -597,7 +601,7 @@ def add_trajectory_command(commands) -> None:
     cmd.add_argument("--architecture", help="JSON architecture spec, or a file holding one (default: inferred)")
     cmd.add_argument("--activation", help="activation between inferred Linear layers (identity, relu, tanh, ...)")
     cmd.add_argument("--train", choices=["dln", "mlp"], help="train a model here and keep checkpoints instead")
-    cmd.add_argument("--train-steps", type=int, help="training steps (dln 1200, mlp 2000)")
+    cmd.add_argument("--train-steps", type=int, help="training steps (dln 500, mlp 2000)")
     cmd.add_argument("--keep", type=int, help="number of checkpoints kept while training (default 21)")
     for name, kind in (("chains", int), ("steps", int), ("step-size", float), ("localization", float),
                        ("nbeta", float), ("burnin", float), ("batch-size", int), ("seed", int)):

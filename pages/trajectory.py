@@ -38,7 +38,7 @@ def key(name: str) -> str:
     return common.ensure_widget(PAGE, name, DEFAULTS.get(name))
 
 
-DEFAULTS = {"source": "dln", "train_steps": 1200, "keep": 21, "seed": 0, "chains": 4, "steps": 1000,
+DEFAULTS = {"source": "dln", "train_steps": 500, "keep": 21, "seed": 0, "chains": 4, "steps": 1000,
             "localization": 10.0, "step_size": None, "activation": "identity", "loss": "gaussian"}
 
 

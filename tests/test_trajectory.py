@@ -148,7 +148,7 @@ def test_cli_on_the_example_zip(capsys):
     out = capsys.readouterr()
     assert code == 0, out.err
     result = json.loads(out.out)
-    assert len(result["points"]) == 11 and result["calibrated_on"] == "dln_step_01200.safetensors"
+    assert len(result["points"]) == 11 and result["calibrated_on"] == "dln_step_00500.safetensors"
     assert cli_main(["trajectory", "--data", "x.npz"]) == 2
     assert "give either checkpoint_paths" in capsys.readouterr().err
 
