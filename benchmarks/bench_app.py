@@ -1,15 +1,18 @@
 """What watching a run in the app costs it, against the CLI on the same config, as ratios measured in one run.
 
-  app     `streamlit run app.py` on a free port (as tests/e2e/conftest.py starts it), driven by
-          headless Chromium through Playwright: open /estimate?<the config's query>, press Run,
-          watch the live view until the result is on screen, download the result JSON and read
-          its `chain_steps_per_second`.
-  cli     `python -m llc_core run -` in a subprocess, the same RunConfig on stdin, and the same
-          field of the JSON it prints.
-  cli@Nt  the same with OMP_NUM_THREADS=N, N the app's torch threads (pages/common.torch_threads),
-          when they differ from torch's default: the cost of watching alone, the thread count aside.
+  app         `streamlit run app.py` on a free port (tests/e2e/app_server.py, as the browser tests
+              start it), driven by headless Chromium through Playwright: open /estimate?<the config's
+              query>, press Run, watch the live view until the result is on screen, download the
+              result JSON and read its `chain_steps_per_second`. The run samples in a worker process
+              (llc_core.background, the default LLC_WORKER=process).
+  app-thread  the same on a second server started with LLC_WORKER=thread: the run samples in a
+              thread of the server, as before the worker process (leave it out: --workers process).
+  cli         `python -m llc_core run -` in a subprocess, the same RunConfig on stdin, and the same
+              field of the JSON it prints.
+  cli@Nt      the same with OMP_NUM_THREADS=N, N the app's torch threads (pages/common.torch_threads),
+              when they differ from torch's default: the cost of watching alone, the thread count aside.
 
-Throughput is the engine's own figure in both: chain-steps over the wall time of its sampling loop,
+Throughput is the engine's own figure in all: chain-steps over the wall time of its sampling loop,
 model and data building excluded. The variants alternate (their order rotates every repetition);
 printed are the median of the per-repetition ratios and the ratio of the fastest runs (other
 users' load only ever slows a run down). Never compare absolute numbers across runs. Target: the
@@ -17,17 +20,18 @@ app's throughput within 10% of the CLI's, cli / app − 1 < 10%.
 
 CPU time, far less sensitive to a busy machine, is given per 1,000 chain-steps, from the moment
 sampling has begun (the CLI's first progress line; the app's progress bar counting steps) to the
-end (the CLI's exit; the result on screen): the server process, all its threads (the worker, the
-fragments, the event loop), against the CLI process. The browser's CPU over the same time is
-shown beside it: it draws the live view on this machine, as it would on a user's laptop.
+end (the CLI's exit; the result on screen): the server's process tree (its threads: the fragments,
+the event loop, the worker thread or the receiver of the worker process; the fork server and the
+worker process), against the CLI process. The browser's CPU over the same time is shown beside it:
+it draws the live view on this machine, as it would on a user's laptop.
 
 The config is the Estimate page's default (potential x·w1·w2², ε = 1e-3, γ = 1, 4 chains, burn-in
 1/4) with 10,000 steps instead of 2,000, so that a CLI run takes ~5-20 s depending on the load. The
 resolved config in every result JSON is checked to be the same. Run from the repository root:
 
-    .venv/bin/python benchmarks/bench_app.py [--steps 10000] [--chains 4] [--reps 5]
+    .venv/bin/python benchmarks/bench_app.py [--steps 10000] [--chains 4] [--reps 5] [--workers process thread]
 
-The Streamlit server's log goes to test-output/bench-app-streamlit.log.
+The Streamlit servers' logs go to test-output/bench-app-streamlit-{process,thread}.log.
 """
 
 from __future__ import annotations
@@ -35,33 +39,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
 import torch  # noqa: E402
 
 from llc_core import ModelConfig, RunConfig, SamplerConfig  # noqa: E402
 from pages.common import torch_threads  # noqa: E402
 from pages.settings import config_to_query  # noqa: E402
+from app_server import CHROMIUM_ARGS, VIEWPORT, AppServer  # noqa: E402  (tests/e2e/app_server.py)
 
 OVERHEAD_TARGET = 0.10
 CHROMIUM = os.environ.get("LLC_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
-VIEWPORT = {"width": 1400, "height": 1000}  # as the e2e tests: the sidebar stays open
 TICKS = os.sysconf("SC_CLK_TCK")
 RUN_LIMIT_S = 900  # per app run
+WORKERS = ("process", "thread")  # the app's run workers (llc_core.background, LLC_WORKER)
+APP_NAMES = {"process": "app", "thread": "app-thread"}
 
 
 def bench_config(chains: int, steps: int) -> RunConfig:
@@ -76,7 +77,8 @@ def bench_config(chains: int, steps: int) -> RunConfig:
 
 
 def _process_table() -> dict[int, tuple[int, float]]:
-    """pid → (parent pid, CPU seconds, user + system) of every process we can read."""
+    """pid → (parent pid, CPU seconds) of every process we can read: user + system, its own and that
+    of its children that have exited and been waited for."""
     table = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -87,7 +89,7 @@ def _process_table() -> dict[int, tuple[int, float]]:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
-        table[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS)
+        table[int(entry)] = (int(fields[1]), sum(int(f) for f in fields[11:15]) / TICKS)
     return table
 
 
@@ -105,8 +107,9 @@ def _subtree(table: dict[int, tuple[int, float]], root: int) -> set[int]:
 
 
 class CpuMeter:
-    """CPU seconds used by a set of processes between start() and stop(); processes born in between
-    count in full, those that exit in between are lost (none do here)."""
+    """CPU seconds used by a set of processes between start() and stop(). Processes born in between
+    count in full; one that exits in between (a run's worker process) counts through its parent's
+    CPU of waited-for children, less what it had used at start(), as long as that parent is in the set."""
 
     def __init__(self, pids):
         self.pids = pids  # a callable: the table → the pids to count
@@ -117,68 +120,23 @@ class CpuMeter:
 
     def stop(self) -> float:
         table = _process_table()
-        return sum(table[pid][1] - self._start.get(pid, 0.0) for pid in self.pids(table))
+        now = self.pids(table)
+        gone = set(self._start) - now
+        return (sum(table[pid][1] - self._start.get(pid, 0.0) for pid in now)
+                - sum(self._start[pid] for pid in gone))
 
 
 # ---------------------------------------------------------------------------------------------- the app
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-            return response.read().decode().strip() == "ok"
-    except OSError:
-        return False
-
-
-class AppServer:
-    """`streamlit run app.py` as the e2e tests start it, in its own process group."""
-
-    def __init__(self, log_path: Path):
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port),
-                   "--server.address", "127.0.0.1", "--server.headless", "true",
-                   "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-                   "--server.runOnSave", "false"]
-        self.log_path = log_path
-        with open(log_path, "wb") as log:
-            self.process = subprocess.Popen(command, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"),
-                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
-        deadline = time.monotonic() + 90
-        while not _healthy(self.url):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                raise RuntimeError(f"streamlit did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.25)
-
-    def close(self) -> None:
-        if self.process.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(self.process.pid, sig)
-                self.process.wait(timeout=wait)
-                return
-            except ProcessLookupError:
-                return
-            except subprocess.TimeoutExpired:
-                continue
 
 
 def _app_button(page, label: str):
     return page.locator('[data-testid="stButton"]').get_by_role("button", name=label, exact=True)
 
 
-def app_run(browser, server: AppServer, query: str, download_dir: Path) -> dict:
-    """One run in a fresh browser context: open the page, press Run, wait for the result, read its JSON."""
+def app_run(browser, server: AppServer, query: str, download_dir: Path, servers: list[AppServer]) -> dict:
+    """One run in a fresh browser context: open the page, press Run, wait for the result, read its JSON.
+    The server's CPU is that of its process tree (its run's worker process included); the browser's
+    is that of this process's other children, the servers (all of `servers`) left out."""
     context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
     context.set_default_timeout(60_000)
     page = context.new_page()
@@ -191,7 +149,8 @@ def app_run(browser, server: AppServer, query: str, download_dir: Path) -> dict:
 
         own = os.getpid()
         server_cpu = CpuMeter(lambda table: _subtree(table, server.process.pid))
-        browser_cpu = CpuMeter(lambda table: _subtree(table, own) - _subtree(table, server.process.pid) - {own})
+        browser_cpu = CpuMeter(lambda table: _subtree(table, own) - {own}.union(
+            *(_subtree(table, other.process.pid) for other in servers)))
         result_heading = page.get_by_text("λ̂ =", exact=False)
         stop = _app_button(page, "Stop")
         started = time.perf_counter()
@@ -265,6 +224,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10_000, help="steps per chain (default 10000: ~10-20 s on the CLI)")
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--reps", type=int, default=5, help="repetitions of each variant (default 5)")
+    parser.add_argument("--workers", nargs="+", choices=WORKERS, default=list(WORKERS),
+                        help="the app's run workers to measure, one server each (default: process thread)")
     args = parser.parse_args()
     if not os.access(CHROMIUM, os.X_OK):
         sys.exit(f"no Chromium at {CHROMIUM} (set LLC_CHROMIUM)")
@@ -275,69 +236,89 @@ def main() -> None:
     chain_steps = args.chains * args.steps
     cli_threads = torch.get_num_threads()
     app_threads = torch_threads(cli_threads)
-    variants = {"app": None, "cli": None}  # name → OMP_NUM_THREADS of a CLI run
+    apps = {APP_NAMES[worker]: worker for worker in args.workers}  # name → the server's LLC_WORKER
+    clis = {"cli": None}  # name → OMP_NUM_THREADS of a CLI run
     if app_threads != cli_threads:  # the streaming cost alone: the CLI with the app's torch threads
-        variants[f"cli@{app_threads}t"] = app_threads
+        clis[f"cli@{app_threads}t"] = app_threads
     print(f"config: potential powers [1,2], {args.chains} chains × {args.steps:,} steps, ε 1e-3, γ 1, burn-in 0.25, "
           f"n {config.data.n:,}, device cpu; {args.reps} interleaved repetitions; CPU cores {os.cpu_count()}, "
-          f"load average {os.getloadavg()[0]:.1f}; torch threads: CLI {cli_threads}, app {app_threads}", flush=True)
+          f"load average {os.getloadavg()[0]:.1f}; torch threads: CLI {cli_threads}, app {app_threads}; "
+          f"app variants: " + ", ".join(f"{name} (LLC_WORKER={worker})" for name, worker in apps.items()), flush=True)
     began = time.perf_counter()
     output = REPO / "test-output"
     output.mkdir(exist_ok=True)
-    server = AppServer(output / "bench-app-streamlit.log")
-    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    servers: dict[str, AppServer] = {}
+    runs: dict[str, list[dict]] = {name: [] for name in [*apps, *clis]}
     try:
+        for name, worker in apps.items():
+            servers[name] = AppServer(REPO, output / f"bench-app-streamlit-{worker}.log", timeout=90,
+                                      env={"LLC_WORKER": worker})
         with sync_playwright() as p, tempfile.TemporaryDirectory() as downloads:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            warm = bench_config(args.chains, 200)  # imports, caches and JIT warm-up, for both
-            app_run(browser, server, "&".join(f"{k}={v}" for k, v in config_to_query(warm).items()), Path(downloads))
+            warm = bench_config(args.chains, 200)  # imports, caches and JIT warm-up, for every variant
+            for server in servers.values():
+                app_run(browser, server, "&".join(f"{k}={v}" for k, v in config_to_query(warm).items()),
+                        Path(downloads), list(servers.values()))
             cli_run(warm)
-            names = list(variants)
+            names = list(runs)
             for rep in range(args.reps):
                 for name in names[rep % len(names):] + names[:rep % len(names)]:  # the order rotates
-                    if name == "app":
-                        run = app_run(browser, server, query, Path(downloads))
+                    if name in apps:
+                        run = app_run(browser, servers[name], query, Path(downloads), list(servers.values()))
                         extra = f"server CPU {run['server_cpu']:.1f} s, browser CPU {run['browser_cpu']:.1f} s"
                     else:
-                        run = cli_run(config, variants[name])
+                        run = cli_run(config, clis[name])
                         extra = f"CPU from first snapshot {run['cpu']:.1f} s"
                     runs[name].append(run)
-                    print(f"  rep {rep + 1} {name:>7}: {run['rate']:,.0f} chain-steps/s (sampling loop "
+                    print(f"  rep {rep + 1} {name:>10}: {run['rate']:,.0f} chain-steps/s (sampling loop "
                           f"{run['loop_s']:.1f} s, click/launch to result {run['seconds']:.1f} s; {extra})", flush=True)
             browser.close()
     finally:
-        server.close()
+        for server in servers.values():
+            server.close()
+    report(runs, apps, clis, chain_steps, args.reps)
+    print(f"total {time.perf_counter() - began:.0f} s; load average now {os.getloadavg()[0]:.1f}")
 
+
+def report(runs: dict[str, list[dict]], apps: dict[str, str], clis: dict[str, int | None], chain_steps: int,
+           reps: int) -> None:
     configs = {json.dumps(r["config"], sort_keys=True) for rs in runs.values() for r in rs}
     if len(configs) != 1:
         raise SystemExit(f"the app and the CLI ran different configs: {configs}")
     print()
     print("chain-steps/s (the engine's, over its sampling loop), median: "
           + ", ".join(f"{name} {statistics.median(r['rate'] for r in rs):,.0f}" for name, rs in runs.items()))
-    cpu = {name: statistics.median(1e3 * r["server_cpu" if name == "app" else "cpu"] / chain_steps for r in rs)
+    cpu = {name: statistics.median(1e3 * r["server_cpu" if name in apps else "cpu"] / chain_steps for r in rs)
            for name, rs in runs.items()}
-    browser_cpu = statistics.median(1e3 * r["browser_cpu"] / chain_steps for r in runs["app"])
-    browser_cores = statistics.median(r["browser_cpu"] / r["watched_s"] for r in runs["app"])
-    print(f"CPU s per 1,000 chain-steps, median: app's server {cpu['app']:.3f}, "
-          + ", ".join(f"{name} {cpu[name]:.3f}" for name in runs if name != "app")
-          + f"; the browser drawing the live view {browser_cpu:.3f} more ({browser_cores:.2f} cores while watched)")
-    overheads = {}
-    print(f"{'':>7}  {'per repetition':<36} {'median':>7} {'fastest runs':>13} {'server CPU / its CPU':>21}")
-    for name in runs:
-        if name == "app":
-            continue
-        ratios = [c["rate"] / a["rate"] for a, c in zip(runs["app"], runs[name])]
-        overheads[name] = statistics.median(ratios) - 1
-        fastest = max(r["rate"] for r in runs[name]) / max(r["rate"] for r in runs["app"])
-        print(f"{name + '/app':>11}  {', '.join(f'{r:.3f}' for r in ratios):<32} {1 + overheads[name]:>7.3f} "
-              f"{fastest:>13.3f} {cpu['app'] / cpu[name]:>21.2f}")
-    overhead = overheads.pop("cli")
-    print(f"[{'PASS' if overhead < OVERHEAD_TARGET else 'FAIL'}] watching the run in the app costs "
-          f"{100 * overhead:.1f}% of its throughput against the CLI (median of {args.reps}), "
-          f"target < {100 * OVERHEAD_TARGET:.0f}%")
-    for name, value in overheads.items():
-        print(f"       against the CLI with the app's {variants[name]} torch thread(s) ({name}): {100 * value:.1f}%")
-    print(f"total {time.perf_counter() - began:.0f} s")
+    print("CPU s per 1,000 chain-steps, median: "
+          + ", ".join(f"{name}{'’s server' if name in apps else ''} {cpu[name]:.3f}" for name in runs))
+    for name in apps:
+        browser_cpu = statistics.median(1e3 * r["browser_cpu"] / chain_steps for r in runs[name])
+        browser_cores = statistics.median(r["browser_cpu"] / r["watched_s"] for r in runs[name])
+        print(f"  the browser drawing {name}'s live view: {browser_cpu:.3f} more ({browser_cores:.2f} cores while watched)")
+
+    def row(slow: str, fast: str) -> float:
+        ratios = [f["rate"] / s["rate"] for s, f in zip(runs[slow], runs[fast])]
+        fastest = max(r["rate"] for r in runs[fast]) / max(r["rate"] for r in runs[slow])
+        cpu_ratio = f"{cpu[slow] / cpu[fast]:>21.2f}"
+        print(f"{fast + '/' + slow:>18}  {', '.join(f'{r:.3f}' for r in ratios):<40} {statistics.median(ratios):>7.3f} "
+              f"{fastest:>13.3f} {cpu_ratio}")
+        return statistics.median(ratios) - 1
+
+    print(f"{'':>18}  {'per repetition':<40} {'median':>7} {'fastest runs':>13} {'its CPU / their CPU':>21}")
+    overheads = {(app, cli): row(app, cli) for app in apps for cli in clis}
+    if "app-thread" in apps and "app" in apps:
+        gain = row("app-thread", "app")
+        print(f"       the worker process runs {100 * gain:+.1f}% faster than the worker thread (median of {reps})")
+    for app in apps:
+        overhead = overheads[app, "cli"]
+        print(f"[{'PASS' if overhead < OVERHEAD_TARGET else 'FAIL'}] watching the run in {app} costs "
+              f"{100 * overhead:.1f}% of its throughput against the CLI (median of {reps}), "
+              f"target < {100 * OVERHEAD_TARGET:.0f}%")
+        for cli, threads in clis.items():
+            if threads:
+                print(f"       against the CLI with the app's {threads} torch thread(s) ({cli}): "
+                      f"{100 * overheads[app, cli]:.1f}%")
 
 
 if __name__ == "__main__":

@@ -16,16 +16,12 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+
+from app_server import CHROMIUM_ARGS, VIEWPORT, AppServer, AppServerError  # tests/e2e/app_server.py
 
 REPO = Path(__file__).resolve().parents[2]
 APP_DIR = Path(os.environ.get("LLC_E2E_APP_DIR", REPO)).resolve()
@@ -35,18 +31,6 @@ CHROMIUM = os.environ.get("LLC_CHROMIUM", "/usr/bin/chromium")
 REQUIRED = os.environ.get("LLC_REQUIRE_BROWSER", "") == "1"
 
 SERVER_START_TIMEOUT_S = 60
-# A closed network: keep Chromium from reaching out (and from hanging on it) at start-up.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-VIEWPORT = {"width": 1400, "height": 1000}  # wide enough that Streamlit keeps the sidebar open
 
 
 def _unavailable(reason: str) -> None:
@@ -56,79 +40,21 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-            return response.read().decode().strip() == "ok"
-    except OSError:
-        return False
-
-
-def _tail(path: Path, chars: int = 4000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return ""
-
-
 @pytest.fixture(scope="session")
 def app_url() -> Iterator[str]:
-    """Start `streamlit run app.py` on a free port; yield its base URL; kill its process group after."""
+    """Start `streamlit run app.py` on a free port (tests/e2e/app_server.py); yield its base URL;
+    kill its process group after."""
     if not (APP_DIR / "app.py").is_file():
         _unavailable(f"no app.py in {APP_DIR}")
     OUTPUT.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = OUTPUT / "streamlit-e2e.log"
-    command = [
-        sys.executable, "-m", "streamlit", "run", "app.py",
-        "--server.port", str(port),
-        "--server.address", "127.0.0.1",
-        "--server.headless", "true",
-        "--browser.gatherUsageStats", "false",
-        "--server.fileWatcherType", "none",
-        "--server.runOnSave", "false",
-    ]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            command, cwd=APP_DIR, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group, so that teardown kills it and its children
-        )
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while not _healthy(url):
-            if process.poll() is not None:
-                pytest.fail(f"streamlit exited with status {process.returncode} before it was healthy:\n"
-                            f"{_tail(log_path)}", pytrace=False)
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not answer {url}/_stcore/health within {SERVER_START_TIMEOUT_S} s:\n"
-                            f"{_tail(log_path)}", pytrace=False)
-            time.sleep(0.25)
-        yield url
+        server = AppServer(APP_DIR, OUTPUT / "streamlit-e2e.log", timeout=SERVER_START_TIMEOUT_S)
+    except AppServerError as err:
+        pytest.fail(str(err), pytrace=False)
+    try:
+        yield server.url
     finally:
-        _kill_group(process)
-
-
-def _kill_group(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        server.close()
 
 
 @pytest.fixture(scope="session")
