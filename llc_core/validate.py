@@ -38,6 +38,7 @@ import numpy as np
 from . import theory
 from .config import RunConfig
 from .errors import LLCInputError
+from .jobs import Job
 from .result import json_safe
 from .zoo import build_problem
 
@@ -401,61 +402,22 @@ def scatter_png(points: list[tuple[float, float]], path: str | Path, title: str 
 # --------------------------------------------------------------------------- background (for the page)
 
 
-class SuiteRun:
-    """A suite in a daemon thread; the UI polls `snapshot()` (no Streamlit calls in the worker).
-
-    Like background.BackgroundRun, it stops when asked and also when nobody has polled it for
-    `abandon_after` seconds (a closed tab does not leave a suite running for twenty minutes).
-    """
+class SuiteRun(Job):
+    """A suite in a worker thread (jobs.Job); the UI polls `snapshot()`, which holds the finished
+    rows, the number of cases and, at the end, the summary."""
 
     def __init__(self, name: str, count: int | None = None, seed: int = 0, out_dir: str | Path | None = None,
                  abandon_after: float | None = 60.0):
         self.name, self.count, self.seed, self.out_dir = name, count, seed, out_dir
-        self._abandon_after = abandon_after
-        self._last_poll = time.monotonic()
         self.total = len(suite_cases(name, count, seed))
-        self._lock = threading.Lock()
-        self._rows: list[CaseResult] = []
-        self._summary: dict[str, Any] | None = None
-        self._error: str | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="llc-validate", daemon=True)
 
-    def start(self) -> "SuiteRun":
-        self._thread.start()
-        return self
+        def work(report, stop):
+            on_case = lambda row, index, total: report("item", row)  # noqa: E731
+            return run_suite(name, out_dir, count, seed, on_case=on_case, stop=stop)["summary"]
 
-    def request_stop(self) -> None:
-        self._stop.set()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    def _should_stop(self) -> bool:
-        if self._stop.is_set():
-            return True
-        return self._abandon_after is not None and time.monotonic() - self._last_poll > self._abandon_after
+        super().__init__(work, abandon_after, name="llc-validate")
 
     def snapshot(self) -> dict[str, Any]:
-        self._last_poll = time.monotonic()
-        with self._lock:
-            return {"rows": list(self._rows), "total": self.total, "summary": self._summary,
-                    "error": self._error, "running": self._thread.is_alive()}
-
-    def _on_case(self, row: CaseResult, index: int, total: int) -> None:
-        with self._lock:
-            self._rows.append(row)
-
-    def _work(self) -> None:
-        try:
-            report = run_suite(self.name, self.out_dir, self.count, self.seed, on_case=self._on_case,
-                               stop=self._should_stop)
-            with self._lock:
-                self._summary = report["summary"]
-        except Exception as err:  # shown on the page; never a traceback
-            with self._lock:
-                self._error = f"{type(err).__name__}: {err}"
+        state = super().snapshot()
+        return {"rows": state["items"], "total": self.total, "summary": state["result"],
+                "error": state["error"], "running": state["running"]}
