@@ -55,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sweep.add_command(commands)
     experiments.add_command(commands)
     args = parser.parse_args(argv)
+    _set_torch_threads()
     if args.command == "validate":
         return _validate(args)
     if args.command == "trajectory":
@@ -104,6 +105,17 @@ def _validate(args) -> int:
     print(validate.format_summary(report["summary"]))
     print(f"wrote {args.out}/{args.suite}.json and {args.out}/{args.suite}.png")
     return 1 if args.check and not report["summary"]["passed"] else 0
+
+
+def _set_torch_threads() -> None:
+    """One torch thread fewer than torch's default (background.worker_threads), as the app's runs:
+    on a busy 2-core machine torch's second OpenMP thread spins while it waits, and a small model's
+    run (the default trajectory) took minutes instead of 35 s."""
+    import torch
+
+    from .background import worker_threads
+
+    torch.set_num_threads(worker_threads(torch.get_num_threads()))
 
 
 def _json_object(text: str, what: str) -> dict:
