@@ -36,6 +36,13 @@ def run(
         loss=problem.loss, noise_scale=config.data.noise_scale, device=config.device, dtype=config.dtype,
         theoretical_llc=float(truth.llc) if truth is not None else None,
         multiplicity=truth.multiplicity if truth is not None else None,
-        on_snapshot=on_snapshot, stop=stop, config=config.to_dict(),
+        on_snapshot=on_snapshot, stop=stop, config=_resolved(config, problem),
         initial_step_size=kind_step_size if sampler.auto_step_size else None,
     )
+
+
+def _resolved(config: RunConfig, problem) -> dict:
+    """The config as a dict, with n as the data actually has it (a data file decides its own n)."""
+    resolved = config.to_dict()
+    resolved["data"]["n"] = int(problem.inputs.shape[0])
+    return resolved
