@@ -9,8 +9,9 @@
               thread of the server, as before the worker process (leave it out: --workers process).
   cli         `python -m llc_core run -` in a subprocess, the same RunConfig on stdin, and the same
               field of the JSON it prints.
-  cli@Nt      the same with OMP_NUM_THREADS=N, N the app's torch threads (pages/common.torch_threads),
-              when they differ from torch's default: the cost of watching alone, the thread count aside.
+  cli@Nt      the same with OMP_NUM_THREADS=N, N the app's torch threads (background.worker_threads),
+              when they differ from the CLI's: the cost of watching alone, the thread count aside.
+              (Both set one thread fewer than torch's default now, so this variant no longer runs.)
 
 Throughput is the engine's own figure in all: chain-steps over the wall time of its sampling loop,
 model and data building excluded. The variants alternate (their order rotates every repetition);
@@ -53,7 +54,7 @@ sys.path.insert(0, str(REPO / "tests" / "e2e"))
 import torch  # noqa: E402
 
 from llc_core import ModelConfig, RunConfig, SamplerConfig  # noqa: E402
-from pages.common import torch_threads  # noqa: E402
+from llc_core.background import worker_threads  # noqa: E402
 from pages.settings import config_to_query  # noqa: E402
 from app_server import CHROMIUM_ARGS, VIEWPORT, AppServer  # noqa: E402  (tests/e2e/app_server.py)
 
@@ -234,8 +235,8 @@ def main() -> None:
     config = bench_config(args.chains, args.steps)
     query = "&".join(f"{k}={v}" for k, v in config_to_query(config).items())
     chain_steps = args.chains * args.steps
-    cli_threads = torch.get_num_threads()
-    app_threads = torch_threads(cli_threads)
+    cli_threads = worker_threads(torch.get_num_threads())  # as llc_core/cli.py sets them
+    app_threads = worker_threads(torch.get_num_threads())  # the worker process's
     apps = {APP_NAMES[worker]: worker for worker in args.workers}  # name → the server's LLC_WORKER
     clis = {"cli": None}  # name → OMP_NUM_THREADS of a CLI run
     if app_threads != cli_threads:  # the streaming cost alone: the CLI with the app's torch threads
