@@ -143,12 +143,20 @@ def frame(progress: TrajectoryProgress) -> pd.DataFrame:
 
 
 def trajectory_chart(table: pd.DataFrame) -> alt.VConcatChart:
-    """λ̂ ± se (points, error bars, a line through them) above the train loss, against the training step."""
+    """λ̂ ± se (points, error bars, a line through them) above the train loss, against the training step.
+
+    A checkpoint with λ̂ < 0 is no local minimum (caught between two loss plateaus): it is drawn as a
+    red cross at 0 instead of stretching the axis until the plateaus' steps are invisible."""
     data = table.dropna(subset=["λ̂"]).assign(low=lambda t: t["λ̂"] - t["se"], high=lambda t: t["λ̂"] + t["se"])
-    base = alt.Chart(data).encode(x=alt.X("step:Q", title="training step"))
-    llc = (base.mark_line(point=True).encode(y=alt.Y("λ̂:Q", title="λ̂"),
-                                             tooltip=["checkpoint", "step", "λ̂", "se", "acceptance", "warnings"])
-           + base.mark_errorbar().encode(y="low:Q", y2="high:Q")).properties(height=260)
+    minima, others = data[data["λ̂"] >= 0], data[data["λ̂"] < 0].assign(shown=0.0)
+    x = alt.X("step:Q", title="training step")
+    tooltip = ["checkpoint", "step", "λ̂", "se", "acceptance", "warnings"]
+    base = alt.Chart(minima).encode(x=x)
+    title = "λ̂ (red ×: λ̂ < 0, no local minimum)"  # the same on every layer, or Vega joins them
+    llc = (base.mark_line(point=True).encode(y=alt.Y("λ̂:Q", title=title), tooltip=tooltip)
+           + base.mark_errorbar().encode(y=alt.Y("low:Q", title=title), y2="high:Q")
+           + alt.Chart(others).mark_point(shape="cross", color="#d62728", size=90, filled=True).encode(
+               x=x, y=alt.Y("shown:Q", title=title), tooltip=tooltip)).properties(height=260)
     loss = alt.Chart(table).mark_line(point=True, color="gray").encode(
         x=alt.X("step:Q", title="training step"),
         y=alt.Y("train loss:Q", scale=alt.Scale(type="symlog", constant=1e-3), title="train loss L_n(w*)"),

@@ -84,3 +84,15 @@ def test_load_example_on_the_training_run_page(page, app_url, screenshot):
     expect(page.get_by_text("dln_training.zip + dln_training.npz", exact=False)).to_be_visible()
     no_exception(page)
     screenshot(page, "example-loaded")
+
+    app_button(page, "Estimate every checkpoint").click()
+    deadline = time.monotonic() + RUN_LIMIT_S
+    charts = page.locator('[data-testid="stVegaLiteChart"]')
+    while charts.count() == 0 or app_button(page, "Stop").count():
+        no_exception(page)
+        assert time.monotonic() < deadline, f"the example trajectory did not finish within {RUN_LIMIT_S} s"
+        page.wait_for_timeout(1_000)
+    wait_idle(page)
+    no_exception(page)
+    charts.first.scroll_into_view_if_needed()
+    screenshot(page, "trajectory")
