@@ -317,11 +317,11 @@ class _Sender:
 
 
 def worker_threads(default: int) -> int:
-    """torch intra-op threads of a worker process, given torch's default (what the CLI uses): one
-    fewer, at least one, unless OMP_NUM_THREADS chose the default. As the app's server sets its own
-    (pages/common.torch_threads): the browser drawing the live view and the server usually share
-    the machine with the worker, and torch's second OpenMP thread spins while it waits; on a 2-core
-    machine one thread sampled no slower than two (benchmarks/bench_app.py)."""
+    """torch intra-op threads, given torch's default: one fewer, at least one, unless
+    OMP_NUM_THREADS chose the default. The one rule for the app's server and worker processes and
+    the CLI: the browser drawing the live view and the server usually share the machine with the
+    worker, and torch's second OpenMP thread spins while it waits; on a 2-core machine one thread
+    sampled no slower than two (benchmarks/bench_app.py), and on a busy one far faster."""
     if os.environ.get("OMP_NUM_THREADS", "").strip():
         return default
     return max(1, default - 1)

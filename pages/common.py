@@ -76,7 +76,7 @@ _set_up = False
 
 def set_up_process() -> None:
     """Once per server process, from app.py: freeze the heap as it is after the imports, and leave
-    a core to the browser and the server (see `freeze_startup_heap` and `torch_threads`)."""
+    a core to the browser and the server (see `freeze_startup_heap` and llc_core.background.worker_threads)."""
     global _set_up
     with _SET_UP:
         if _set_up:
@@ -85,7 +85,9 @@ def set_up_process() -> None:
         freeze_startup_heap()
         import torch  # imported already (pages.runs → llc_core); here so that this module stays light
 
-        torch.set_num_threads(torch_threads(torch.get_num_threads()))
+        from llc_core.background import worker_threads  # the CLI and the app's workers use the same rule
+
+        torch.set_num_threads(worker_threads(torch.get_num_threads()))
 
 
 def freeze_startup_heap() -> None:
@@ -102,21 +104,6 @@ def freeze_startup_heap() -> None:
     """
     gc.collect()
     gc.freeze()
-
-
-def torch_threads(default: int) -> int:
-    """torch intra-op threads for the app's runs, given torch's default (what the CLI uses): one
-    fewer, at least one, unless OMP_NUM_THREADS chose the default.
-
-    The browser that draws the live view and the server's own threads usually share the machine
-    with the worker that samples, and torch's second OpenMP thread spins while it waits: on a 2-core
-    machine the CLI's default of 2 threads ran the default Estimate run no faster than 1 thread
-    (6,500 against 6,700 chain-steps/s, idle machine) for 50% more CPU time, and the app with 2
-    threads beside Chromium ran at about half the CLI's throughput (benchmarks/bench_app.py).
-    """
-    if os.environ.get("OMP_NUM_THREADS", "").strip():
-        return default
-    return max(1, default - 1)
 
 
 # ====================================================================== URL binding
