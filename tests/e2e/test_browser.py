@@ -15,6 +15,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from page_helpers import assert_no_exception, button, open_page, wait_for_app_idle  # tests/e2e/page_helpers.py
+
 pytestmark = pytest.mark.e2e
 
 try:
@@ -33,38 +35,6 @@ LAMBDA = "λ̂ ="
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-def wait_for_app_idle(page, timeout_ms: int = 30_000) -> None:
-    """Wait until the websocket is up and the script has finished its (re)run, as Streamlit's e2e suite does."""
-    page.wait_for_timeout(250)  # past the debounce of a widget change
-    page.locator('[data-testid="stApp"][data-test-connection-state="CONNECTED"]').wait_for(
-        state="attached", timeout=timeout_ms)
-    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(
-        state="attached", timeout=timeout_ms)
-    expect(page.locator('[data-testid="stSkeleton"]')).to_have_count(0, timeout=timeout_ms)
-
-
-def open_page(page, url: str) -> None:
-    page.goto(url, wait_until="domcontentloaded")
-    page.locator('[data-testid="stAppViewContainer"]').wait_for(state="attached", timeout=30_000)
-    wait_for_app_idle(page)
-    assert_no_exception(page)
-
-
-def assert_no_exception(page) -> None:
-    errors = page.locator('[data-testid="stException"]')
-    if errors.count():
-        pytest.fail(f"the app shows an exception at {page.url}:\n{errors.first.inner_text()}", pytrace=False)
-
-
-def button(page, label: str):
-    """The app's own button whose label is exactly `label` (an icon before it allowed).
-
-    Scoped to app buttons: Streamlit's status widget has a "Stop" button of its own.
-    """
-    buttons = page.locator('[data-testid="stButton"], [data-testid="stFormSubmitButton"]')
-    return buttons.get_by_role("button", name=re.compile(rf"(?:^|\s){re.escape(label)}$"))
 
 
 def lambda_text(page):

@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from page_helpers import assert_no_exception, wait_for_app_idle  # tests/e2e/page_helpers.py
+
 pytestmark = pytest.mark.e2e
 
 try:
@@ -21,37 +23,25 @@ except ImportError:  # the `browser` fixture skips (or fails, in CI) with the re
 SWEEP_LIMIT_S = 240  # 27 cells × 4 chains × 1000 steps of a 2-parameter potential: seconds when idle
 
 
-def wait_idle(page, timeout_ms: int = 30_000) -> None:
-    page.wait_for_timeout(250)
-    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(
-        state="attached", timeout=timeout_ms)
-
-
-def no_exception(page) -> None:
-    errors = page.locator('[data-testid="stException"]')
-    if errors.count():
-        pytest.fail(f"the app shows an exception:\n{errors.first.inner_text()}", pytrace=False)
-
-
 def test_sweep_recommends_a_cell_and_sends_it_to_estimate(page, app_url, screenshot):
     page.goto(f"{app_url}/calibrate", wait_until="domcontentloaded")
-    wait_idle(page)
-    no_exception(page)
+    wait_for_app_idle(page)
+    assert_no_exception(page)
     page.get_by_role("button", name="Run sweep").click()
     deadline = time.monotonic() + SWEEP_LIMIT_S
     verdict = page.get_by_text(re.compile(r"Recommended cell|No cell qualifies"))
     while verdict.count() == 0:
-        no_exception(page)
+        assert_no_exception(page)
         assert time.monotonic() < deadline, f"no sweep verdict within {SWEEP_LIMIT_S} s"
         page.wait_for_timeout(1_000)
-    wait_idle(page)
-    no_exception(page)
+    wait_for_app_idle(page)
+    assert_no_exception(page)
     assert page.locator('[data-testid="stVegaLiteChart"]').count() >= 4  # λ̂, acceptance, divergence, flatness
     screenshot(page, "sweep")
 
     page.get_by_role("button", name="Use these settings in Estimate").click()
     page.wait_for_url(re.compile(r"/estimate\?"), timeout=30_000)
-    wait_idle(page)
-    no_exception(page)
+    wait_for_app_idle(page)
+    assert_no_exception(page)
     assert "step_size=" in page.url and "step_size=auto" not in page.url
     expect(page.get_by_role("button", name="Run")).to_be_visible()

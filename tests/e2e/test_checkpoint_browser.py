@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from page_helpers import assert_no_exception, button, wait_for_app_idle  # tests/e2e/page_helpers.py
+
 pytestmark = pytest.mark.e2e
 
 try:
@@ -22,77 +24,60 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 RUN_LIMIT_S = 240  # a 41-parameter model: seconds on a free machine, longer on a busy 2-core one
 
 
-def wait_idle(page, timeout_ms: int = 30_000) -> None:
-    page.wait_for_timeout(250)
-    page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(
-        state="attached", timeout=timeout_ms)
-
-
-def no_exception(page) -> None:
-    errors = page.locator('[data-testid="stException"]')
-    if errors.count():
-        pytest.fail(f"the app shows an exception:\n{errors.first.inner_text()}", pytrace=False)
-
-
-def app_button(page, label: str):
-    buttons = page.locator('[data-testid="stButton"]')
-    return buttons.get_by_role("button", name=re.compile(rf"(?:^|\s){re.escape(label)}$"))
-
-
 def upload(page, index: int, name: str, data: bytes) -> None:
     """Set the index-th file uploader's file, as a user's drop would."""
     page.locator('[data-testid="stFileUploader"] input[type="file"]').nth(index).set_input_files(
         {"name": name, "mimeType": "application/octet-stream", "buffer": data})
-    wait_idle(page)
+    wait_for_app_idle(page)
 
 
 def test_upload_a_checkpoint_and_data_and_estimate(page, app_url, screenshot):
     page.goto(f"{app_url}/checkpoint", wait_until="domcontentloaded")
-    wait_idle(page)
-    no_exception(page)
+    wait_for_app_idle(page)
+    assert_no_exception(page)
     upload(page, 0, "weights.pt", b"\x89PNG\r\n\x1a\n" + b"\0" * 64)  # a PNG renamed .pt
     expect(page.get_by_text("is a PNG image", exact=False)).to_be_visible()
-    no_exception(page)
+    assert_no_exception(page)
     screenshot(page, "bad-upload")
 
     upload(page, 0, "model.safetensors", (EXAMPLES / "mlp_regression.safetensors").read_bytes())
     expect(page.get_by_text("Linear 3→8 (bias) → relu → Linear 8→1 (bias)", exact=False)).to_be_visible()
     upload(page, 1, "data.npz", (EXAMPLES / "mlp_regression.npz").read_bytes())
     page.get_by_text("This is my model's architecture").click()
-    wait_idle(page)
+    wait_for_app_idle(page)
     expect(page.get_by_text("d = 41 parameters", exact=False)).to_be_visible()
     screenshot(page, "ready")
 
-    app_button(page, "Estimate λ̂").click()
+    button(page, "Estimate λ̂").click()
     deadline = time.monotonic() + RUN_LIMIT_S
     result = page.get_by_text(re.compile(r"^λ̂ = [-0-9.]+ ± "))
     while result.count() == 0:
-        no_exception(page)
+        assert_no_exception(page)
         assert time.monotonic() < deadline, f"no λ̂ within {RUN_LIMIT_S} s"
         page.wait_for_timeout(1_000)
-    no_exception(page)
+    assert_no_exception(page)
     screenshot(page, "result")
 
 
 def test_load_example_on_the_training_run_page(page, app_url, screenshot):
     page.goto(f"{app_url}/trajectory", wait_until="domcontentloaded")
-    wait_idle(page)
+    wait_for_app_idle(page)
     page.get_by_text("My checkpoints (files or a zip) and data").click()
-    wait_idle(page)
-    app_button(page, "Load example training run").click()
-    wait_idle(page)
+    wait_for_app_idle(page)
+    button(page, "Load example training run").click()
+    wait_for_app_idle(page)
     expect(page.get_by_text("dln_training.zip + dln_training.npz", exact=False)).to_be_visible()
-    no_exception(page)
+    assert_no_exception(page)
     screenshot(page, "example-loaded")
 
-    app_button(page, "Estimate every checkpoint").click()
+    button(page, "Estimate every checkpoint").click()
     deadline = time.monotonic() + RUN_LIMIT_S
     charts = page.locator('[data-testid="stVegaLiteChart"]')
-    while charts.count() == 0 or app_button(page, "Stop").count():
-        no_exception(page)
+    while charts.count() == 0 or button(page, "Stop").count():
+        assert_no_exception(page)
         assert time.monotonic() < deadline, f"the example trajectory did not finish within {RUN_LIMIT_S} s"
         page.wait_for_timeout(1_000)
-    wait_idle(page)
-    no_exception(page)
+    wait_for_app_idle(page)
+    assert_no_exception(page)
     charts.first.scroll_into_view_if_needed()
     screenshot(page, "trajectory")
