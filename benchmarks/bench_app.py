@@ -24,13 +24,16 @@ sampling has begun (the CLI's first progress line; the app's progress bar counti
 end (the CLI's exit; the result on screen): the server's process tree (its threads: the fragments,
 the event loop, the worker thread or the receiver of the worker process; the fork server and the
 worker process), against the CLI process. The browser's CPU over the same time is shown beside it:
-it draws the live view on this machine, as it would on a user's laptop.
+it draws the live view on this machine, as it would on a user's laptop. With --browser-core N the
+browser (and this script) run on core N and the servers and the CLI on the other cores, which
+separates the streaming's cost from the browser's drawing competing for the same cores.
 
 The config is the Estimate page's default (potential x·w1·w2², ε = 1e-3, γ = 1, 4 chains, burn-in
 1/4) with 10,000 steps instead of 2,000, so that a CLI run takes ~5-20 s depending on the load. The
 resolved config in every result JSON is checked to be the same. Run from the repository root:
 
     .venv/bin/python benchmarks/bench_app.py [--steps 10000] [--chains 4] [--reps 5] [--workers process thread]
+                                             [--browser-core N]
 
 The Streamlit servers' logs go to test-output/bench-app-streamlit-{process,thread}.log.
 """
@@ -194,13 +197,15 @@ def app_run(browser, server: AppServer, query: str, download_dir: Path, servers:
 # ---------------------------------------------------------------------------------------------- the CLI
 
 
-def cli_run(config: RunConfig, threads: int | None = None) -> dict:
-    """`python -m llc_core run -` (with OMP_NUM_THREADS=threads when given); CPU time of the child
-    from its first progress line (the first snapshot: model and data built, sampling begun) to its exit."""
+def cli_run(config: RunConfig, threads: int | None = None, cores: set[int] | None = None) -> dict:
+    """`python -m llc_core run -` (with OMP_NUM_THREADS=threads when given, on `cores` when given);
+    CPU time of the child from its first progress line (the first snapshot: model and data built,
+    sampling begun) to its exit."""
     started = time.perf_counter()
     env = dict(os.environ, OMP_NUM_THREADS=str(threads)) if threads else None
     child = subprocess.Popen([sys.executable, "-m", "llc_core", "run", "-"], cwd=REPO, stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                             preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None)
     child.stdin.write(config.to_json().encode())
     child.stdin.close()
     child.stdin = None  # written and closed: communicate() below only reads
@@ -227,7 +232,19 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5, help="repetitions of each variant (default 5)")
     parser.add_argument("--workers", nargs="+", choices=WORKERS, default=list(WORKERS),
                         help="the app's run workers to measure, one server each (default: process thread)")
+    parser.add_argument("--browser-core", type=int, default=None, metavar="N",
+                        help="run the browser (and this script) on CPU core N and the servers and the CLI on the "
+                             "others, as when the browser is on the user's own machine: the cost of streaming "
+                             "alone, without the browser's drawing competing for the cores")
     args = parser.parse_args()
+    cores = None
+    if args.browser_core is not None:
+        available = os.sched_getaffinity(0)
+        if args.browser_core not in available or len(available) < 2:
+            sys.exit(f"--browser-core {args.browser_core}: needs one of cores {sorted(available)} and at least one other")
+        cores = available - {args.browser_core}
+        # the Playwright driver and Chromium are started from here below, so they inherit this core
+        os.sched_setaffinity(0, {args.browser_core})
     if not os.access(CHROMIUM, os.X_OK):
         sys.exit(f"no Chromium at {CHROMIUM} (set LLC_CHROMIUM)")
     from playwright.sync_api import sync_playwright
@@ -235,8 +252,9 @@ def main() -> None:
     config = bench_config(args.chains, args.steps)
     query = "&".join(f"{k}={v}" for k, v in config_to_query(config).items())
     chain_steps = args.chains * args.steps
-    cli_threads = worker_threads(torch.get_num_threads())  # as llc_core/cli.py sets them
-    app_threads = worker_threads(torch.get_num_threads())  # the worker process's
+    default_threads = len(cores) if cores else torch.get_num_threads()  # torch's default: the usable cores
+    cli_threads = worker_threads(default_threads)  # as llc_core/cli.py sets them
+    app_threads = worker_threads(default_threads)  # the worker process's
     apps = {APP_NAMES[worker]: worker for worker in args.workers}  # name → the server's LLC_WORKER
     clis = {"cli": None}  # name → OMP_NUM_THREADS of a CLI run
     if app_threads != cli_threads:  # the streaming cost alone: the CLI with the app's torch threads
@@ -244,7 +262,8 @@ def main() -> None:
     print(f"config: potential powers [1,2], {args.chains} chains × {args.steps:,} steps, ε 1e-3, γ 1, burn-in 0.25, "
           f"n {config.data.n:,}, device cpu; {args.reps} interleaved repetitions; CPU cores {os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.1f}; torch threads: CLI {cli_threads}, app {app_threads}; "
-          f"app variants: " + ", ".join(f"{name} (LLC_WORKER={worker})" for name, worker in apps.items()), flush=True)
+          + (f"browser on core {args.browser_core}, servers and CLI on cores {sorted(cores)}; " if cores else "")
+          + "app variants: " + ", ".join(f"{name} (LLC_WORKER={worker})" for name, worker in apps.items()), flush=True)
     began = time.perf_counter()
     output = REPO / "test-output"
     output.mkdir(exist_ok=True)
@@ -253,14 +272,14 @@ def main() -> None:
     try:
         for name, worker in apps.items():
             servers[name] = AppServer(REPO, output / f"bench-app-streamlit-{worker}.log", timeout=90,
-                                      env={"LLC_WORKER": worker})
+                                      env={"LLC_WORKER": worker}, cores=cores)
         with sync_playwright() as p, tempfile.TemporaryDirectory() as downloads:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             warm = bench_config(args.chains, 200)  # imports, caches and JIT warm-up, for every variant
             for server in servers.values():
                 app_run(browser, server, "&".join(f"{k}={v}" for k, v in config_to_query(warm).items()),
                         Path(downloads), list(servers.values()))
-            cli_run(warm)
+            cli_run(warm, cores=cores)
             names = list(runs)
             for rep in range(args.reps):
                 for name in names[rep % len(names):] + names[:rep % len(names)]:  # the order rotates
@@ -268,7 +287,7 @@ def main() -> None:
                         run = app_run(browser, servers[name], query, Path(downloads), list(servers.values()))
                         extra = f"server CPU {run['server_cpu']:.1f} s, browser CPU {run['browser_cpu']:.1f} s"
                     else:
-                        run = cli_run(config, clis[name])
+                        run = cli_run(config, clis[name], cores)
                         extra = f"CPU from first snapshot {run['cpu']:.1f} s"
                     runs[name].append(run)
                     print(f"  rep {rep + 1} {name:>10}: {run['rate']:,.0f} chain-steps/s (sampling loop "

@@ -34,9 +34,11 @@ class AppServerError(RuntimeError):
 
 class AppServer:
     """`streamlit run app.py` in `app_dir` on a free port, its output in `log_path`; `close()` ends
-    its whole process group (the server, the fork server of its runs and their workers)."""
+    its whole process group (the server, the fork server of its runs and their workers). `cores`
+    pins the server (and so its workers) to those CPU cores."""
 
-    def __init__(self, app_dir: Path, log_path: Path, timeout: float = 60, env: dict[str, str] | None = None):
+    def __init__(self, app_dir: Path, log_path: Path, timeout: float = 60, env: dict[str, str] | None = None,
+                 cores: set[int] | None = None):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -54,6 +56,7 @@ class AppServer:
                 command, cwd=app_dir, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, so that close() ends it and its children
+                preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
             )
         deadline = time.monotonic() + timeout
         while not _healthy(self.url):
