@@ -36,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import theory
-from .config import RunConfig
+from .config import RunConfig, SamplerConfig
 from .errors import LLCInputError
 from .jobs import Job
 from .result import json_safe
@@ -158,10 +158,21 @@ def suite_cases(name: str, count: int | None = None, seed: int = 0,
         raise LLCInputError(f"cases = {count!r} must be a whole number ≥ 1")
     if sampler is not None and not isinstance(sampler, dict):
         raise LLCInputError("the sampler override must be a JSON object, e.g. {\"step_size\": \"auto\"}")
+    if sampler:
+        _known_sampler_keys(sampler)
     cases = SUITES[name].build(count, seed)
     for case in cases if sampler else []:
         case.config["sampler"] = {**case.config.get("sampler", {}), **sampler}
     return cases
+
+
+def _known_sampler_keys(sampler: dict[str, Any]) -> dict[str, Any]:
+    known = {f for f in SamplerConfig.__dataclass_fields__}
+    unknown = sorted(set(sampler) - known)
+    if unknown:
+        raise LLCInputError(f"unknown sampler key(s) {', '.join(map(repr, unknown))} in the override: "
+                            f"known keys are {', '.join(sorted(known))}")
+    return sampler
 
 
 # --------------------------------------------------------------------------- running

@@ -122,3 +122,10 @@ def test_suite_run_stops_when_asked():
     assert not worker.alive
     snap = worker.snapshot()
     assert snap["error"] is None and len(snap["rows"]) <= 1 and snap["summary"] is not None
+
+
+def test_sampler_override_applies_to_every_case_and_rejects_unknown_keys():
+    cases = validate.suite_cases("smoke", sampler={"step_size": "auto", "steps": 123})
+    assert all(c.config["sampler"]["step_size"] == "auto" and c.config["sampler"]["steps"] == 123 for c in cases)
+    with pytest.raises(LLCInputError, match="'stepsize'"):
+        validate.suite_cases("smoke", sampler={"stepsize": 1e-3})
