@@ -203,3 +203,20 @@ def acceptance_chart(progress: Progress, total_steps: int) -> Spec:
             layer["encoding"]["y"]["scale"]["domain"] = [min(lowest, 0.8), 1.0]
     spec.setdefault("datasets", {})["acceptance"] = frame
     return spec
+
+
+def calibration_chart(calibration: dict[str, Any]) -> alt.VConcatChart:
+    """The "auto" step size's calibration: ε tried at each calibration step (log axis) above the MALA
+    acceptance it measured, with the goal as a rule; a few hundred points, drawn once."""
+    steps = np.arange(1, len(calibration["trace_step_size"]) + 1)
+    keep = thin_rows(len(steps))
+    frame = pd.DataFrame({"calibration step": steps[keep],
+                          "ε": np.asarray(calibration["trace_step_size"])[keep],
+                          "acceptance": np.asarray(calibration["trace_acceptance"])[keep]})
+    x = alt.X("calibration step:Q")
+    step = alt.Chart(frame).mark_line().encode(x=x, y=alt.Y("ε:Q", scale=alt.Scale(type="log"))).properties(height=140)
+    goal = alt.Chart(pd.DataFrame({"goal": [calibration["target_acceptance"]]})).mark_rule(
+        strokeDash=[4, 3], color="green").encode(y="goal:Q")
+    accepted = alt.Chart(frame).mark_line(color="gray", opacity=0.7).encode(
+        x=x, y=alt.Y("acceptance:Q", scale=alt.Scale(domain=[0, 1]), title="MALA acceptance"))
+    return alt.vconcat(step, (accepted + goal).properties(height=140))

@@ -268,6 +268,8 @@ def draw_result(page: str, record: RunRecord, previous: RunRecord | None) -> Non
     st.markdown(theory_comparison(result, record))
     if result.calibration:
         st.markdown(calibration_text(result.calibration))
+        with st.expander("How 'auto' chose ε"):
+            st.altair_chart(charts.calibration_chart(result.calibration), width="stretch")
     draw_verdicts(page, result)
     draw_charts(record, previous)
     with st.expander("Per-chain results", expanded=False):

@@ -258,3 +258,18 @@ def test_two_sessions_do_not_see_each_other():
     run_until(first, finished)
     second.run()
     assert not any("λ̂ =" in text for text in texts(second))
+
+
+def test_auto_step_size_run_reports_the_calibrated_step_and_its_trace():
+    at = open_estimate({**TINY, "step_size": "auto"})
+    button(at, "Run").click().run()
+    run_until(at, finished)
+    assert not at.error
+    [text] = [m.value for m in at.markdown if "'auto' calibrated ε" in m.value]
+    assert "every draw λ̂ uses was taken with ε fixed" in text
+    assert any(e.label == "How 'auto' chose ε" for e in at.expander)
+    # "… calibrated ε from <initial> to **<final>** over the first <n> burn-in steps …"
+    initial, final = text.split("ε from ")[1].split(" to **")
+    final = final.split("**")[0]
+    assert float(initial) > 0 and float(final) > 0
+    assert "over the first 20 burn-in steps" in text  # 10% of 200 steps
