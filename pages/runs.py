@@ -268,10 +268,11 @@ def draw_result(page: str, record: RunRecord, previous: RunRecord | None) -> Non
     st.markdown(theory_comparison(result, record))
     if result.calibration:
         st.markdown(calibration_text(result.calibration))
-        with st.expander("How 'auto' chose ε"):
-            st.altair_chart(charts.calibration_chart(result.calibration), width="stretch")
     draw_verdicts(page, result)
     draw_charts(record, previous)
+    if result.calibration:
+        with st.expander("How 'auto' chose ε"):
+            st.altair_chart(charts.calibration_chart(result.calibration), width="stretch")
     with st.expander("Per-chain results", expanded=False):
         st.dataframe(chain_table(result), hide_index=True)
     draw_downloads(result)

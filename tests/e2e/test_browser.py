@@ -30,7 +30,7 @@ except ImportError:  # the `browser` fixture skips (or fails, in CI) with the re
 RUN_TIMEOUT_MS = 60_000
 RUN_LIMIT_S = float(os.environ.get("LLC_E2E_RUN_LIMIT_S", 240))
 STALL_S = 60
-CHART = '[data-testid="stVegaLiteChart"]'
+CHART = '[data-testid="stVegaLiteChart"]:visible'  # a chart in a collapsed expander is in the DOM but hidden
 LAMBDA = "λ̂ ="
 
 
