@@ -1,11 +1,12 @@
 """The Calibrate page under streamlit's AppTest: a tiny sweep runs through, the heatmaps and the
 recommendation are shown, and "Use these settings in Estimate" opens Estimate with the cell's ε and γ."""
 
-import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+
+from apptest_helpers import run_until
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -31,17 +32,6 @@ def charts(at: AppTest) -> int:
             yield child
             yield from walk(child)
     return sum(getattr(e, "type", None) == "vega_lite_chart" for e in walk(at._tree))
-
-
-def run_until(at: AppTest, done, timeout: float = 60.0) -> AppTest:
-    """Rerun the page (as the polling fragment would) until done(at) holds."""
-    deadline = time.monotonic() + timeout
-    while not done(at):
-        assert time.monotonic() < deadline, "the page did not finish in time"
-        time.sleep(0.3)
-        at.run()
-        assert not at.exception
-    return at
 
 
 def test_a_tiny_sweep_shows_heatmaps_and_sends_a_cell_to_estimate():

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
+
+from apptest_helpers import run_until
 
 from llc_core import RunConfig, run
 
@@ -32,16 +33,6 @@ def click(at: AppTest, label: str) -> AppTest:
     return at
 
 
-def wait_for(at: AppTest, done, timeout: float = 60.0) -> AppTest:
-    deadline = time.monotonic() + timeout
-    while not done(at):
-        assert time.monotonic() < deadline, "the run did not finish in time"
-        time.sleep(0.3)
-        at.run()
-        assert not at.exception
-    return at
-
-
 def markdown(at: AppTest) -> list[str]:
     return [m.value for m in at.markdown]
 
@@ -53,7 +44,7 @@ def test_example_loads_and_a_tiny_estimate_shows_the_engines_numbers():
     at.number_input(key="ckpt.steps").set_value(200).run()
     at.number_input(key="ckpt.chains").set_value(2).run()
     click(at, "Estimate λ̂")
-    wait_for(at, lambda at: any(text.startswith("### λ̂ =") for text in markdown(at)))
+    run_until(at, lambda at: any(text.startswith("### λ̂ =") for text in markdown(at)))
     record = at.session_state["ckpt.run"]
     # the page ran exactly the config it built: the same config through llc_core.run (same seed) gives the same λ̂
     config = RunConfig.from_dict(record.config.to_dict())
@@ -131,7 +122,7 @@ def test_training_run_page_streams_a_tiny_dln_trajectory():
     for name, value in {"train_steps": 200, "keep": 3, "steps": 60, "chains": 2}.items():
         at.number_input(key=f"traj.{name}").set_value(value).run()
     click(at, "Estimate every checkpoint")
-    wait_for(at, lambda at: any("Every checkpoint used" in text for text in markdown(at)))
+    run_until(at, lambda at: any("Every checkpoint used" in text for text in markdown(at)))
     table = at.dataframe[0].value
     assert list(table["step"]) == [0, 100, 200]
     result = at.session_state["traj.worker"].poll().result

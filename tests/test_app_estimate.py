@@ -1,11 +1,12 @@
 """The Estimate page under streamlit's AppTest: settings ↔ URL, bad input, a tiny run, Stop, sessions."""
 
 import math
-import time
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
+
+from apptest_helpers import run_until
 
 from llc_core import LLCInputError, ModelConfig, RunConfig, SamplerConfig
 from pages import settings
@@ -33,17 +34,6 @@ def button(at: AppTest, label: str):
 
 def texts(at: AppTest) -> list[str]:
     return [m.value for m in at.markdown] + [e.value for e in (*at.warning, *at.info, *at.success, *at.error)]
-
-
-def run_until(at: AppTest, done, timeout: float = 60.0) -> AppTest:
-    """Rerun the page (as the polling fragment would) until done(at) holds."""
-    deadline = time.monotonic() + timeout
-    while not done(at):
-        assert time.monotonic() < deadline, "the run did not finish in time"
-        time.sleep(0.3)
-        at.run()
-        assert not at.exception
-    return at
 
 
 def finished(at: AppTest) -> bool:
