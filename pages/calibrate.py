@@ -1,6 +1,6 @@
 """Calibrate page: sweep ε × γ for a model, read the heatmaps, send the recommended cell to Estimate.
 
-Three tabs, each running its work in a worker thread (llc_core.sweep.Job, no Streamlit calls in it)
+Three tabs, each running its work in a worker thread (llc_core.jobs.Job, no Streamlit calls in it)
 that a fragment polls twice a second while it runs:
   Sweep                 llc_core.sweep: λ̂, acceptance, divergence and flatness per cell, a recommendation
   Rescaling invariance  llc_core.experiments.rescaling_experiment (REFERENCE §5, paper App. O)
@@ -18,7 +18,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from llc_core import LLCInputError, defaults, experiments, sweep
+from llc_core import LLCInputError, defaults, experiments, jobs, sweep
 from llc_core.config import SamplerConfig
 from pages import common, settings
 
@@ -97,7 +97,7 @@ def sidebar_model() -> dict[str, Any]:
 # ====================================================================== background work
 
 
-def start(name: str, job: sweep.Job, **extra: Any) -> None:
+def start(name: str, job: jobs.Job, **extra: Any) -> None:
     old = st.session_state.get(JOBS[name])
     if old is not None and old.alive:
         old.request_stop()
@@ -108,7 +108,7 @@ def start(name: str, job: sweep.Job, **extra: Any) -> None:
 
 def live(name: str, draw: Callable[[dict[str, Any] | None, bool], None]) -> None:
     """Draw a job's state: polled by a fragment while it runs, once (with its final controls) after."""
-    job: sweep.Job | None = st.session_state.get(JOBS[name])
+    job: jobs.Job | None = st.session_state.get(JOBS[name])
     if job is None:
         draw(None, False)
         return
@@ -346,16 +346,24 @@ def sweep_tab(values: dict[str, Any]) -> None:
 # ====================================================================== rescaling invariance
 
 
-def draw_rescaling(snap: dict[str, Any] | None, running: bool) -> None:
+def finished_items(snap: dict[str, Any] | None, running: bool, job: str, idle: str, what: str) -> list:
+    """The pieces a job has finished so far, with its progress bar and error drawn above them."""
     if snap is None:
-        st.info("Press **Run experiment**. The default (9 values of α × 2 samplers × 2000 steps) takes about a minute.")
-        return
+        st.info(idle)
+        return []
     if snap["error"]:
-        st.error(f"The experiment stopped with an error: {snap['error']}")
-    points: list[experiments.RescalingPoint] = snap["items"]
-    expected = st.session_state.get(f"{JOBS['rescale']}.total", len(points))
+        st.error(f"The {what} stopped with an error: {snap['error']}")
+    items = snap["items"]
+    expected = st.session_state.get(f"{JOBS[job]}.total", len(items))
     if running:
-        st.progress(len(points) / max(expected, 1), text=f"{len(points)}/{expected} runs done")
+        st.progress(len(items) / max(expected, 1), text=f"{len(items)}/{expected} runs done")
+    return items
+
+
+def draw_rescaling(snap: dict[str, Any] | None, running: bool) -> None:
+    points: list[experiments.RescalingPoint] = finished_items(
+        snap, running, "rescale", "Press **Run experiment**. The default (9 values of α × 2 samplers × 2000 steps) "
+        "takes about a minute.", "experiment")
     if not points:
         return
     labels = {"preconditioned": "preconditioned (A = D²)", "plain": "plain SGLD",
@@ -431,7 +439,7 @@ def rescaling_tab() -> None:
                     alphas, chosen, hidden=hidden, steps=steps, chains=chains, localization=gamma,
                     common_noise=common, on_point=lambda p: report("item", p), stop=stop)
 
-            start("rescale", sweep.Job(work, name="llc-rescale"), total=len(alphas) * len(chosen))
+            start("rescale", jobs.Job(work, name="llc-rescale"), total=len(alphas) * len(chosen))
     live("rescale", draw_rescaling)
 
 
@@ -439,15 +447,9 @@ def rescaling_tab() -> None:
 
 
 def draw_compare(snap: dict[str, Any] | None, running: bool) -> None:
-    if snap is None:
-        st.info("Press **Compare** to run the sidebar's model with both samplers at each n.")
-        return
-    if snap["error"]:
-        st.error(f"The comparison stopped with an error: {snap['error']}")
-    rows: list[experiments.CompareRow] = snap["items"]
-    expected = st.session_state.get(f"{JOBS['compare']}.total", len(rows))
-    if running:
-        st.progress(len(rows) / max(expected, 1), text=f"{len(rows)}/{expected} runs done")
+    rows: list[experiments.CompareRow] = finished_items(
+        snap, running, "compare", "Press **Compare** to run the sidebar's model with both samplers at each n.",
+        "comparison")
     if not rows:
         return
     names = {"sgld": "SGLD (minibatch)", "mala": "MALA (full batch, exact)"}
@@ -513,7 +515,7 @@ def compare_tab(values: dict[str, Any]) -> None:
             def work(report, stop, config=config, ns=ns):
                 return experiments.compare_samplers(config, ns, on_row=lambda r: report("item", r), stop=stop)
 
-            start("compare", sweep.Job(work, name="llc-compare"), total=2 * len(ns))
+            start("compare", jobs.Job(work, name="llc-compare"), total=2 * len(ns))
     live("compare", draw_compare)
 
 
