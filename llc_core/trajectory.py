@@ -15,14 +15,12 @@ here (`train_model`): a deep linear network from a small initialisation, whose r
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import io
 import json
 import math
 import re
 import threading
-import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -37,6 +35,7 @@ from .config import DataConfig, SamplerConfig, _build, _reject_unknown
 from .datafiles import Dataset, dataset_for, make_dataset, check_fits
 from .errors import LLCInputError
 from .estimator import default_nbeta, estimate_llc
+from .jobs import Job
 from .result import RunResult, Snapshot
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".pt2")
@@ -517,71 +516,40 @@ class TrajectoryProgress:
         return self.status in ("done", "stopped", "failed")
 
 
-class TrajectoryRun:
-    """One trajectory in a daemon thread: start, poll (a copy of the progress), request_stop, join.
-    Like background.BackgroundRun, it stops itself when nobody has polled it for `abandon_after` s."""
+class TrajectoryRun(Job):
+    """One trajectory in a worker thread (jobs.Job: stops when asked, or when nobody has polled it
+    for `abandon_after` s); `poll()` gives a TrajectoryProgress copy."""
 
     def __init__(self, config: TrajectoryConfig, abandon_after: float | None = 60.0):
         self.config = config
-        self._abandon_after = abandon_after
-        self._lock = threading.Lock()
-        self._progress = TrajectoryProgress()
-        self._stop = threading.Event()
-        self._last_poll = time.monotonic()
-        self._thread = threading.Thread(target=self._work, name="llc-trajectory", daemon=True)
 
-    def start(self) -> "TrajectoryRun":
-        self._thread.start()
-        return self
+        def work(report, stop):
+            state = {"status": "starting", "step_fraction": 0.0, "total": 0}
 
-    def request_stop(self) -> None:
-        self._stop.set()
+            def update(**changes) -> None:  # only this thread writes `state`; the Job keeps a copy
+                state.update(changes)
+                report("progress", dict(state))
+
+            return run_trajectory(config, lambda point, done, total: (report("item", point), update(total=total)),
+                                  lambda snapshot: update(step_fraction=snapshot.step / max(snapshot.total_steps, 1)),
+                                  stop, on_status=lambda status: update(status=status))
+
+        super().__init__(work, abandon_after, name="llc-trajectory")
 
     def poll(self) -> TrajectoryProgress:
-        self._last_poll = time.monotonic()
-        with self._lock:
-            progress = copy.copy(self._progress)
-            progress.points = list(progress.points)
-            return progress
+        snap = self.snapshot()
+        state = snap["progress"] or {"status": "starting", "step_fraction": 0.0, "total": 0}
+        result: TrajectoryResult | None = snap["result"]
+        status = ("failed" if snap["error"] else "stopped" if result is not None and result.partial
+                  else "done" if result is not None else state["status"])
+        return TrajectoryProgress(
+            status=status, points=sorted(snap["items"], key=lambda p: p.step),
+            total=result.checkpoints_total if result is not None else state["total"],
+            step_fraction=state["step_fraction"], result=result, error=snap["error"])
 
     def join(self, timeout: float | None = None) -> TrajectoryProgress:
-        self._thread.join(timeout)
+        super().join(timeout)
         return self.poll()
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def _should_stop(self) -> bool:
-        abandoned = self._abandon_after is not None and time.monotonic() - self._last_poll > self._abandon_after
-        return self._stop.is_set() or abandoned
-
-    def _set(self, **changes) -> None:
-        with self._lock:
-            for key, value in changes.items():
-                setattr(self._progress, key, value)
-
-    def _on_point(self, point: TrajectoryPoint, done: int, total: int) -> None:
-        with self._lock:
-            self._progress.points = sorted([*self._progress.points, point], key=lambda p: p.step)
-            self._progress.total = total
-
-    def _on_snapshot(self, snapshot: Snapshot) -> None:
-        self._set(step_fraction=snapshot.step / max(snapshot.total_steps, 1))
-
-    def _work(self) -> None:
-        import logging
-
-        try:
-            result = run_trajectory(self.config, self._on_point, self._on_snapshot, self._should_stop,
-                                    on_status=lambda status: self._set(status=status))
-        except LLCInputError as err:
-            self._set(status="failed", error=str(err))
-        except Exception as err:  # the UI shows a message, never a traceback; the log keeps the details
-            logging.getLogger(__name__).exception("trajectory failed")
-            self._set(status="failed", error=f"internal error ({type(err).__name__}: {err}); please report it")
-        else:
-            self._set(status="stopped" if result.partial else "done", result=result, total=result.checkpoints_total)
 
 
 # ====================================================================== command line
