@@ -17,3 +17,12 @@ def run_until(at: AppTest, done, timeout: float = 60.0) -> AppTest:
         at.run()
         assert not at.exception
     return at
+
+
+def chart_count(at: AppTest) -> int:
+    """How many Vega-Lite (Altair) charts the page shows, inside columns, tabs and expanders too."""
+    def walk(node):
+        for child in getattr(node, "children", {}).values():
+            yield child
+            yield from walk(child)
+    return sum(getattr(e, "type", None) == "vega_lite_chart" for e in walk(at._tree))

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from apptest_helpers import run_until
+from apptest_helpers import chart_count, run_until
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -26,14 +26,6 @@ def button(at: AppTest, label: str):
     return found[0] if found else None
 
 
-def charts(at: AppTest) -> int:
-    def walk(node):
-        for child in getattr(node, "children", {}).values():
-            yield child
-            yield from walk(child)
-    return sum(getattr(e, "type", None) == "vega_lite_chart" for e in walk(at._tree))
-
-
 def test_a_tiny_sweep_shows_heatmaps_and_sends_a_cell_to_estimate():
     at = open_calibrate()
     assert at.title[0].value == "Calibrate ε and γ"
@@ -50,7 +42,7 @@ def test_a_tiny_sweep_shows_heatmaps_and_sends_a_cell_to_estimate():
     assert not at.exception and not at.error
     run_until(at, lambda a: button(a, "Use these settings in Estimate") is not None)
 
-    assert charts(at) == 4  # λ̂, acceptance, divergence, flatness
+    assert chart_count(at) == 4  # λ̂, acceptance, divergence, flatness
     verdict = [s.value for s in at.success] + [w.value for w in at.warning]
     assert len(verdict) == 1 and ("Recommended cell" in verdict[0] or "No cell qualifies" in verdict[0])
     result = at.session_state["cal.sweep_job"].snapshot()["result"]
@@ -104,5 +96,5 @@ def test_rescaling_and_compare_sections_run_and_chart():
     assert rescale["error"] is None and len(rescale["items"]) == 6  # 3 α × (preconditioned, plain)
     assert compare["error"] is None and [(r.n, r.algorithm) for r in compare["items"]] == [
         (50, "sgld"), (50, "mala"), (100, "sgld"), (100, "mala")]
-    assert charts(at) == 3  # rescaling chart, λ̂ vs n, time vs n
+    assert chart_count(at) == 3  # rescaling chart, λ̂ vs n, time vs n
     assert any("largest change over α" in m.value for m in at.markdown)

@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from apptest_helpers import chart_count
+
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
@@ -24,14 +26,6 @@ def metrics(at: AppTest) -> dict[str, str]:
     return {m.label: m.value for m in at.metric}
 
 
-def charts(at: AppTest) -> int:
-    def walk(node):
-        for child in getattr(node, "children", {}).values():
-            yield child
-            yield from walk(child)
-    return sum(getattr(e, "type", None) == "vega_lite_chart" for e in walk(at._tree))
-
-
 def test_default_potential_numbers():
     at = open_learn()
     assert not at.error
@@ -40,7 +34,7 @@ def test_default_potential_numbers():
     assert float(shown["fitted slope of log V against log ε"]) == pytest.approx(0.25, abs=0.015)
     assert float(shown["exact t·E[K] of this posterior"]) == pytest.approx(0.2249, abs=0.001)  # nβ = 1000, γ = 1
     assert any("flat prior on the box" in c.value and "0.226" in c.value for c in at.caption)  # REFERENCE-style target
-    assert charts(at) == 3  # contour with sublevel set, log-log volume, SGLD cloud
+    assert chart_count(at) == 3  # contour with sublevel set, log-log volume, SGLD cloud
     assert at.query_params == {"potential": "product-1-2", "level": "0.01", "gamma": "1.0",
                                "step_size": "0.0003", "nbeta": "1000.0"}
 

@@ -4,6 +4,7 @@ find one of the app's buttons by its label."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 
@@ -43,3 +44,13 @@ def button(page, label: str):
     """
     buttons = page.locator('[data-testid="stButton"], [data-testid="stFormSubmitButton"]')
     return buttons.get_by_role("button", name=re.compile(rf"(?:^|\s){re.escape(label)}$"))
+
+
+def wait_while_running(page, done, timeout_s: float, what: str) -> None:
+    """Poll once a second until done() holds, failing on an exception shown by the app or when
+    `what` has not happened within timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        assert_no_exception(page)
+        assert time.monotonic() < deadline, f"{what} not within {timeout_s:g} s"
+        page.wait_for_timeout(1_000)

@@ -7,11 +7,10 @@ Fixtures (a `streamlit run app.py` server, the browser, screenshots) are in test
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
-from page_helpers import assert_no_exception, wait_for_app_idle  # tests/e2e/page_helpers.py
+from page_helpers import assert_no_exception, wait_for_app_idle, wait_while_running  # tests/e2e/page_helpers.py
 
 pytestmark = pytest.mark.e2e
 
@@ -28,12 +27,8 @@ def test_sweep_recommends_a_cell_and_sends_it_to_estimate(page, app_url, screens
     wait_for_app_idle(page)
     assert_no_exception(page)
     page.get_by_role("button", name="Run sweep").click()
-    deadline = time.monotonic() + SWEEP_LIMIT_S
     verdict = page.get_by_text(re.compile(r"Recommended cell|No cell qualifies"))
-    while verdict.count() == 0:
-        assert_no_exception(page)
-        assert time.monotonic() < deadline, f"no sweep verdict within {SWEEP_LIMIT_S} s"
-        page.wait_for_timeout(1_000)
+    wait_while_running(page, lambda: verdict.count() > 0, SWEEP_LIMIT_S, "a sweep verdict")
     wait_for_app_idle(page)
     assert_no_exception(page)
     assert page.locator('[data-testid="stVegaLiteChart"]').count() >= 4  # λ̂, acceptance, divergence, flatness

@@ -6,12 +6,11 @@ Fixtures (a `streamlit run app.py` server, the browser, screenshots) are in test
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
 
-from page_helpers import assert_no_exception, button, wait_for_app_idle  # tests/e2e/page_helpers.py
+from page_helpers import assert_no_exception, button, wait_for_app_idle, wait_while_running  # tests/e2e/page_helpers.py
 
 pytestmark = pytest.mark.e2e
 
@@ -49,12 +48,8 @@ def test_upload_a_checkpoint_and_data_and_estimate(page, app_url, screenshot):
     screenshot(page, "ready")
 
     button(page, "Estimate λ̂").click()
-    deadline = time.monotonic() + RUN_LIMIT_S
     result = page.get_by_text(re.compile(r"^λ̂ = [-0-9.]+ ± "))
-    while result.count() == 0:
-        assert_no_exception(page)
-        assert time.monotonic() < deadline, f"no λ̂ within {RUN_LIMIT_S} s"
-        page.wait_for_timeout(1_000)
+    wait_while_running(page, lambda: result.count() > 0, RUN_LIMIT_S, "λ̂")
     assert_no_exception(page)
     screenshot(page, "result")
 
@@ -71,12 +66,9 @@ def test_load_example_on_the_training_run_page(page, app_url, screenshot):
     screenshot(page, "example-loaded")
 
     button(page, "Estimate every checkpoint").click()
-    deadline = time.monotonic() + RUN_LIMIT_S
     charts = page.locator('[data-testid="stVegaLiteChart"]')
-    while charts.count() == 0 or button(page, "Stop").count():
-        assert_no_exception(page)
-        assert time.monotonic() < deadline, f"the example trajectory did not finish within {RUN_LIMIT_S} s"
-        page.wait_for_timeout(1_000)
+    wait_while_running(page, lambda: charts.count() > 0 and not button(page, "Stop").count(), RUN_LIMIT_S,
+                       "the end of the example trajectory")
     wait_for_app_idle(page)
     assert_no_exception(page)
     charts.first.scroll_into_view_if_needed()
