@@ -137,6 +137,10 @@ def estimate_llc(
     flat = FlatParams(params)
     if flat.num_params == 0:
         raise LLCInputError("the model has no parameters to sample")
+    if per_chain and "step_size" in per_chain:
+        # each chain has its own fixed ε: validate as a fixed-ε run (not the default "auto"); the
+        # resolved config records no single ε (below)
+        sampler = dataclasses.replace(sampler, step_size=float(per_chain["step_size"][0]))
     sampler = sampler.with_defaults()
     sampler.validate(n=n, num_params=flat.num_params)
 
@@ -168,7 +172,7 @@ def estimate_llc(
     steps = sampler.steps
     chain_values = _per_chain_settings(per_chain, chains, dev, dt)
     if "step_size" in chain_values:
-        sampler = dataclasses.replace(sampler, step_size=None)  # each chain's own ε, fixed: no calibration
+        sampler = dataclasses.replace(sampler, step_size=None)
     calibration = sampler.calibration_steps_used()
 
     step_size = None if sampler.step_size is None or sampler.auto_step_size else float(sampler.step_size)

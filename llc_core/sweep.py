@@ -493,8 +493,8 @@ def run_sweep(
 
     last: RunResult | None = None
     if mode == "batched":
-        # a number, never "auto" (the engine's default for an unset ε): each chain's ε comes from per_chain
-        sampler = dataclasses.replace(template, chains=len(grid) * per, step_size=grid[0][0])
+        # each chain's ε comes from per_chain, which switches the engine's "auto" off
+        sampler = dataclasses.replace(template, chains=len(grid) * per)
         per_chain = {name: [cell[i] for cell in grid for _ in range(per)]
                      for i, name in enumerate(("step_size", "localization", "nbeta"))}
         last = estimate_llc(problem.model, problem.inputs, problem.targets, sampler, **common,
