@@ -26,6 +26,7 @@ __all__ = [
     "normal_crossing",
     "potential",
     "deep_linear_network",
+    "deep_linear_network_local",
     "reduced_rank_regression",
     "tanh_one_hidden",
     "regular",
@@ -235,6 +236,86 @@ def deep_linear_network(widths: Sequence[int], rank: int) -> Theory:
         )
     # Aoyagi proves such a Σ always exists; reaching here would be a bug in this function.
     raise RuntimeError(f"no admissible set Σ found for widths={hs}, rank={r} (bug)")
+
+
+def deep_linear_network_local(widths: Sequence[int], segment_rank) -> Theory | None:
+    """The *local* learning coefficient ``λ(w*)`` of a deep linear network at a true point ``w*``.
+
+    Aoyagi's formula (:func:`deep_linear_network`) is the global ``λ``: the minimum of ``λ(w)`` over
+    every true parameter. At a given ``w*`` the LLC can be larger. For example, with every matrix
+    full rank except one zero matrix, ``K`` is a non-degenerate quadratic in that matrix's
+    directions and ``λ(w*)`` is regular-like, far above the global value. So the truth for a DLN
+    depends on the ranks at ``w*``, which ``segment_rank(i, j)`` gives: the rank of
+    ``W_j* ··· W_i*`` for ``1 <= i <= j <= M`` (layer ``k`` maps ``H_{k-1} -> H_k``).
+
+    The reduction (each step keeps ``λ`` and ``m``; ``K`` is equivalent to ``||W_M···W_1 - P*||²``):
+
+    * **merge**: if block ``b`` is injective at ``w*`` (rank = its input width) and not last, the map
+      ``(V_{b+1}, V_b) -> V_{b+1} V_b`` is a submersion there, so ``K`` is locally a function of the
+      product plus free coordinates: replace the two blocks by their product. Likewise a surjective
+      block (rank = output width) merges with the block before it.
+    * **peel**: if the last block is injective (``H_out >= H_in``), in adapted coordinates
+      ``K ≍ ||h - h*||² + ||C h*||²`` with ``C`` of size ``(H_out - H_in) × H_in``: the ``C`` part is
+      a regular quadratic of rank ``(H_out - H_in)·r``, which adds ``(H_out - H_in)·r/2`` and leaves
+      the network without its last block. A surjective first block peels the same way.
+    * **end**: one block left is a single matrix, regular: ``λ += H_in·H_out/2``. Several blocks
+      left, each of rank ``r`` (the product's rank): ``w*`` lies in the deepest stratum of the true
+      set (every true point has rank ``>= r`` in every block, and this stratum is in the closure of
+      all the others), where the local ``λ`` equals Aoyagi's global value for those widths.
+
+    Returns ``None`` when the reduction stops at blocks of unequal ranks above ``r``, a case no
+    closed form here covers.
+    """
+    hs = _as_int_list(widths, "widths")
+    if len(hs) < 2:
+        raise ValueError(f"widths has {len(hs)} entries; a linear network needs at least 2")
+    # a block is (first layer, last layer) of the original network, 1-based
+    blocks = [(k, k) for k in range(1, len(hs))]
+    r = _as_int(segment_rank(1, len(hs) - 1), "rank")
+    extra = Fraction(0)
+    steps: list[str] = []
+
+    def shape(block: tuple[int, int]) -> tuple[int, int, int]:
+        first, last = block
+        return hs[first - 1], hs[last], _as_int(segment_rank(first, last), "rank")
+
+    while len(blocks) > 1:
+        changed = False
+        for b, block in enumerate(blocks):
+            h_in, h_out, rank = shape(block)
+            if rank == h_in and b + 1 < len(blocks):
+                blocks[b:b + 2] = [(block[0], blocks[b + 1][1])]
+                changed = True
+                break
+            if rank == h_out and b > 0:
+                blocks[b - 1:b + 1] = [(blocks[b - 1][0], block[1])]
+                changed = True
+                break
+        if changed:
+            continue
+        h_in, h_out, rank = shape(blocks[-1])
+        if rank == h_in:
+            extra += Fraction((h_out - h_in) * r, 2)
+            steps.append(f"peel {h_in}->{h_out}")
+            blocks.pop()
+            continue
+        h_in, h_out, rank = shape(blocks[0])
+        if rank == h_out:
+            extra += Fraction((h_in - h_out) * r, 2)
+            steps.append(f"peel {h_in}->{h_out}")
+            blocks.pop(0)
+            continue
+        break
+    if len(blocks) == 1:
+        h_in, h_out, _ = shape(blocks[0])
+        return Theory(llc=extra + Fraction(h_in * h_out, 2), multiplicity=1,
+                      source="local λ of a deep linear network (reduces to one matrix: regular)")
+    if any(shape(block)[2] != r for block in blocks):
+        return None
+    reduced = [hs[blocks[0][0] - 1]] + [hs[last] for _, last in blocks]
+    core = deep_linear_network(reduced, r)
+    return Theory(llc=extra + core.llc, multiplicity=core.multiplicity,
+                  source=f"local λ of a deep linear network (reduces to Aoyagi on widths {reduced})")
 
 
 def reduced_rank_regression(input_dim: int, hidden: int, output_dim: int, rank: int) -> Theory:

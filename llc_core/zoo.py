@@ -7,11 +7,15 @@ Each kind turns a ModelConfig + DataConfig into a Problem. Kinds:
   Fields: `powers`.
 - dln: deep linear network with widths H_0 … H_M and no biases; inputs uniform on [−10, 10],
   noise-free labels; w* = the true weights (paper App. J). Two ways to choose it:
-  `widths` (+ `rank`, default full): random N(0, 1) weights whose first matrix is made rank r;
-  or the paper's random generator, when `widths` is left out: `layers` = [lo, hi] draws the number
-  of matrices M, `width_range` = [lo, hi] draws each of H_0 … H_M, every matrix is N(0, 1) and, with
-  probability 0.5, replaced by a random matrix of random rank r ~ U{0 … min(H_{j−1}, H_j)}; the true
-  λ uses the rank of the product. `seed` seeds both the architecture and the weights.
+  `widths` (+ `rank`, default full): random weights with every matrix of rank r, the deepest point
+  of the true set, where λ(w*) is Aoyagi's λ; or the paper's random generator, when `widths` is
+  left out: `layers` = [lo, hi] draws the number of matrices M, `width_range` = [lo, hi] draws each
+  of H_0 … H_M, every matrix is N(0, 1) and, with probability 0.5, replaced by a random matrix of
+  random rank r ~ U{0 … min(H_{j−1}, H_j)}. `seed` seeds both the architecture and the weights.
+  The truth is the local λ(w*) at the drawn weights (theory.deep_linear_network_local), not
+  Aoyagi's global λ, which is only its lower bound (info["global_llc"]): e.g. one zero matrix
+  between full-rank ones gives a regular-like λ(w*) far above the global value. Draws with two or
+  more rank-deficient factors of different ranks have no closed form: truth None.
 - rrr: reduced-rank regression y = B A x, `input_dim` M → `hidden` H → `output_dim` N with true rank
   `rank` (default min(M, H, N)); built like a two-matrix dln, λ from Aoyagi & Watanabe 2005.
 - tanh: one hidden tanh layer, 1 input, 1 output, `hidden` H units, no biases, w* = 0 (true function
@@ -28,11 +32,11 @@ and is trained on the same data by SGD with momentum 0.9 (minibatch 500, `train_
 truth reported is still the one of the true parameter, and `Problem.info` records the final loss.
 
 Default sampler settings per kind live in `Problem.sampler_defaults` (see `_DLN_DEFAULTS` etc.),
-measured by `python -m llc_core validate SUITE`: toy potentials land within 6% of their finite-n
-target; random DLNs whose true weights have at most one rank-deficient factor within ~15% of λ,
-but a w* with several low-rank factors (the paper's generator makes many) is under-estimated by
-25-90% at the default 6000 steps: its singular directions have a posterior scale ~ t^(-1/4) while ε
-is capped by the stiffest direction, so they need 5-50× more steps to equilibrate.
+measured by `python -m llc_core validate SUITE` (README "Validation"): toy potentials land within
+10% of their finite-n target and random DLNs with a known λ(w*) within a few percent; but at highly
+singular points (several rank-deficient factors) λ̂ is far too low at the default 6000 steps: the
+singular directions have a posterior scale ~ t^(-1/4) while ε is capped by the stiffest direction,
+so they need many times more steps to equilibrate.
 """
 
 from __future__ import annotations
@@ -257,11 +261,11 @@ def draw_dln(layers: tuple[int, int], width_range: tuple[int, int], seed: int) -
 
 
 def _dln_weights(widths: list[int], rank: int, seed: int) -> list[Tensor]:
+    """Every matrix of rank r: the deepest point of the true set, where the local λ(w*) equals the
+    global λ of Aoyagi's formula (at a point with full-rank factors it is larger:
+    theory.deep_linear_network_local)."""
     generator = torch.Generator().manual_seed(seed)
-    weights = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        weights.append(_low_rank(b, a, rank if i == 0 else min(a, b), generator))
-    return weights
+    return [_low_rank(b, a, rank, generator) for a, b in zip(widths[:-1], widths[1:])]
 
 
 def _product_rank(weights: list[Tensor]) -> int:
@@ -271,6 +275,16 @@ def _product_rank(weights: list[Tensor]) -> int:
     if not bool(product.abs().max() > 0):
         return 0
     return int(torch.linalg.matrix_rank(product))
+
+
+def dln_truth(widths: list[int], weights: list[Tensor]) -> tuple[theory.Theory | None, theory.Theory]:
+    """(λ(w*) at these weights or None when no closed form covers them, Aoyagi's global λ).
+
+    The global λ is a lower bound for λ(w*): the LLC at a w* whose factors are fuller than the
+    product needs is larger (theory.deep_linear_network_local)."""
+    global_truth = theory.deep_linear_network(widths, _product_rank(weights))
+    local = theory.deep_linear_network_local(widths, lambda i, j: _product_rank(weights[i - 1:j]))
+    return local, global_truth
 
 
 def _weight_scale(model: ModelConfig) -> str:
@@ -372,8 +386,16 @@ def _dln(model: ModelConfig, data: DataConfig) -> Problem:
             raise LLCInputError(f"could not draw true weights of rank {rank} (got {actual}): try another model seed")
         info = {}
     info["rank"] = rank
-    return _linear_problem(widths, weights, data, theory.deep_linear_network(widths, rank), info,
-                           _weight_scale(model))
+    return _linear_problem(widths, weights, data, _record_truth(widths, weights, info), info, _weight_scale(model))
+
+
+def _record_truth(widths: list[int], weights: list[Tensor], info: dict[str, Any]) -> theory.Theory | None:
+    local, global_truth = dln_truth(widths, weights)
+    info["matrix_ranks"] = [_product_rank([w]) for w in weights]
+    info["global_llc"] = float(global_truth.llc)
+    info["truth"] = "λ(w*)" if local is not None else (
+        "unknown: two or more rank-deficient factors of different ranks; the global λ is a lower bound")
+    return local
 
 
 def _rrr(model: ModelConfig, data: DataConfig) -> Problem:

@@ -12,6 +12,7 @@ import pytest
 from llc_core.theory import (
     Theory,
     deep_linear_network,
+    deep_linear_network_local,
     finite_n_target,
     normal_crossing,
     potential,
@@ -120,6 +121,103 @@ def test_dln_formula_always_applies_and_is_sane() -> None:
                 assert th.multiplicity >= 1
                 rev = deep_linear_network(widths[::-1], r)
                 assert (rev.llc, rev.multiplicity) == (th.llc, th.multiplicity)
+
+
+# --------------------------------------------------------------------------- local λ of a DLN at w*
+
+
+def _ranks_of(matrices):
+    """segment_rank(i, j) = rank of W_j ··· W_i (1-based) for numpy matrices W_1 … W_M."""
+    import numpy as np
+
+    def segment_rank(i: int, j: int) -> int:
+        product = matrices[i - 1]
+        for w in matrices[i:j]:
+            product = w @ product
+        return int(np.linalg.matrix_rank(product))
+
+    return segment_rank
+
+
+def _random_matrix(rng, rows: int, cols: int, rank: int):
+    return rng.standard_normal((rows, rank)) @ rng.standard_normal((rank, cols))
+
+
+def test_local_dln_zero_matrix_between_full_rank_ones_is_regular_like():
+    # dln-10k seed 16's structure: only W5 (73x32) is zero. K ≍ ||W5 B||² with B = W4W3W2W1 of
+    # rank 6, a non-degenerate quadratic in 73·6 directions: λ(w*) = 219, against Aoyagi's 30.
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    widths = [19, 94, 10, 6, 32, 73, 98]
+    mats = [_random_matrix(rng, b, a, min(a, b)) for a, b in zip(widths, widths[1:])]
+    mats[4] = np.zeros((73, 32))
+    local = deep_linear_network_local(widths, _ranks_of(mats))
+    assert local.llc == 219 and local.multiplicity == 1
+    assert deep_linear_network(widths, 0).llc == 30
+
+
+def test_local_dln_peels_an_injective_last_layer():
+    # widths 5,3,5: W1 of rank 1, W2 (5x3) injective. Adapted coordinates give
+    # K ≍ ||h - h*||² + ||C h*||², C 2x3 and rank(h*) = 1: 2·1/2 + 3·5/2 = 17/2 (Aoyagi: 8).
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    mats = [_random_matrix(rng, 3, 5, 1), _random_matrix(rng, 5, 3, 3)]
+    local = deep_linear_network_local([5, 3, 5], _ranks_of(mats))
+    assert local.llc == Fraction(17, 2)
+    # the transposed network (its first layer surjective) peels the same amount
+    flipped = [m.T for m in mats[::-1]]
+    assert deep_linear_network_local([5, 3, 5], _ranks_of(flipped)).llc == Fraction(17, 2)
+
+
+def test_local_dln_scalar_chains_match_hand_computation():
+    # widths 1,1,2: f = b·a. a* = 0, b* ≠ 0: K ≍ a², λ = 1/2. a* ≠ 0, b* = 0: K ≍ |b|², λ = 1.
+    # both 0: K = a²|b|², λ = 1/2 (Aoyagi's global value).
+    import numpy as np
+
+    b = np.array([[1.0], [2.0]])
+    assert deep_linear_network_local([1, 1, 2], _ranks_of([np.zeros((1, 1)), b])).llc == Fraction(1, 2)
+    assert deep_linear_network_local([1, 1, 2], _ranks_of([np.ones((1, 1)), np.zeros((2, 1))])).llc == 1
+    both = deep_linear_network_local([1, 1, 2], _ranks_of([np.zeros((1, 1)), np.zeros((2, 1))]))
+    assert both.llc == Fraction(1, 2) == deep_linear_network([1, 1, 2], 0).llc
+
+
+@pytest.mark.parametrize("widths, rank, lam, m", DLN_TABLE)
+def test_local_dln_at_the_deepest_point_is_aoyagis_value(widths, rank, lam, m):
+    # every matrix of rank r: w* lies in the deepest stratum, where λ(w*) is the global λ
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    mats = [_random_matrix(rng, b, a, rank) for a, b in zip(widths, widths[1:])]
+    local = deep_linear_network_local(widths, _ranks_of(mats))
+    assert (local.llc, local.multiplicity) == (lam, m)
+
+
+def test_local_dln_is_between_the_global_value_and_half_the_dimension():
+    # λ(w*) >= min over the true set (Aoyagi) and <= d/2, on random rank patterns; None only when
+    # two or more rank-deficient blocks of different ranks remain.
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    known = unknown = 0
+    for _ in range(300):
+        depth = int(rng.integers(1, 5))
+        widths = [int(h) for h in rng.integers(1, 7, depth + 1)]
+        mats = []
+        for a, b in zip(widths, widths[1:]):
+            full = min(a, b)
+            mats.append(_random_matrix(rng, b, a, int(rng.integers(0, full + 1)) if rng.random() < 0.5 else full))
+        segment_rank = _ranks_of(mats)
+        local = deep_linear_network_local(widths, segment_rank)
+        if local is None:
+            unknown += 1
+            continue
+        known += 1
+        d = sum(a * b for a, b in zip(widths, widths[1:]))
+        glob = deep_linear_network(widths, segment_rank(1, len(mats)))
+        assert glob.llc <= local.llc <= Fraction(d, 2), (widths, [np.linalg.matrix_rank(m) for m in mats])
+    assert known > 200 and unknown > 0
 
 
 def test_rrr_agrees_with_dln_on_every_small_two_matrix_case() -> None:

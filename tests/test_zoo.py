@@ -61,7 +61,21 @@ def test_random_dln_generator_follows_the_paper_and_is_reproducible():
         product = layer.weight.double() @ product
     rank = int(torch.linalg.matrix_rank(product))
     assert a.info["rank"] == rank
-    assert a.truth == theory.deep_linear_network(widths, rank)
+    # seed 3 (widths 7-42-38-33-25, every factor full rank but the first): λ(w*) is that of one
+    # regular 25x7 matrix, equal here to Aoyagi's global value, which the info keeps
+    assert a.truth.llc == theory.deep_linear_network(widths, rank).llc == Fraction(175, 2)
+    assert a.info["global_llc"] == 87.5 and a.info["truth"] == "λ(w*)"
+
+
+def test_random_dln_truth_is_the_local_llc_not_aoyagis_lower_bound():
+    # dln-1k seed 6: widths 36-50-25-27-8 with factor ranks 36, 4, 20, 8 and product rank 4.
+    # Aoyagi's global λ is 121.5; at these weights λ(w*) = 144 (theory.deep_linear_network_local).
+    p = build_problem(ModelConfig(kind="dln", layers=[2, 5], width_range=[5, 50], seed=6), SMALL)
+    assert p.info["matrix_ranks"] == [36, 4, 20, 8]
+    assert p.truth.llc == 144 and p.info["global_llc"] == 121.5
+    # seed 8: factor ranks 2, 14, 7, 5, 16: no closed form, so no truth (and the reason says why)
+    unknown = build_problem(ModelConfig(kind="dln", layers=[2, 5], width_range=[5, 50], seed=8), SMALL)
+    assert unknown.truth is None and unknown.info["truth"].startswith("unknown")
 
 
 def test_random_dln_makes_about_half_the_matrices_low_rank():
