@@ -17,6 +17,8 @@ from .result import Verdict
 DRIFT_SIGMAS = 2.0
 DRIFT_RELATIVE = 0.05
 RHAT_LIMIT = 1.1
+# warn when minibatch noise is this share of λ̂ ("auto" aims below defaults.MINIBATCH_HEAT_LIMIT)
+HEAT_WARNING = 0.10
 TREND_RELATIVE = 0.10
 
 
@@ -110,6 +112,10 @@ def verdicts(
     used_burnin: bool,
     long_trend: dict[str, Any] | None = None,
     num_params: int | None = None,
+    minibatch_heat: float | None = None,
+    batch_size: int | None = None,
+    n: int | None = None,
+    calibrated: bool = False,
 ) -> list[Verdict]:
     """Plain-language findings, most serious first, each saying what to change. `step_size` is None
     when chains ran with different ε (a sweep): the findings then say which way to move it."""
@@ -159,13 +165,29 @@ def verdicts(
             "(or a larger ε if acceptance allows) until λ̂ stops growing.",
             {"steps": "x5"},
         ))
+    if minibatch_heat is not None and llc_mean is not None and llc_mean > 0 and minibatch_heat > HEAT_WARNING * llc_mean:
+        share = minibatch_heat / llc_mean
+        # the heat falls like 1/batch (for batches well below n) and is proportional to ε
+        bigger = min(n, int(math.ceil(batch_size * share / defaults.MINIBATCH_HEAT_LIMIT))) if batch_size and n else None
+        smaller = step_size * defaults.MINIBATCH_HEAT_LIMIT / share if step_size else None
+        found.append(Verdict(
+            "minibatch_noise", "warning",
+            f"Minibatch gradient noise heats the chains: about {minibatch_heat:.3g} of λ̂ ({share:.0%}) is that heat, "
+            "which the MALA acceptance cannot see, so λ̂ is too high by about that much. Use a larger batch"
+            + (f" (batch_size {bigger})" if bigger else "") + " or a smaller step size"
+            + (f" (ε = {smaller:.2g})" if smaller else "") + ".",
+            {"batch_size": bigger} if bigger else _suggest(smaller),
+        ))
     if rhat is not None and rhat > RHAT_LIMIT:
         found.append(Verdict(
             "chains_disagree", "warning",
             f"R-hat of the loss traces is {rhat:.2f} (> {RHAT_LIMIT}): chains sample different regions. "
             "Run longer, or raise γ if chains wander away from w*.",
         ))
-    if acceptance is not None and acceptance > high and flat.get("flat") is not False and not diverged:
+    # after "auto" calibration (on one fixed batch, with accept/reject) a high acceptance on the
+    # run's changing minibatches is no reason to grow ε: it is inflated by the batch-to-batch change
+    if (acceptance is not None and acceptance > high and flat.get("flat") is not False and not diverged
+            and not calibrated):
         new = suggested_step_size(step_size, acceptance, num_params) if step_size else None
         found.append(Verdict(
             "step_could_grow", "info",

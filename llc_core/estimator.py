@@ -218,22 +218,55 @@ def estimate_llc(
     acc_sum = torch.zeros(chains, dtype=torch.float64, device=dev)
     acc_count = 0
     stop_requested = _stop_checker(stop)
+    # minibatch heat (SGLD.minibatch_heat): measured with the MALA acceptance's cadence after
+    # calibration; "auto" lowers ε halfway through the rest of burn-in if it is too large a share of λ̂
+    heat_measurable = not mala and not full_batch and kernel.preconditioner is None
+    # two checks, at 1/3 and 2/3 of the rest of burn-in: the first λ̂ it compares with is itself hot
+    heat_cap_at = ([calibration + (burnin - calibration) * k // 3 for k in (1, 2)]
+                   if tuner is not None and heat_measurable else [])
+    burnin_heat: list[Tensor] = []
+    heat_sum = torch.zeros(chains, dtype=torch.float64, device=dev)
+    heat_count = 0
+    heat_cap = None
 
     loop_start = time.perf_counter()
     checked = 0
     done = 0
     partial = False
     for t in range(steps):
-        batch = (x, y) if full_batch else batches.next()
         calibrating = t < calibration
+        if full_batch:
+            batch = (x, y)
+        elif calibrating:
+            # one fixed minibatch for all of calibration: a chain under a changing potential sits
+            # off-equilibrium for each step's batch, which inflates the acceptance of that batch's
+            # move (to 1.0 at an ε where SGLD was 20% high, on a regular 3000-parameter model)
+            calibration_batch = batches.next() if t == 0 else calibration_batch
+            batch = calibration_batch
+        else:
+            batch = batches.next()
         measure = calibrating or (t + 1) % sampler.mala_every == 0
+        measure_heat = heat_measurable and not calibrating and (t + 1) % sampler.mala_every == 0
+        started_from = state
         state, info = kernel.step(state, batch, generator, measure_acceptance=measure,
-                                  adapt_preconditioner=t < burnin)
+                                  adapt_preconditioner=t < burnin, **({"keep_grad": True} if measure_heat else {}))
         losses[t] = info.loss
+        if measure_heat:
+            heat = kernel.minibatch_heat(started_from, info, batches.peek())
+            if t >= burnin:
+                heat_sum += heat * alive
+                heat_count += 1
+            else:
+                burnin_heat.append(heat)
+        if t in heat_cap_at and burnin_heat:
+            kernel, cap = _cap_minibatch_heat(kernel, burnin_heat, losses[t - (burnin - calibration) // 6:t + 1],
+                                              alive, nbeta_column, init_loss)
+            heat_cap = [*(heat_cap or []), cap]
+            burnin_heat = []
         if calibrating:
             # the acceptance of a step with ε still moving says nothing about the fixed-ε chain
-            tuner, state = _calibrate(tuner, kernel, state, info, alive, target,
-                                      calibration_trace, w_star_flat, nbeta_column, init_loss, explosion)
+            tuner, state = _calibrate(tuner, kernel, started_from, state, info, alive, target, calibration_trace,
+                                      w_star_flat, nbeta_column, init_loss, explosion, generator)
             step_now = adaptation.final_step_size(tuner) if t + 1 == calibration else adaptation.current_step_size(tuner)
             kernel = dataclasses.replace(kernel, step_size=step_now)
         elif info.acceptance is not None:
@@ -263,15 +296,18 @@ def estimate_llc(
     if calibration:
         calibration_report = {
             "steps": len(calibration_trace), "target_acceptance": target,
-            "initial_step_size": step_size, "step_size": adaptation.final_step_size(tuner),
+            "initial_step_size": step_size, "step_size": float(kernel.step_size),
+            "acceptance_step_size": adaptation.final_step_size(tuner), "minibatch_heat_cap": heat_cap,
             "trace_step_size": [e for e, _ in calibration_trace], "trace_acceptance": [a for _, a in calibration_trace],
         }
+    alive_heat = (heat_sum / heat_count)[alive] if heat_count else None
+    minibatch_heat = float(alive_heat.mean()) if alive_heat is not None and len(alive_heat) else None
     return _result(
         losses[:done].cpu().double().numpy(),
         torch.stack(acceptances).cpu().numpy() if acceptances else np.zeros((0, chains)),
         alive.cpu().numpy(), diverged, burnin, done, partial, init_loss, nbeta, nbeta_chains, flat.num_params, n,
         sampler, localization, batch_size, theoretical_llc, multiplicity, dev, loop_time,
-        time.perf_counter() - started, config, kernel.step_size, calibration_report,
+        time.perf_counter() - started, config, kernel.step_size, calibration_report, minibatch_heat,
     )
 
 
@@ -291,17 +327,44 @@ def _per_chain_settings(per_chain, chains, dev, dt) -> dict[str, Tensor]:
     return values
 
 
-def _calibrate(tuner, kernel, state, info, alive, target, trace, w_star, nbeta, init_loss, explosion):
-    """One dual-averaging update from this step's mean acceptance over live chains; a chain that
-    blew up on a trial ε goes back to w* (calibration is part of burn-in, so nothing is lost)."""
+def _calibrate(tuner, kernel, previous, state, info, alive, target, trace, w_star, nbeta, init_loss, explosion,
+               generator):
+    """One dual-averaging update from this step's mean acceptance over live chains.
+
+    The move is then accepted or rejected as in MALA. Without that, a chain on a too-large trial ε
+    runs hot (the Langevin discretisation and minibatch noise both add variance), and the
+    acceptance of a move from a hot point is inflated: calibration drifted up to ε where SGLD was
+    20-30% high while reading acceptance 1.0 (a regular 10⁴-parameter model). A chain that blew up
+    on a trial ε goes back to w* (calibration is part of burn-in, so nothing is lost)."""
     acceptance = float(info.acceptance[alive].mean()) if bool(alive.any()) else 0.0
     trace.append((float(kernel.step_size), acceptance))
     tuner = adaptation.update(tuner, acceptance, target)
+    uniform = torch.rand(info.acceptance.shape, generator=generator, device=info.acceptance.device)
+    rejected = uniform >= info.acceptance
+    if bool(rejected.any()):
+        state = state._replace(position=torch.where(rejected[:, None], previous.position, state.position))
     blown = ~torch.isfinite(state.position).all(1) | ~torch.isfinite(info.loss)
     blown |= nbeta * (info.loss - init_loss) > explosion
     if bool(blown.any()):
         state = _reset_chains(state, blown, w_star)
     return tuner, state
+
+
+def _cap_minibatch_heat(kernel, heats: list[Tensor], recent_losses: Tensor, alive: Tensor, nbeta: Tensor,
+                        init_loss: float):
+    """Lower ε when minibatch noise adds more than defaults.MINIBATCH_HEAT_LIMIT of λ̂ (the heat is
+    proportional to ε); the chains re-equilibrate over the rest of burn-in."""
+    if not bool(alive.any()):
+        return kernel, None
+    heat = float(torch.stack(heats)[:, alive].mean())
+    llc_now = float((nbeta * (recent_losses[:, alive].double().mean(0) - init_loss)).mean())
+    share = heat / llc_now if llc_now > 0 else None
+    report = {"heat": heat, "llc_burnin": llc_now, "share": share, "limit": defaults.MINIBATCH_HEAT_LIMIT,
+              "step_size_before": float(kernel.step_size)}
+    if share is not None and share > defaults.MINIBATCH_HEAT_LIMIT:
+        kernel = dataclasses.replace(kernel, step_size=float(kernel.step_size) * defaults.MINIBATCH_HEAT_LIMIT / share)
+    report["step_size_after"] = float(kernel.step_size)
+    return kernel, report
 
 
 def _reset_chains(state, mask: Tensor, w_star: Tensor):
@@ -381,6 +444,14 @@ class _MinibatchWalk:
             return self.x_pass[:, start:start + self.batch_size], self.y_pass[:, start:start + self.batch_size]
         return self._gather(self.order[:, start:start + self.batch_size])
 
+    def peek(self) -> tuple[Tensor, Tensor]:
+        """The minibatch the walk gives next (the pass's first when this pass is used up), without
+        moving the walk or drawing random numbers: a second, independent batch at the same point."""
+        start = (self.position % self.per_pass) * self.batch_size
+        if self.preshuffle:
+            return self.x_pass[:, start:start + self.batch_size], self.y_pass[:, start:start + self.batch_size]
+        return self._gather(self.order[:, start:start + self.batch_size])
+
     def _gather(self, index: Tensor) -> tuple[Tensor, Tensor]:
         flat = index.reshape(-1)
         return (self.x.index_select(0, flat).view(index.shape + self.x.shape[1:]),
@@ -429,7 +500,7 @@ def _snapshot(window, offset, done, steps, burnin, post_sum, acc_sum, acc_count,
 
 def _result(trace, acceptance, alive, diverged, burnin, done, partial, init_loss, nbeta, nbeta_chains, num_params,
             n, sampler, localization, batch_size, theoretical_llc, multiplicity, dev, loop_time, wall_time,
-            config, step_size, calibration) -> RunResult:
+            config, step_size, calibration, minibatch_heat=None) -> RunResult:
     chains = trace.shape[1]
     used_burnin = done > burnin
     start = burnin if used_burnin else done // 2
@@ -454,7 +525,8 @@ def _result(trace, acceptance, alive, diverged, burnin, done, partial, init_loss
     verdicts = diagnostics.verdicts(
         llc_mean=llc_mean, llc_se=llc_se, acceptance=acc_mean, step_size=used_step,
         diverged=diverged, chains=chains, flat=flat, rhat=rhat, partial=partial, used_burnin=used_burnin,
-        long_trend=long_trend, num_params=num_params,
+        long_trend=long_trend, num_params=num_params, minibatch_heat=minibatch_heat, batch_size=batch_size, n=n,
+        calibrated=calibration is not None,
     )
     resolved = dict(config) if config is not None else {}
     resolved["sampler"] = {
@@ -472,7 +544,7 @@ def _result(trace, acceptance, alive, diverged, burnin, done, partial, init_loss
         num_params=num_params, n=n, rhat=rhat, ess=ess, flatness={**flat, "trend": long_trend}, verdicts=verdicts,
         device=str(dev),
         wall_time_s=wall_time, config=resolved, loss_trace=trace.tolist(), step_size=used_step,
-        calibration=calibration,
+        calibration=calibration, minibatch_heat=minibatch_heat,
     )
 
 

@@ -89,6 +89,9 @@ class RunResult:
     loss_trace: list[list[float]] | None = field(default=None, repr=False)
     step_size: float | None = None  # the ε the draws were taken with (the calibrated one in "auto" mode)
     calibration: dict[str, Any] | None = None  # "auto" mode: initial and final ε, trace of ε and acceptance
+    # λ̂ that minibatch gradient noise adds, ε nβ² E||∇L_B1 − ∇L_B2||²/16 over the draws (SGLD.minibatch_heat);
+    # None for full-batch runs, MALA and preconditioned SGLD
+    minibatch_heat: float | None = None
 
     def to_dict(self, include_trace: bool = False) -> dict[str, Any]:
         out = dataclasses.asdict(self)

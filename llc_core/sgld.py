@@ -37,6 +37,7 @@ class SGLDState(NamedTuple):
 class SGLDInfo(NamedTuple):
     loss: Tensor  # L_B(w) at the position the step started from, (C,)
     acceptance: Tensor | None  # MALA acceptance probability of the move, (C,), when measured
+    grad_potential: Tensor | None = None  # ∇U_B at that position, (C, d), when asked for (keep_grad)
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,10 @@ class SGLD:
         generator: torch.Generator,
         measure_acceptance: bool = False,
         adapt_preconditioner: bool = True,
+        keep_grad: bool = False,
     ) -> tuple[SGLDState, SGLDInfo]:
-        """One SGLD move of every chain. Randomness comes only from `generator`."""
+        """One SGLD move of every chain. Randomness comes only from `generator`. `keep_grad` returns
+        ∇U_B of the starting position in the info (for the minibatch-noise measurement)."""
         w = state.position
         loss, grad = self.loss_and_grad(w, batch)
         grad_u = self._grad_potential(w, grad)
@@ -100,7 +103,23 @@ class SGLD:
         acceptance = None
         if measure_acceptance:
             acceptance = self._acceptance(w, loss, grad_u, new_w, noise, precond, batch)
-        return SGLDState(new_w, square_avg), SGLDInfo(loss, acceptance)
+        return SGLDState(new_w, square_avg), SGLDInfo(loss, acceptance, grad_u if keep_grad else None)
+
+    def minibatch_heat(self, state: SGLDState, info: SGLDInfo, other_batch: Any) -> Tensor:
+        """ε nβ² ||∇L_B1 − ∇L_B2||² / 16 per chain, (C,): the λ̂ that minibatch gradient noise adds.
+
+        A step's gradient error ξ = nβ(∇L_B − ∇L_n) adds variance ε²Σ_ξ/4 to the injected noise εI,
+        which heats each direction by a factor 1 + εΣ_ξ,ii/4, i.e. nβ·E[L] by ε tr(Σ_ξ)/8 (exact for a
+        quadratic). Two independent minibatches at one point give E||ξ_1 − ξ_2||² = 2 tr(Σ_ξ). The
+        MALA acceptance cannot see this heat: it compares the two points on one minibatch. Plain
+        SGLD only (a preconditioner rescales the noise by A); `info` must come from the step with
+        `keep_grad`, `state` the state that step started from.
+        """
+        _, grad = self.loss_and_grad(state.position, other_batch)
+        # ∇U on both batches share the localization term, which cancels in the difference
+        difference = info.grad_potential - self._grad_potential(state.position, grad)
+        eps = self.step_size if isinstance(self.step_size, Tensor) else float(self.step_size)
+        return eps * difference.double().square().sum(-1) / 16
 
     def _grad_potential(self, w: Tensor, grad_loss: Tensor) -> Tensor:
         """∇U = nβ ∇L_B + γ (w − w*), overwriting `grad_loss`; the localization term is analytic, so
