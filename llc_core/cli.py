@@ -1,7 +1,7 @@
 """Command line: `python -m llc_core run CONFIG.json` (or `-` for stdin) prints the RunResult as JSON.
 
 `python -m llc_core validate SUITE` runs a validation suite (llc_core/validate.py: smoke, toy, dln-1k,
-dln-10k, dln-100k), prints a table row per case and a summary, and writes `<out>/<suite>.json` and
+dln-10k, dln-deepest, dln-100k), prints a table row per case and a summary, and writes `<out>/<suite>.json` and
 `<out>/<suite>.png` (default out dir `validation-output/`).
 
 `python -m llc_core trajectory CHECKPOINT... --data FILE` (or `--train dln|mlp`) estimates λ̂ of every
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_cmd.add_argument("--trace", action="store_true", help="include the per-step loss trace in the JSON")
     run_cmd.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     val_cmd = commands.add_parser("validate", help="run a validation suite of known-λ models and score λ̂")
-    val_cmd.add_argument("suite", help="suite name: smoke, toy, dln-1k, dln-10k or dln-100k")
+    val_cmd.add_argument("suite", help="suite name: smoke, toy, dln-1k, dln-10k, dln-deepest or dln-100k")
     val_cmd.add_argument("--out", default="validation-output", help="directory for <suite>.json and <suite>.png")
     val_cmd.add_argument("--cases", type=int, default=None, help="run only the first N cases")
     val_cmd.add_argument("--seed", type=int, default=0, help="seed offset of the random cases")

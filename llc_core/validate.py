@@ -15,6 +15,8 @@ Suites (the issue's accuracy targets, measured numbers in README.md):
   finite n its λ̂ sits below λ like the product potentials, by (m−1)/log t and more).
 - dln-1k: 20 random DLNs, 2-5 matrices, widths 5-50 (paper App. J generator), n = 10⁴.
 - dln-10k: 20 random DLNs, 2-10 matrices, widths 5-100, n = 10⁴.
+- dln-deepest: 20 random DLNs like dln-1k's but with every factor of one rank r, the deepest point of
+  the true set, where λ(w*) is Aoyagi's λ. No target: λ̂ is far too low there (README "Validation").
 - dln-100k: 3 random DLNs, 2-10 matrices, widths 50-500 (paper's 100k row), n = 10⁴; on a CPU these
   (2·10⁵-10⁶ parameters) only fit the 15-minute budget with 3000 steps, 2 chains and batch 100 (set
   explicitly: the one suite that is not defaults-only).
@@ -30,6 +32,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import random
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -132,6 +135,19 @@ def _dln_suite(layers: list[int], widths: list[int], default_count: int, n: int,
     return build
 
 
+def _dln_deepest(count: int | None, offset: int) -> list[Case]:
+    """Random widths as in dln-1k, every factor of one random rank r: the deepest point of the true
+    set, where λ(w*) is Aoyagi's λ itself (the singular case the paper's generator rarely makes)."""
+    cases = []
+    for seed in range(offset, offset + (count or 20)):
+        rng = random.Random(seed)
+        widths = [rng.randint(5, 50) for _ in range(rng.randint(2, 5) + 1)]
+        rank = rng.randint(0, min(widths))
+        config = {"model": {"kind": "dln", "widths": widths, "rank": rank, "seed": seed}, "data": {"n": 10_000}}
+        cases.append(Case(f"deepest seed {seed}", config, group="dln"))
+    return cases
+
+
 def _smoke(count: int | None, offset: int) -> list[Case]:
     cases = [
         Case("potential [1]", {"model": {"kind": "potential", "powers": [1]}, "data": {"n": 1000},
@@ -150,6 +166,8 @@ SUITES: dict[str, Suite] = {
                     _dln_suite([2, 5], [5, 50], 20, 10_000), 0.10, 0.20),
     "dln-10k": Suite("dln-10k", "20 random DLNs, 2-10 matrices, widths 5-100, n=1e4",
                      _dln_suite([2, 10], [5, 100], 20, 10_000), 0.10, 0.20),
+    "dln-deepest": Suite("dln-deepest", "20 random DLNs, 2-5 matrices, widths 5-50, every matrix of one rank r "
+                         "(λ(w*) = Aoyagi's λ); no target: the open problem", _dln_deepest),
     "dln-100k": Suite("dln-100k", "3 random DLNs, 2-10 matrices, widths 50-500, n=1e4; 3000 steps × 2 chains, batch 100",
                       _dln_suite([2, 10], [50, 500], 3, 10_000, {"steps": 3000, "chains": 2, "batch_size": 100}),
                       0.15, None),

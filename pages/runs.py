@@ -289,10 +289,16 @@ def llc_text(result: RunResult) -> str:
 
 
 def calibration_text(calibration: dict) -> str:
-    return (f"**Step size:** 'auto' calibrated ε from {calibration['initial_step_size']:.3g} to "
-            f"**{calibration['step_size']:.3g}** over the first {calibration['steps']:,} burn-in steps "
-            f"(dual averaging towards acceptance {calibration['target_acceptance']:.2f}); every draw λ̂ uses "
-            "was taken with ε fixed at that value.")
+    tuned = calibration.get("acceptance_step_size", calibration["step_size"])
+    text = (f"**Step size:** 'auto' calibrated ε from {calibration['initial_step_size']:.3g} to "
+            f"**{tuned:.3g}** over the first {calibration['steps']:,} burn-in steps (dual averaging towards "
+            f"acceptance {calibration['target_acceptance']:.2f})")
+    lowered = [cap for cap in calibration.get("minibatch_heat_cap") or []
+               if cap and cap["step_size_after"] < cap["step_size_before"]]
+    if lowered:
+        text += (f", then lowered it to **{calibration['step_size']:.3g}** during burn-in because minibatch "
+                 f"gradient noise was {lowered[0]['share']:.0%} of λ̂ (more than {lowered[0]['limit']:.0%})")
+    return text + "; every draw λ̂ uses was taken with ε fixed at that value."
 
 
 def theory_comparison(result: RunResult, record: RunRecord) -> str:

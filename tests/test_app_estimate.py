@@ -184,7 +184,8 @@ def test_switching_kind_takes_its_preset():
 
 
 def test_tiny_run_shows_lambda_hat_theory_and_a_ghost_of_the_previous_run():
-    at = open_estimate(TINY)
+    # a fixed, far too small ε: the verdicts suggest a larger one ("auto" runs get no such advice)
+    at = open_estimate({**TINY, "step_size": "1e-07"})
     button(at, "Run").click().run()
     assert button(at, "Stop") is not None and button(at, "Run").disabled
     run_until(at, finished)
@@ -263,3 +264,16 @@ def test_auto_step_size_run_reports_the_calibrated_step_and_its_trace():
     final = final.split("**")[0]
     assert float(initial) > 0 and float(final) > 0
     assert "over the first 20 burn-in steps" in text  # 10% of 200 steps
+
+
+def test_calibration_text_says_when_minibatch_heat_lowered_the_step():
+    from pages.runs import calibration_text
+
+    calibration = {"initial_step_size": 1e-5, "acceptance_step_size": 8e-6, "step_size": 2e-6, "steps": 150,
+                   "target_acceptance": 0.92,
+                   "minibatch_heat_cap": [{"share": 0.12, "limit": 0.03, "step_size_before": 8e-6, "step_size_after": 2e-6},
+                                          {"share": 0.03, "limit": 0.03, "step_size_before": 2e-6, "step_size_after": 2e-6}]}
+    text = calibration_text(calibration)
+    assert "to **8e-06**" in text and "lowered it to **2e-06**" in text and "12% of λ̂" in text
+    calibration["minibatch_heat_cap"] = None
+    assert "lowered" not in calibration_text(calibration)

@@ -50,3 +50,17 @@ def test_verdicts_say_what_to_change():
     assert [v.code for v in negative] == ["negative_llc"]
     good = diagnostics.verdicts(llc_mean=1.0, acceptance=0.93, diverged=[], **common)
     assert [v.code for v in good] == ["ok"]
+
+
+def test_minibatch_heat_warns_with_a_batch_size_and_calibrated_runs_do_not_grow_the_step():
+    common = dict(llc_se=0.01, step_size=1e-4, chains=4, rhat=1.0, partial=False, used_burnin=True,
+                  flat={"flat": True, "drift": 0.0, "drift_se": 0.1}, diverged=[])
+    hot = diagnostics.verdicts(llc_mean=100.0, acceptance=0.93, minibatch_heat=20.0, batch_size=100, n=10_000, **common)
+    assert hot[0].code == "minibatch_noise" and "20%" in hot[0].message
+    # heat falls like 1/batch: 20% -> the 3% auto aims at needs about 6.7x the batch
+    assert hot[0].suggestion == {"batch_size": 667}
+    mild = diagnostics.verdicts(llc_mean=100.0, acceptance=0.93, minibatch_heat=5.0, batch_size=100, n=10_000, **common)
+    assert [v.code for v in mild] == ["ok"]
+    high = dict(llc_mean=1.0, acceptance=0.99, num_params=5000, **common)
+    assert "step_could_grow" in [v.code for v in diagnostics.verdicts(**high)]
+    assert "step_could_grow" not in [v.code for v in diagnostics.verdicts(calibrated=True, **high)]
