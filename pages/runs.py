@@ -331,6 +331,9 @@ def draw_verdicts(page: str, result: RunResult) -> None:
             new = nice_number(float(suggestion["step_size"]))
             st.button(f"Use ε = {new:.2g}", key=f"{page}.apply.{i}", on_click=apply_setting,
                       args=(page, "step_size", new))
+        elif isinstance(suggestion.get("batch_size"), int):
+            st.button(f"Use batch size {suggestion['batch_size']:,}", key=f"{page}.apply.{i}", on_click=apply_setting,
+                      args=(page, "batch_size", suggestion["batch_size"]))
         elif suggestion.get("steps") == "x2":
             steps = 2 * int(result.config.get("sampler", {}).get("steps") or result.steps_completed)
             st.button(f"Use {steps:,} steps", key=f"{page}.apply.{i}", on_click=apply_setting,

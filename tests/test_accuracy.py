@@ -1,8 +1,8 @@
 """Accuracy of λ̂ with default settings against known λ.
 
 The fast subset (default test run, about a minute) checks a few cases; the full suites are marked
-slow: `pytest -m slow tests/test_accuracy.py` (or `python -m llc_core validate SUITE`), about 10
-(toy), 20 (dln-1k), 90 (dln-10k) and 15 (dln-100k) minutes on two CPU cores.
+slow: `pytest -m slow tests/test_accuracy.py` (or `python -m llc_core validate SUITE`), about 5
+(toy), 5 (dln-1k), 12 (dln-10k) and 2 (dln-100k) minutes on two CPU cores.
 
 Every run is seeded, so on one platform these are deterministic; the tolerances are set from the
 statistical error of the estimate (so that another platform's different float rounding, which

@@ -277,3 +277,19 @@ def test_calibration_text_says_when_minibatch_heat_lowered_the_step():
     assert "to **8e-06**" in text and "lowered it to **2e-06**" in text and "12% of λ̂" in text
     calibration["minibatch_heat_cap"] = None
     assert "lowered" not in calibration_text(calibration)
+
+
+def test_minibatch_noise_verdict_offers_a_larger_batch():
+    # one 5x20 matrix, batch 2 at a fixed ε: gradient noise is ~20% of λ̂ (test_estimator's heat
+    # test measures 10% at batch 4); the verdict's button puts the batch it suggests in the sidebar
+    at = open_estimate({"kind": "dln", "widths": "20,5", "rank": "5", "n": "2000", "batch_size": "2",
+                        "step_size": "1e-05", "steps": "2000", "chains": "4"})
+    button(at, "Run").click().run()
+    run_until(at, finished)
+    assert not at.error
+    assert any("Minibatch gradient noise heats the chains" in w.value for w in at.warning)
+    [apply] = [b for b in at.button if b.label.startswith("Use batch size ")]
+    suggested = int(apply.label.removeprefix("Use batch size ").replace(",", ""))
+    assert suggested > 2
+    apply.click().run()
+    assert widget(at, "batch_size").value == suggested
