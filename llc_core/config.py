@@ -30,7 +30,10 @@ class SamplerConfig:
     burnin: a fraction of `steps` when < 1, else a number of steps. batch_size: m (default
     min(500, n); n means full batch). preconditioner: None, "rmsprop" (adapted during burn-in, then
     frozen) or a fixed diagonal A. algorithm: "sgld", or "mala" (full batch, with accept/reject: the
-    exact baseline).
+    exact baseline). start_spread: None (every chain starts at w*), or σ > 0: every second chain
+    starts at w* + σ·rms(tensor of w*)·N(0, 1) per parameter tensor (σ itself for an all-zero
+    tensor), so that chains reach the posterior from two sides and a gap between the two groups
+    shows chains that have not mixed (the start_comparison of the result, verdict starts_disagree).
     """
 
     step_size: float | str | None = None
@@ -47,6 +50,7 @@ class SamplerConfig:
     algorithm: str | None = None
     target_acceptance: float | None = None
     calibration_steps: int | None = None
+    start_spread: float | None = None
 
     def with_defaults(self, recommended: dict[str, Any] | None = None) -> "SamplerConfig":
         """A copy whose unset fields take a model kind's recommendations, then the generic defaults.
@@ -134,6 +138,12 @@ class SamplerConfig:
                 f"exceeds the burn-in ({self.burnin_steps()} steps): raise burnin, lower calibration_steps, "
                 "or give step_size a number"
             )
+        if self.start_spread is not None:
+            _finite_number("start_spread", self.start_spread)
+            if self.start_spread <= 0:
+                raise LLCInputError(f"start_spread = {self.start_spread} must be > 0 (e.g. 0.1), or null to start every chain at w*")
+            if self.chains < 2:
+                raise LLCInputError("start_spread splits the chains into two groups: use chains ≥ 2")
         if not _is_int(self.seed):
             raise LLCInputError(f"seed = {self.seed!r} must be a whole number")
         if self.batch_size is not None:

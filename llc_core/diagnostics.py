@@ -17,6 +17,9 @@ from .result import Verdict
 DRIFT_SIGMAS = 2.0
 DRIFT_RELATIVE = 0.05
 RHAT_LIMIT = 1.1
+# start_spread runs: the two groups of chains disagree when this far apart (both must hold)
+START_GAP_SIGMAS = 2.0
+START_GAP_RELATIVE = 0.10
 # warn when minibatch noise is this share of λ̂ ("auto" aims below defaults.MINIBATCH_HEAT_LIMIT)
 HEAT_WARNING = 0.10
 TREND_RELATIVE = 0.10
@@ -116,6 +119,7 @@ def verdicts(
     batch_size: int | None = None,
     n: int | None = None,
     calibrated: bool = False,
+    start_comparison: dict[str, Any] | None = None,
 ) -> list[Verdict]:
     """Plain-language findings, most serious first, each saying what to change. `step_size` is None
     when chains ran with different ε (a sweep): the findings then say which way to move it."""
@@ -165,6 +169,17 @@ def verdicts(
             "(or a larger ε if acceptance allows) until λ̂ stops growing.",
             {"steps": "x5"},
         ))
+    if start_comparison is not None and llc_mean is not None and _starts_disagree(start_comparison, llc_mean):
+        low, high = sorted((start_comparison["from_w_star"]["llc"], start_comparison["from_spread"]["llc"]))
+        found.append(Verdict(
+            "starts_disagree", "warning",
+            f"Chains started at w* give λ̂ = {start_comparison['from_w_star']['llc']:.3g} and chains started "
+            f"spread out give {start_comparison['from_spread']['llc']:.3g}: the two groups have not met, so the "
+            f"chains have not mixed and λ̂ = {llc_mean:.3g} is their average, not an estimate to trust. "
+            f"If the spread-out start is not too wide, λ lies between about {low:.3g} and {high:.3g}: "
+            "run more steps until the groups agree.",
+            {"steps": "x2"},
+        ))
     if minibatch_heat is not None and llc_mean is not None and llc_mean > 0 and minibatch_heat > HEAT_WARNING * llc_mean:
         share = minibatch_heat / llc_mean
         # the heat falls like 1/batch (for batches well below n) and is proportional to ε
@@ -205,6 +220,12 @@ def verdicts(
         acc = "" if acceptance is None else f"acceptance {acceptance:.2f}, "
         found.insert(0, Verdict("ok", "ok", f"No problems found: {acc}flat trace after burn-in, no divergence."))
     return found
+
+
+def _starts_disagree(comparison: dict[str, Any], llc_mean: float) -> bool:
+    """Apart by more than START_GAP_SIGMAS combined standard errors and START_GAP_RELATIVE of λ̂."""
+    gap, gap_se = abs(comparison["gap"]), comparison.get("gap_se")
+    return gap > START_GAP_RELATIVE * abs(llc_mean) and (gap_se is None or gap > START_GAP_SIGMAS * gap_se)
 
 
 def _try(fallback: str, step_size: float | None) -> str:

@@ -202,7 +202,10 @@ def estimate_llc(
     generator.manual_seed(sampler.seed)
     batches = _MinibatchWalk(x, y, chains, batch_size, generator) if not full_batch else None
 
-    state = kernel.init(w_star_flat.expand(chains, -1).clone())
+    start = w_star_flat.expand(chains, -1).clone()
+    if sampler.start_spread is not None:
+        start[1::2] += _start_noise(params, flat, sampler.start_spread, chains // 2, generator)
+    state = kernel.init(start)
     tuner = adaptation.init(step_size) if calibration else None
     target = adaptation.effective_target(sampler.target_acceptance, flat.num_params, defaults.AUTO_FULL_DIMENSION)
     calibration_trace: list[tuple[float, float]] = []
@@ -309,6 +312,19 @@ def estimate_llc(
         sampler, localization, batch_size, theoretical_llc, multiplicity, dev, loop_time,
         time.perf_counter() - started, config, kernel.step_size, calibration_report, minibatch_heat,
     )
+
+
+def _start_noise(params: dict[str, Tensor], flat: "FlatParams", spread: float, count: int,
+                 generator: torch.Generator) -> Tensor:
+    """σ·rms(w*) of each parameter tensor (σ for an all-zero tensor) times N(0, 1), for `count` chains:
+    a start on the scale of the weights themselves, so that every layer is spread alike."""
+    scales = []
+    for name in flat.names:
+        rms = float(params[name].double().pow(2).mean().sqrt())
+        scales.append(torch.full((params[name].numel(),), spread * (rms if rms > 0 else 1.0)))
+    scale = torch.cat(scales).to(device=params[flat.names[0]].device, dtype=params[flat.names[0]].dtype)
+    noise = torch.randn((count, flat.num_params), generator=generator, device=scale.device, dtype=scale.dtype)
+    return noise * scale
 
 
 def _per_chain_settings(per_chain, chains, dev, dt) -> dict[str, Tensor]:
@@ -518,6 +534,7 @@ def _result(trace, acceptance, alive, diverged, burnin, done, partial, init_loss
     acc_list = [float(acc_per_chain[c]) if alive[c] and len(acceptance) else None for c in range(chains)]
     acc_mean = float(acc_per_chain[healthy].mean()) if len(acceptance) and len(healthy) else None
 
+    start_comparison = _compare_starts(per_chain, alive) if sampler.start_spread is not None else None
     healthy_trace = post[:, healthy].T
     rhat, ess = diagnostics.rhat_ess(healthy_trace) if len(healthy) else (None, None)
     flat = diagnostics.flatness(healthy_trace, nbeta, init_loss) if len(healthy) else {"drift": None, "drift_se": None, "flat": None}
@@ -526,7 +543,7 @@ def _result(trace, acceptance, alive, diverged, burnin, done, partial, init_loss
         llc_mean=llc_mean, llc_se=llc_se, acceptance=acc_mean, step_size=used_step,
         diverged=diverged, chains=chains, flat=flat, rhat=rhat, partial=partial, used_burnin=used_burnin,
         long_trend=long_trend, num_params=num_params, minibatch_heat=minibatch_heat, batch_size=batch_size, n=n,
-        calibrated=calibration is not None,
+        calibrated=calibration is not None, start_comparison=start_comparison,
     )
     resolved = dict(config) if config is not None else {}
     resolved["sampler"] = {
@@ -544,8 +561,23 @@ def _result(trace, acceptance, alive, diverged, burnin, done, partial, init_loss
         num_params=num_params, n=n, rhat=rhat, ess=ess, flatness={**flat, "trend": long_trend}, verdicts=verdicts,
         device=str(dev),
         wall_time_s=wall_time, config=resolved, loss_trace=trace.tolist(), step_size=used_step,
-        calibration=calibration, minibatch_heat=minibatch_heat,
+        calibration=calibration, minibatch_heat=minibatch_heat, start_comparison=start_comparison,
     )
+
+
+def _compare_starts(per_chain: np.ndarray, alive: np.ndarray) -> dict[str, Any] | None:
+    """λ̂ of the chains started at w* (even indices) against those started spread out (odd)."""
+    groups = {}
+    for name, index in (("from_w_star", slice(0, None, 2)), ("from_spread", slice(1, None, 2))):
+        values = per_chain[index][alive[index]]
+        if len(values) == 0:
+            return None
+        se = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) >= 2 else None
+        groups[name] = {"llc": float(values.mean()), "se": se, "chains": int(len(values))}
+    ses = [g["se"] for g in groups.values()]
+    groups["gap"] = groups["from_spread"]["llc"] - groups["from_w_star"]["llc"]
+    groups["gap_se"] = math.sqrt(sum(e * e for e in ses)) if None not in ses else None
+    return groups
 
 
 def _preconditioner(spec, dev, dt) -> Tensor | RMSprop | None:

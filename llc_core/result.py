@@ -92,6 +92,8 @@ class RunResult:
     # λ̂ that minibatch gradient noise adds, ε nβ² E||∇L_B1 − ∇L_B2||²/16 over the draws (SGLD.minibatch_heat);
     # None for full-batch runs, MALA and preconditioned SGLD
     minibatch_heat: float | None = None
+    # start_spread runs: λ̂ of the chains started at w* and of those started spread out, and the gap
+    start_comparison: dict[str, Any] | None = None
 
     def to_dict(self, include_trace: bool = False) -> dict[str, Any]:
         out = dataclasses.asdict(self)

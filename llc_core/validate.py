@@ -383,7 +383,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     if len(summary.get("groups", {})) > 1:
         parts.append("by group: " + ", ".join(f"{g} median {pct(v['median_rel_error'])} max {pct(v['max_rel_error'])}"
                                               for g, v in summary["groups"].items()))
-    parts.append("PASSED" if summary["passed"] else "NOT PASSED")
+    has_target = any(summary.get(k) is not None for k in ("median_target", "p90_target")) or summary["cases_within_tolerance"]
+    parts.append(("PASSED" if summary["passed"] else "NOT PASSED") if has_target else "no target (a measurement)")
     return "; ".join(p for p in parts if p)
 
 

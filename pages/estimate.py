@@ -140,6 +140,12 @@ def sidebar_settings() -> dict:
             help="MALA accepts or rejects each full-batch Langevin move, so it samples the posterior "
                  "exactly at any ε: the baseline SGLD is checked against. It costs a full pass over the "
                  "data per step.")
+        values["start_spread"] = st.number_input(
+            "Spread-out start σ", min_value=0.0, format="%g", key=key("start_spread"), placeholder="off",
+            help="Start every second chain at w* + σ·rms(w*)·noise (e.g. 0.3) instead of at w*. Chains that "
+                 "have mixed agree whichever start they had; if the two groups disagree, the result says "
+                 "so and λ probably lies between them.")
+        values["start_spread"] = values["start_spread"] or None
         values["noise_scale"] = st.number_input("Label noise σ", min_value=1e-6, format="%g", key=key("noise_scale"))
         values["mala_every"] = st.number_input("Measure MALA acceptance every … steps", min_value=1, step=1,
                                                key=key("mala_every"))

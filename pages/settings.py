@@ -154,6 +154,7 @@ SAMPLER_SETTINGS = [
             positive=True, maximum=0.999),
     Setting("mala_every", "int", engine_defaults.MALA_EVERY, ("sampler", "mala_every"), minimum=1),
     Setting("snapshot_every", "int", engine_defaults.SNAPSHOT_EVERY, ("sampler", "snapshot_every"), minimum=1),
+    Setting("start_spread", "float", None, ("sampler", "start_spread"), positive=True, optional=True),
 ]
 _FIXED_NAMES = {"kind"} | {s.name for s in DATA_SETTINGS + SAMPLER_SETTINGS} | {"device", "dtype"}
 
@@ -347,7 +348,7 @@ def values_to_config(values: dict[str, Any]) -> tuple[RunConfig | None, list[str
         chains=get("chains"), steps=get("steps"), burnin=get("burnin"), batch_size=get("batch_size"),
         seed=get("seed"), preconditioner=None if get("preconditioner") == "none" else get("preconditioner"),
         mala_every=get("mala_every"), snapshot_every=get("snapshot_every"),
-        algorithm=get("algorithm"), target_acceptance=get("target_acceptance"),
+        algorithm=get("algorithm"), target_acceptance=get("target_acceptance"), start_spread=get("start_spread"),
     )
     data = DataConfig(n=get("n"), seed=get("data_seed"), noise_scale=get("noise_scale"))
     try:

@@ -59,7 +59,7 @@ def test_query_round_trip_of_configs():
         RunConfig(model=ModelConfig(kind="potential", powers=[2, 0, 1]),
                   sampler=SamplerConfig(step_size=3e-5, localization=10.0, nbeta=123.25, chains=3, steps=777,
                                         burnin=100, batch_size=64, seed=9, preconditioner="rmsprop",
-                                        mala_every=5, snapshot_every=10)),
+                                        mala_every=5, snapshot_every=10, start_spread=0.3)),
         RunConfig(model=ModelConfig(kind="dln", widths=[4, 2, 3], rank=1, seed=5),
                   sampler=SamplerConfig(step_size="auto", algorithm="mala", target_acceptance=0.8)),
     ]

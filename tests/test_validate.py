@@ -129,3 +129,19 @@ def test_sampler_override_applies_to_every_case_and_rejects_unknown_keys():
     assert all(c.config["sampler"]["step_size"] == "auto" and c.config["sampler"]["steps"] == 123 for c in cases)
     with pytest.raises(LLCInputError, match="'stepsize'"):
         validate.suite_cases("smoke", sampler={"stepsize": 1e-3})
+
+
+def test_dln_suites_score_against_local_llc_and_deepest_cases_are_aoyagis():
+    from llc_core import theory
+    from llc_core.config import DataConfig, ModelConfig
+    from llc_core.zoo import build_problem, dln_truth, draw_dln
+
+    # dln-1k skips the seeds whose λ(w*) has no closed form (8, 9, 12, 13, 14, 16, 18, 19 of 0-19)
+    names = [case.name for case in validate.suite_cases("dln-1k", count=10)]
+    assert names == [f"dln seed {s}" for s in (0, 1, 2, 3, 4, 5, 6, 7, 10, 11)]
+    assert dln_truth(*draw_dln((2, 5), (5, 50), 8))[0] is None
+    for case in validate.suite_cases("dln-deepest", count=3):
+        model = case.config["model"]
+        problem = build_problem(ModelConfig(**model), DataConfig(n=200))
+        assert problem.truth.llc == theory.deep_linear_network(model["widths"], model["rank"]).llc
+        assert set(problem.info["matrix_ranks"]) == {model["rank"]}
