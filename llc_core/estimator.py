@@ -236,6 +236,7 @@ def estimate_llc(
     checked = 0
     done = 0
     partial = False
+    calibration_batch = None
     for t in range(steps):
         calibrating = t < calibration
         if full_batch:
@@ -244,7 +245,8 @@ def estimate_llc(
             # one fixed minibatch for all of calibration: a chain under a changing potential sits
             # off-equilibrium for each step's batch, which inflates the acceptance of that batch's
             # move (to 1.0 at an ε where SGLD was 20% high, on a regular 3000-parameter model)
-            calibration_batch = batches.next() if t == 0 else calibration_batch
+            if calibration_batch is None:
+                calibration_batch = batches.next()
             batch = calibration_batch
         else:
             batch = batches.next()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import math
-import os
 import threading
 from fractions import Fraction
 from pathlib import Path

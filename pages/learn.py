@@ -181,7 +181,7 @@ left, right = st.columns([3, 2])
 with right:
     level = log_slider("Level ε", "level", "Shade the weights whose loss is below ε")
     st.markdown(
-        f"The red region is the **sublevel set** {{w : K(w) < ε}} inside the box [−1, 1]² (dashed): every "
+        "The red region is the **sublevel set** {w : K(w) < ε} inside the box [−1, 1]² (dashed): every "
         "weight setting whose loss is within ε of the best. Darker blue means lower K.\n\n"
         "In a **regular** model such as K = w1² + w2² the minimum is a single point and the set is a small "
         "disc. In a **singular** model such as K = w1² w2⁴ the loss is zero on whole lines (here the axes), "

@@ -3,7 +3,6 @@
 import math
 
 import pytest
-import torch
 
 from llc_core import LLCInputError, RunConfig, SamplerConfig, estimate_llc, run
 from llc_core import adaptation
