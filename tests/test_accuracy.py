@@ -36,13 +36,17 @@ def test_quadratic_potential_with_defaults_hits_its_finite_n_target():
     assert abs(result.llc_mean - target) / target < 0.10
 
 
+def _random_dln(seed: int):
+    """A dln-1k case with the dln kind's defaults only (no sampler keys)."""
+    return run(RunConfig.from_dict({"model": {"kind": "dln", "layers": [2, 5], "width_range": [5, 50], "seed": seed},
+                                    "data": {"n": 10_000}}))
+
+
 def test_random_dln_with_no_sampler_keys_is_accurate():
-    # dln-1k case 2 (widths [46, 14, 11], product rank 1, λ(w*) = 93) with the dln kind's defaults
-    # only. Measured +0.5% with a standard error of 1.5%; the 10% bound is the suite's median target
-    # and leaves 6 standard errors for another platform's rounding.
-    config = RunConfig.from_dict({"model": {"kind": "dln", "layers": [2, 5], "width_range": [5, 50], "seed": 2},
-                                  "data": {"n": 10_000}})
-    result = run(config)
+    # dln-1k case 2 (widths [46, 14, 11], product rank 1, λ(w*) = 93). Measured +0.5% with a
+    # standard error of 1.5%; the 10% bound is the suite's median target and leaves 6 standard
+    # errors for another platform's rounding.
+    result = _random_dln(2)
     assert result.theoretical_llc == 93
     assert abs(result.llc_mean - 93) / 93 < 0.10
     assert 0.8 <= result.mala_acceptance_mean <= 1.0
@@ -54,9 +58,7 @@ def test_random_dln_is_scored_against_its_local_llc():
     # 138.4 ± 3.6 (-3.9%) with the defaults: within 10% of λ(w*) and 14% above the global value, so
     # this fails if the zoo scores against the wrong one. The bounds leave 2.4 (10% of 144) and 3
     # (5% above 121.5) standard errors; 144 and 121.5 are 6 standard errors apart.
-    config = RunConfig.from_dict({"model": {"kind": "dln", "layers": [2, 5], "width_range": [5, 50], "seed": 6},
-                                  "data": {"n": 10_000}})
-    result = run(config)
+    result = _random_dln(6)
     assert result.theoretical_llc == 144
     assert abs(result.llc_mean - 144) / 144 < 0.10
     assert result.llc_mean > 121.5 * 1.05
