@@ -25,6 +25,7 @@ AUTO_FULL_DIMENSION = 20
 # "auto" also caps the heat of minibatch gradient noise, which the MALA acceptance cannot see: ε is
 # lowered twice during burn-in so that this heat is at most this share of λ̂ (estimator._cap_minibatch_heat)
 MINIBATCH_HEAT_LIMIT = 0.03
+MINIBATCH_HEAT_EVERY = 80  # steps between measurements: one extra gradient, so about 1% of a run
 
 # Diagnostics and streaming
 MALA_EVERY = 20  # acceptance measured on 1 step in 20 (REFERENCE §2): costs one extra gradient in 20

@@ -221,8 +221,8 @@ def estimate_llc(
     acc_sum = torch.zeros(chains, dtype=torch.float64, device=dev)
     acc_count = 0
     stop_requested = _stop_checker(stop)
-    # minibatch heat (SGLD.minibatch_heat): measured with the MALA acceptance's cadence after
-    # calibration; "auto" lowers ε halfway through the rest of burn-in if it is too large a share of λ̂
+    # minibatch heat (SGLD.minibatch_heat): measured every MINIBATCH_HEAT_EVERY steps after
+    # calibration; "auto" lowers ε during the rest of burn-in if it is too large a share of λ̂
     heat_measurable = not mala and not full_batch and kernel.preconditioner is None
     # two checks, at 1/3 and 2/3 of the rest of burn-in: the first λ̂ it compares with is itself hot
     heat_cap_at = ([calibration + (burnin - calibration) * k // 3 for k in (1, 2)]
@@ -251,7 +251,7 @@ def estimate_llc(
         else:
             batch = batches.next()
         measure = calibrating or (t + 1) % sampler.mala_every == 0
-        measure_heat = heat_measurable and not calibrating and (t + 1) % sampler.mala_every == 0
+        measure_heat = heat_measurable and not calibrating and (t + 1) % defaults.MINIBATCH_HEAT_EVERY == 0
         started_from = state
         state, info = kernel.step(state, batch, generator, measure_acceptance=measure,
                                   adapt_preconditioner=t < burnin, **({"keep_grad": True} if measure_heat else {}))
