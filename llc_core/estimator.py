@@ -259,7 +259,7 @@ def estimate_llc(
         if measure_heat:
             heat = kernel.minibatch_heat(started_from, info, batches.peek())
             if t >= burnin:
-                heat_sum += heat * alive
+                heat_sum += torch.where(alive, heat, 0.0)  # a diverging chain's NaN stays out
                 heat_count += 1
             else:
                 burnin_heat.append(heat)
