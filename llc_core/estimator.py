@@ -357,10 +357,11 @@ def _calibrate(tuner, kernel, previous, state, info, alive, target, trace, w_sta
     acceptance = float(info.acceptance[alive].mean()) if bool(alive.any()) else 0.0
     trace.append((float(kernel.step_size), acceptance))
     tuner = adaptation.update(tuner, acceptance, target)
-    uniform = torch.rand(info.acceptance.shape, generator=generator, device=info.acceptance.device)
-    rejected = uniform >= info.acceptance
-    if bool(rejected.any()):
-        state = state._replace(position=torch.where(rejected[:, None], previous.position, state.position))
+    if isinstance(kernel, SGLD):  # a MALA step has accepted or rejected already (and caches ∇U at its position)
+        uniform = torch.rand(info.acceptance.shape, generator=generator, device=info.acceptance.device)
+        rejected = uniform >= info.acceptance
+        if bool(rejected.any()):
+            state = state._replace(position=torch.where(rejected[:, None], previous.position, state.position))
     blown = ~torch.isfinite(state.position).all(1) | ~torch.isfinite(info.loss)
     blown |= nbeta * (info.loss - init_loss) > explosion
     if bool(blown.any()):

@@ -62,3 +62,16 @@ def test_bad_mala_settings_are_refused(sampler, words):
                                   "sampler": {"steps": 200, "step_size": 1e-3, **sampler}})
     with pytest.raises(LLCInputError, match=words):
         run(config)
+
+
+def test_mala_with_auto_step_size_is_accurate_on_a_regular_model():
+    # One 5x20 matrix (λ = d/2 = 50), full-batch MALA with ε calibrated by "auto": MALA samples
+    # exactly at any ε, so λ̂ must match λ to its standard error (tolerance 8%: ~3 se for 4 chains ×
+    # 1000 draws).
+    from llc_core import RunConfig, run
+
+    result = run(RunConfig.from_dict({"model": {"kind": "dln", "widths": [20, 5], "seed": 0}, "data": {"n": 2000},
+                                      "sampler": {"algorithm": "mala", "step_size": "auto", "batch_size": 2000,
+                                                  "chains": 4, "steps": 2000, "burnin": 0.5}}))
+    assert result.calibration is not None
+    assert abs(result.llc_mean - 50) / 50 < 0.08, result.llc_mean
