@@ -113,6 +113,7 @@ def test_validate_page_runs_the_smoke_suite(navigation_mode):
     table = at.dataframe[0].value
     assert list(table["case"]) == ["potential [1]", "dln [3, 2, 3]"]
     assert table["λ̂"].notna().all()
+    assert "Aoyagi's global λ" in table.columns  # filled for the random generator's DLN cases
 
 
 def test_suite_run_stops_when_asked():
