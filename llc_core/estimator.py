@@ -224,9 +224,12 @@ def estimate_llc(
     # minibatch heat (SGLD.minibatch_heat): measured every MINIBATCH_HEAT_EVERY steps after
     # calibration; "auto" lowers ε during the rest of burn-in if it is too large a share of λ̂
     heat_measurable = not mala and not full_batch and kernel.preconditioner is None
-    # two checks, at 1/3 and 2/3 of the rest of burn-in: the first λ̂ it compares with is itself hot
-    heat_cap_at = ([calibration + (burnin - calibration) * k // 3 for k in (1, 2)]
-                   if tuner is not None and heat_measurable else [])
+    # "auto" checks its ε twice more, at 1/3 and 2/3 of the rest of burn-in (the first heat check
+    # compares with a λ̂ that is itself hot): acceptance, then minibatch heat
+    recheck_at = ([calibration + (burnin - calibration) * k // 3 for k in (1, 2)]
+                  if tuner is not None and isinstance(kernel, SGLD) else [])
+    burnin_acceptance: list[Tensor] = []
+    acceptance_recheck = None
     burnin_heat: list[Tensor] = []
     heat_sum = torch.zeros(chains, dtype=torch.float64, device=dev)
     heat_count = 0
@@ -263,7 +266,11 @@ def estimate_llc(
                 heat_count += 1
             else:
                 burnin_heat.append(heat)
-        if t in heat_cap_at and burnin_heat:
+        if t in recheck_at and burnin_acceptance:
+            kernel, check = _recheck_acceptance(kernel, burnin_acceptance, alive, flat.num_params)
+            acceptance_recheck = [*(acceptance_recheck or []), check]
+            burnin_acceptance = []
+        if t in recheck_at and burnin_heat and heat_measurable:
             kernel, cap = _cap_minibatch_heat(kernel, burnin_heat, losses[t - (burnin - calibration) // 6:t + 1],
                                               alive, nbeta_column, init_loss)
             heat_cap = [*(heat_cap or []), cap]
@@ -275,6 +282,8 @@ def estimate_llc(
             step_now = adaptation.final_step_size(tuner) if t + 1 == calibration else adaptation.current_step_size(tuner)
             kernel = dataclasses.replace(kernel, step_size=step_now)
         elif info.acceptance is not None:
+            if t < burnin:
+                burnin_acceptance.append(info.acceptance)
             acceptances.append(info.acceptance)
             acc_sum += info.acceptance * alive
             acc_count += 1
@@ -302,7 +311,8 @@ def estimate_llc(
         calibration_report = {
             "steps": len(calibration_trace), "target_acceptance": target,
             "initial_step_size": step_size, "step_size": float(kernel.step_size),
-            "acceptance_step_size": adaptation.final_step_size(tuner), "minibatch_heat_cap": heat_cap,
+            "acceptance_step_size": adaptation.final_step_size(tuner), "acceptance_recheck": acceptance_recheck,
+            "minibatch_heat_cap": heat_cap,
             "trace_step_size": [e for e, _ in calibration_trace], "trace_acceptance": [a for _, a in calibration_trace],
         }
     alive_heat = (heat_sum / heat_count)[alive] if heat_count else None
@@ -367,6 +377,21 @@ def _calibrate(tuner, kernel, previous, state, info, alive, target, trace, w_sta
     if bool(blown.any()):
         state = _reset_chains(state, blown, w_star)
     return tuner, state
+
+
+def _recheck_acceptance(kernel, acceptances: list[Tensor], alive: Tensor, num_params: int):
+    """Lower ε when the acceptance measured during burn-in (on the run's changing minibatches, which
+    if anything inflates it) fell below the band. Calibration sees chains near w*; at highly singular
+    points the curvature grows as the chains spread out, and dln-deepest cases ended at 0.59-0.81."""
+    if not bool(alive.any()):
+        return kernel, None
+    acceptance = float(torch.stack(acceptances)[:, alive].mean())
+    report = {"acceptance": acceptance, "step_size_before": float(kernel.step_size)}
+    if acceptance < diagnostics.acceptance_band(num_params)[0]:
+        kernel = dataclasses.replace(
+            kernel, step_size=diagnostics.suggested_step_size(float(kernel.step_size), acceptance, num_params))
+    report["step_size_after"] = float(kernel.step_size)
+    return kernel, report
 
 
 def _cap_minibatch_heat(kernel, heats: list[Tensor], recent_losses: Tensor, alive: Tensor, nbeta: Tensor,
