@@ -293,11 +293,16 @@ def calibration_text(calibration: dict) -> str:
     text = (f"**Step size:** 'auto' calibrated ε from {calibration['initial_step_size']:.3g} to "
             f"**{tuned:.3g}** over the first {calibration['steps']:,} burn-in steps (dual averaging towards "
             f"acceptance {calibration['target_acceptance']:.2f})")
-    lowered = [cap for cap in calibration.get("minibatch_heat_cap") or []
-               if cap and cap["step_size_after"] < cap["step_size_before"]]
-    if lowered:
-        text += (f", then lowered it to **{calibration['step_size']:.3g}** during burn-in because minibatch "
-                 f"gradient noise was {lowered[0]['share']:.0%} of λ̂ (more than {lowered[0]['limit']:.0%})")
+    reasons = []
+    fell = [c for c in calibration.get("acceptance_recheck") or [] if c and c["step_size_after"] < c["step_size_before"]]
+    if fell:
+        reasons.append(f"the acceptance fell to {fell[0]['acceptance']:.2f} as the chains spread out")
+    hot = [c for c in calibration.get("minibatch_heat_cap") or [] if c and c["step_size_after"] < c["step_size_before"]]
+    if hot:
+        reasons.append(f"minibatch gradient noise was {hot[0]['share']:.0%} of λ̂ (more than {hot[0]['limit']:.0%})")
+    if reasons:
+        text += (f", then lowered it to **{calibration['step_size']:.3g}** during burn-in because "
+                 + " and ".join(reasons))
     return text + "; every draw λ̂ uses was taken with ε fixed at that value."
 
 

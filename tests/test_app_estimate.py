@@ -266,7 +266,7 @@ def test_auto_step_size_run_reports_the_calibrated_step_and_its_trace():
     assert "over the first 20 burn-in steps" in text  # 10% of 200 steps
 
 
-def test_calibration_text_says_when_minibatch_heat_lowered_the_step():
+def test_calibration_text_says_why_burn_in_lowered_the_step():
     from pages.runs import calibration_text
 
     calibration = {"initial_step_size": 1e-5, "acceptance_step_size": 8e-6, "step_size": 2e-6, "steps": 150,
@@ -275,7 +275,9 @@ def test_calibration_text_says_when_minibatch_heat_lowered_the_step():
                                           {"share": 0.03, "limit": 0.03, "step_size_before": 2e-6, "step_size_after": 2e-6}]}
     text = calibration_text(calibration)
     assert "to **8e-06**" in text and "lowered it to **2e-06**" in text and "12% of λ̂" in text
-    calibration["minibatch_heat_cap"] = None
+    calibration["acceptance_recheck"] = [{"acceptance": 0.61, "step_size_before": 8e-6, "step_size_after": 4e-6}]
+    assert "acceptance fell to 0.61 as the chains spread out and minibatch" in calibration_text(calibration)
+    calibration["minibatch_heat_cap"] = calibration["acceptance_recheck"] = None
     assert "lowered" not in calibration_text(calibration)
 
 
