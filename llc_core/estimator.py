@@ -223,7 +223,7 @@ def estimate_llc(
     stop_requested = _stop_checker(stop)
     # minibatch heat (SGLD.minibatch_heat): measured every MINIBATCH_HEAT_EVERY steps after
     # calibration; "auto" lowers ε during the rest of burn-in if it is too large a share of λ̂
-    heat_measurable = not mala and not full_batch and kernel.preconditioner is None
+    heat_measurable = not mala and not full_batch
     # "auto" checks its ε twice more, at 1/3 and 2/3 of the rest of burn-in (the first heat check
     # compares with a λ̂ that is itself hot): acceptance, then minibatch heat
     recheck_at = ([calibration + (burnin - calibration) * k // 3 for k in (1, 2)]

@@ -90,7 +90,7 @@ class RunResult:
     step_size: float | None = None  # the ε the draws were taken with (the calibrated one in "auto" mode)
     calibration: dict[str, Any] | None = None  # "auto" mode: initial and final ε, trace of ε and acceptance
     # λ̂ that minibatch gradient noise adds, ε nβ² E||∇L_B1 − ∇L_B2||²/16 over the draws (SGLD.minibatch_heat);
-    # None for full-batch runs, MALA and preconditioned SGLD
+    # (ε tr(AΣ_ξ)/8 with a preconditioner A); None for full-batch runs and MALA
     minibatch_heat: float | None = None
     # start_spread runs: λ̂ of the chains started at w* and of those started spread out, and the gap
     start_comparison: dict[str, Any] | None = None

@@ -111,15 +111,20 @@ class SGLD:
         A step's gradient error ξ = nβ(∇L_B − ∇L_n) adds variance ε²Σ_ξ/4 to the injected noise εI,
         which heats each direction by a factor 1 + εΣ_ξ,ii/4, i.e. nβ·E[L] by ε tr(Σ_ξ)/8 (exact for a
         quadratic). Two independent minibatches at one point give E||ξ_1 − ξ_2||² = 2 tr(Σ_ξ). The
-        MALA acceptance cannot see this heat: it compares the two points on one minibatch. Plain
-        SGLD only (a preconditioner rescales the noise by A); `info` must come from the step with
-        `keep_grad`, `state` the state that step started from.
+        MALA acceptance cannot see this heat: it compares the two points on one minibatch. With a
+        preconditioner A the step adds ε²AΣ_ξA/4 to the injected εA, so the heat is ε tr(AΣ_ξ)/8 (the
+        same formula in A-whitened coordinates). `info` must come from the step with `keep_grad`,
+        `state` the state that step started from.
         """
         _, grad = self.loss_and_grad(state.position, other_batch)
         # ∇U on both batches share the localization term, which cancels in the difference
-        difference = info.grad_potential - self._grad_potential(state.position, grad)
+        difference = (info.grad_potential - self._grad_potential(state.position, grad)).double().square()
+        if isinstance(self.preconditioner, RMSprop):
+            difference = difference / (self.preconditioner.delta + state.square_avg.double().sqrt())
+        elif self.preconditioner is not None:
+            difference = difference * self.preconditioner.double()
         eps = self.step_size if isinstance(self.step_size, Tensor) else float(self.step_size)
-        return eps * difference.double().square().sum(-1) / 16
+        return eps * difference.sum(-1) / 16
 
     def _grad_potential(self, w: Tensor, grad_loss: Tensor) -> Tensor:
         """∇U = nβ ∇L_B + γ (w − w*), overwriting `grad_loss`; the localization term is analytic, so

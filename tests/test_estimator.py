@@ -340,3 +340,19 @@ def test_auto_recovers_when_acceptance_falls_after_calibration():
     checks = result.calibration["acceptance_recheck"]
     assert checks[0]["step_size_after"] < checks[0]["step_size_before"]
     assert abs(result.llc_mean - 73.5) / 73.5 < 0.15
+
+
+def test_minibatch_heat_with_a_fixed_preconditioner_is_the_whitened_heat():
+    # A = 0.5 with ε = 2e-5 makes the same moves as A = 1 with ε = 1e-5 (the step uses only εA), so
+    # the heat ε tr(AΣ_ξ)/8 must come out the same as plain SGLD's ε tr(Σ_ξ)/8.
+    problem = _regular([20, 5], 2000)
+    plain, scaled = (estimate_llc(problem.model, problem.inputs, problem.targets,
+                                  SamplerConfig(step_size=eps, batch_size=4, chains=4, steps=1000, burnin=0.25, seed=1,
+                                                preconditioner=pre))
+                     for eps, pre in ((1e-5, None), (2e-5, [0.5] * 100)))
+    assert plain.minibatch_heat > 0
+    assert scaled.minibatch_heat == pytest.approx(plain.minibatch_heat, rel=1e-3)
+    rms = estimate_llc(problem.model, problem.inputs, problem.targets,
+                       SamplerConfig(step_size=1e-5, batch_size=4, chains=4, steps=1000, burnin=0.25, seed=1,
+                                     preconditioner="rmsprop"))
+    assert rms.minibatch_heat is not None and rms.minibatch_heat > 0
