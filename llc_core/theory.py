@@ -13,6 +13,7 @@ and no UI code: only the standard library and mpmath (for :func:`finite_n_target
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from dataclasses import dataclass
@@ -264,8 +265,9 @@ def deep_linear_network_local(widths: Sequence[int], segment_rank) -> Theory | N
       all the others), where the local ``λ`` equals Aoyagi's global value for those widths.
 
     Returns ``None`` when the reduction stops at blocks of unequal ranks above ``r``, a case no
-    closed form here covers.
+    closed form here covers. ``segment_rank`` is asked about each segment at most once.
     """
+    segment_rank = functools.cache(segment_rank)
     hs = _as_int_list(widths, "widths")
     if len(hs) < 2:
         raise ValueError(f"widths has {len(hs)} entries; a linear network needs at least 2")
@@ -273,7 +275,6 @@ def deep_linear_network_local(widths: Sequence[int], segment_rank) -> Theory | N
     blocks = [(k, k) for k in range(1, len(hs))]
     r = _as_int(segment_rank(1, len(hs) - 1), "rank")
     extra = Fraction(0)
-    steps: list[str] = []
 
     def shape(block: tuple[int, int]) -> tuple[int, int, int]:
         first, last = block
@@ -296,13 +297,11 @@ def deep_linear_network_local(widths: Sequence[int], segment_rank) -> Theory | N
         h_in, h_out, rank = shape(blocks[-1])
         if rank == h_in:
             extra += Fraction((h_out - h_in) * r, 2)
-            steps.append(f"peel {h_in}->{h_out}")
             blocks.pop()
             continue
         h_in, h_out, rank = shape(blocks[0])
         if rank == h_out:
             extra += Fraction((h_in - h_out) * r, 2)
-            steps.append(f"peel {h_in}->{h_out}")
             blocks.pop(0)
             continue
         break

@@ -253,12 +253,9 @@ def _case_info(config: RunConfig) -> dict[str, Any]:
     includes the curvature estimate, which is not free for the large ones)."""
     model = config.model
     if model.kind == "dln" and model.widths is None and model.layers is not None and model.width_range is not None:
-        import torch
-
         widths, weights = draw_dln(tuple(model.layers), tuple(model.width_range), model.seed or 0)
-        return {"widths": widths, "matrix_ranks": [int(torch.linalg.matrix_rank(w)) if w.abs().max() > 0 else 0
-                                                    for w in weights],
-                "global_llc": float(dln_truth(widths, weights)[1].llc)}
+        _, global_truth, ranks = dln_truth(widths, weights)
+        return {"widths": widths, "matrix_ranks": ranks, "global_llc": float(global_truth.llc)}
     if model.kind in ("potential", "tanh"):
         return {k: v for k, v in build_problem(model, config.data).info.items()}
     return {}

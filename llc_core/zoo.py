@@ -41,6 +41,7 @@ so they need many times more steps to equilibrate.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -277,14 +278,16 @@ def _product_rank(weights: list[Tensor]) -> int:
     return int(torch.linalg.matrix_rank(product))
 
 
-def dln_truth(widths: list[int], weights: list[Tensor]) -> tuple[theory.Theory | None, theory.Theory]:
-    """(λ(w*) at these weights or None when no closed form covers them, Aoyagi's global λ).
+def dln_truth(widths: list[int], weights: list[Tensor]) -> tuple[theory.Theory | None, theory.Theory, list[int]]:
+    """(λ(w*) at these weights or None when no closed form covers them, Aoyagi's global λ, the rank
+    of each factor), from one rank computation per segment of consecutive factors.
 
     The global λ is a lower bound for λ(w*): the LLC at a w* whose factors are fuller than the
     product needs is larger (theory.deep_linear_network_local)."""
-    global_truth = theory.deep_linear_network(widths, _product_rank(weights))
-    local = theory.deep_linear_network_local(widths, lambda i, j: _product_rank(weights[i - 1:j]))
-    return local, global_truth
+    segment_rank = functools.cache(lambda i, j: _product_rank(weights[i - 1:j]))
+    local = theory.deep_linear_network_local(widths, segment_rank)
+    global_truth = theory.deep_linear_network(widths, segment_rank(1, len(weights)))
+    return local, global_truth, [segment_rank(k, k) for k in range(1, len(weights) + 1)]
 
 
 def _weight_scale(model: ModelConfig) -> str:
@@ -390,8 +393,7 @@ def _dln(model: ModelConfig, data: DataConfig) -> Problem:
 
 
 def _record_truth(widths: list[int], weights: list[Tensor], info: dict[str, Any]) -> theory.Theory | None:
-    local, global_truth = dln_truth(widths, weights)
-    info["matrix_ranks"] = [_product_rank([w]) for w in weights]
+    local, global_truth, info["matrix_ranks"] = dln_truth(widths, weights)
     info["global_llc"] = float(global_truth.llc)
     info["truth"] = "λ(w*)" if local is not None else (
         "unknown: two or more rank-deficient factors of different ranks; the global λ is a lower bound")
