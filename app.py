@@ -7,13 +7,13 @@ settings.py, charts.py, runs.py).
 
 import streamlit as st
 
-from llc_core import background
+from llc_core.execution import background
 from pages import common, runs
 
 # Once per process, now that the heavy imports are done (torch, pandas, Altair, through pages.runs):
 # keep Streamlit's garbage collection after every script run off them, and leave a core to the page.
 common.set_up_process()
-# Runs sample in worker processes (llc_core.background) that take this process's torch threads and
+# Runs sample in worker processes (llc_core.execution.background) that take this process's torch threads and
 # come from a fork server: start it now, so that the first Run does not wait for it to import torch.
 background.start_worker_server()
 

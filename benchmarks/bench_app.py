@@ -4,7 +4,7 @@
               start it), driven by headless Chromium through Playwright: open /estimate?<the config's
               query>, press Run, watch the live view until the result is on screen, download the
               result JSON and read its `chain_steps_per_second`. The run samples in a worker process
-              (llc_core.background, the default LLC_WORKER=process).
+              (llc_core.execution.background, the default LLC_WORKER=process).
   app-thread  the same on a second server started with LLC_WORKER=thread: the run samples in a
               thread of the server, as before the worker process (leave it out: --workers process).
   cli         `python -m llc_core run -` in a subprocess, the same RunConfig on stdin, and the same
@@ -57,7 +57,7 @@ sys.path.insert(0, str(REPO / "tests" / "e2e"))
 import torch  # noqa: E402
 
 from llc_core import ModelConfig, RunConfig, SamplerConfig  # noqa: E402
-from llc_core.background import worker_threads  # noqa: E402
+from llc_core.execution.background import worker_threads  # noqa: E402
 from pages.settings import config_to_query  # noqa: E402
 from app_server import CHROMIUM_ARGS, VIEWPORT, AppServer  # noqa: E402  (tests/e2e/app_server.py)
 
@@ -65,7 +65,7 @@ OVERHEAD_TARGET = 0.10
 CHROMIUM = os.environ.get("LLC_CHROMIUM", "/usr/bin/chromium")
 TICKS = os.sysconf("SC_CLK_TCK")
 RUN_LIMIT_S = 900  # per app run
-WORKERS = ("process", "thread")  # the app's run workers (llc_core.background, LLC_WORKER)
+WORKERS = ("process", "thread")  # the app's run workers (llc_core.execution.background, LLC_WORKER)
 APP_NAMES = {"process": "app", "thread": "app-thread"}
 
 
@@ -253,7 +253,7 @@ def main() -> None:
     query = "&".join(f"{k}={v}" for k, v in config_to_query(config).items())
     chain_steps = args.chains * args.steps
     default_threads = len(cores) if cores else torch.get_num_threads()  # torch's default: the usable cores
-    cli_threads = worker_threads(default_threads)  # as llc_core/cli.py sets them
+    cli_threads = worker_threads(default_threads)  # as llc_core/cli/common.py sets them
     app_threads = worker_threads(default_threads)  # the worker process's
     apps = {APP_NAMES[worker]: worker for worker in args.workers}  # name → the server's LLC_WORKER
     clis = {"cli": None}  # name → OMP_NUM_THREADS of a CLI run

@@ -29,9 +29,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import llc_core  # noqa: E402
-import llc_core.estimator as estimator_module  # noqa: E402
+from llc_core.bookkeeping import Tally  # noqa: E402
 from llc_core import RunConfig, build_problem, estimate_llc  # noqa: E402
-from llc_core.background import BackgroundRun  # noqa: E402
+from llc_core.execution.background import BackgroundRun  # noqa: E402
 
 OVERHEAD_TARGET = 0.10
 POLL_INTERVAL = 0.2
@@ -65,21 +65,21 @@ class Attributed:
 
 
 class patched:
-    """Temporarily wrap the estimator's snapshot helpers (in this process only)."""
+    """Temporarily wrap the bookkeeping's snapshot work (in this process only)."""
 
-    NAMES = ("_snapshot", "_stop_diverged")
+    NAMES = ("snapshot", "close_window")
 
     def __init__(self, meter: Attributed):
         self.meter = meter
 
     def __enter__(self):
-        self.saved = {name: getattr(estimator_module, name) for name in self.NAMES}
+        self.saved = {name: getattr(Tally, name) for name in self.NAMES}
         for name, fn in self.saved.items():
-            setattr(estimator_module, name, self.meter.wrap(fn))
+            setattr(Tally, name, self.meter.wrap(fn))
 
     def __exit__(self, *exc):
         for name, fn in self.saved.items():
-            setattr(estimator_module, name, fn)
+            setattr(Tally, name, fn)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,15 +3,15 @@
 No Streamlit here: the app, the CLI and user code all go through this API.
 """
 
-from .config import DataConfig, ModelConfig, RunConfig, SamplerConfig
-from .errors import LLCInputError
-from .estimator import available_devices, default_nbeta, estimate_llc, resolve_device
-from .result import RunResult, Snapshot, Verdict
-from .runner import run
-from .zoo import Problem, build_problem
+from llc_core.config import DataConfig, ModelConfig, RunConfig, SamplerConfig
+from llc_core.errors import LLCInputError
+from llc_core.estimator import available_devices, default_nbeta, estimate_llc, resolve_device
+from llc_core.result import RunResult, Snapshot, Verdict
+from llc_core.problem import Problem, Theory
+from llc_core.runner import build_problem, run
 
 __all__ = [
     "DataConfig", "LLCInputError", "ModelConfig", "Problem", "RunConfig", "RunResult", "SamplerConfig",
-    "Snapshot", "Verdict", "available_devices", "build_problem", "default_nbeta", "estimate_llc",
+    "Snapshot", "Theory", "Verdict", "available_devices", "build_problem", "default_nbeta", "estimate_llc",
     "resolve_device", "run",
 ]

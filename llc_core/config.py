@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from . import defaults
-from .errors import LLCInputError
+from llc_core import defaults
+from llc_core.errors import LLCInputError
 
 Preconditioner = Union[None, str, list]  # None, "rmsprop", or a fixed diagonal (one float per parameter)
 AUTO = "auto"  # step_size: calibrate ε to the target acceptance (dual averaging)
@@ -195,7 +196,7 @@ class DataConfig:
     n: int = defaults.N_SAMPLES
     seed: int = defaults.DATA_SEED
     noise_scale: float = 1.0
-    # Model kind "checkpoint" only (llc_core/datafiles.py): a data file, or a zoo teacher that draws n samples.
+    # Model kind "checkpoint" only (llc_core/files/datafiles.py): a data file, or a zoo teacher that draws n samples.
     path: str | None = None  # .npz, .safetensors, .pt (tensors only) or .csv with a header; n is then the file's rows
     inputs_key: str | None = None  # the inputs' array name (default: x, inputs, X, ... when unambiguous)
     targets_key: str | None = None  # the targets' array name (default: y, targets, Y, labels, ...)
@@ -222,11 +223,11 @@ class RunConfig:
     def from_dict(cls, raw: Any) -> "RunConfig":
         if not isinstance(raw, dict):
             raise LLCInputError(f"a config must be a JSON object, got {type(raw).__name__}")
-        _reject_unknown(cls, raw, "config")
+        reject_unknown_keys(cls, raw, "config")
         return cls(
-            model=_build(ModelConfig, raw.get("model", {}), "model"),
-            data=_build(DataConfig, raw.get("data", {}), "data"),
-            sampler=_build(SamplerConfig, raw.get("sampler", {}), "sampler"),
+            model=build_config(ModelConfig, raw.get("model", {}), "model"),
+            data=build_config(DataConfig, raw.get("data", {}), "data"),
+            sampler=build_config(SamplerConfig, raw.get("sampler", {}), "sampler"),
             device=raw.get("device", "auto"),
             dtype=raw.get("dtype", "float32"),
         )
@@ -240,14 +241,28 @@ class RunConfig:
         return cls.from_dict(raw)
 
 
-def _build(kind: type, raw: Any, where: str):
+def read_config_text(path: str) -> str:
+    """The text of a config file, or of stdin for "-" (the CLI's CONFIG argument)."""
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as err:
+        raise LLCInputError(f"cannot read config {path!r}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise LLCInputError(f"config {path!r} is not a UTF-8 text file: pass a JSON file") from None
+
+
+def build_config(kind: type, raw: Any, where: str):
+    """`kind(**raw)` for a config dataclass, after checking that raw is an object of known keys."""
     if not isinstance(raw, dict):
         raise LLCInputError(f"'{where}' must be a JSON object, got {type(raw).__name__}")
-    _reject_unknown(kind, raw, where)
+    reject_unknown_keys(kind, raw, where)
     return kind(**raw)
 
 
-def _reject_unknown(kind: type, raw: dict, where: str) -> None:
+def reject_unknown_keys(kind: type, raw: dict, where: str) -> None:
     known = {f.name for f in dataclasses.fields(kind)}
     unknown = sorted(set(raw) - known)
     if unknown:

@@ -23,7 +23,7 @@ CALIBRATION_FRACTION = 0.1
 AUTO_FULL_DIMENSION = 20
 
 # "auto" also caps the heat of minibatch gradient noise, which the MALA acceptance cannot see: ε is
-# lowered twice during burn-in so that this heat is at most this share of λ̂ (estimator._cap_minibatch_heat)
+# lowered twice during burn-in so that this heat is at most this share of λ̂ (schedule.cap_minibatch_heat)
 MINIBATCH_HEAT_LIMIT = 0.03
 MINIBATCH_HEAT_EVERY = 80  # steps between measurements: one extra gradient, so about 1% of a run
 

@@ -1,16 +1,17 @@
-"""Convergence diagnostics and plain-language verdicts (REFERENCE.md §2-3)."""
+"""Convergence diagnostics (R-hat, ESS, flatness, trend) and the plain-language verdicts on a run."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from arviz_stats.base import array_stats
 
-from . import defaults
-from .adaptation import effective_target
-from .result import Verdict
+from llc_core import defaults
+from llc_core.sampling.adaptation import effective_target
+from llc_core.result import Verdict
 
 # A drift between the two halves of the sampling window counts only if it is both statistically
 # clear (more than 2 standard errors across chains) and practically large (5% of λ̂).
@@ -101,125 +102,191 @@ def suggested_step_size(step_size: float, acceptance: float, num_params: int | N
     return float(step_size * min(max(factor, 0.1), 10.0))
 
 
-def verdicts(
-    *,
-    llc_mean: float | None,
-    llc_se: float | None,
-    acceptance: float | None,
-    step_size: float | None,
-    diverged: list[dict[str, Any]],
-    chains: int,
-    flat: dict[str, Any],
-    rhat: float | None,
-    partial: bool,
-    used_burnin: bool,
-    long_trend: dict[str, Any] | None = None,
-    num_params: int | None = None,
-    minibatch_heat: float | None = None,
-    batch_size: int | None = None,
-    n: int | None = None,
-    calibrated: bool = False,
-    start_comparison: dict[str, Any] | None = None,
-) -> list[Verdict]:
-    """Plain-language findings, most serious first, each saying what to change. `step_size` is None
-    when chains ran with different ε (a sweep): the findings then say which way to move it."""
-    found: list[Verdict] = []
-    low, _, high = acceptance_band(num_params)
-    if diverged:
-        which = ", ".join(f"chain {d['chain']} at step {d['step']}" for d in diverged[:5])
-        smaller = step_size / 3 if step_size else None
-        severity = "error" if len(diverged) == chains else "warning"
-        found.append(Verdict(
-            "diverged", severity,
-            f"{len(diverged)} of {chains} chains diverged ({which}); "
-            + ("no healthy chain is left, so there is no estimate. " if len(diverged) == chains else "λ̂ uses the healthy chains only. ")
-            + "The step size is too large: " + _try("lower ε", smaller),
-            _suggest(smaller),
-        ))
-    if acceptance is not None and acceptance < low:
-        new = suggested_step_size(step_size, acceptance, num_params) if step_size else None
-        found.append(Verdict(
-            "step_too_large", "warning",
-            f"MALA acceptance {acceptance:.3g} is below {low:.3g}: the step size is too large, so the "
-            "discretisation error inflates λ̂. " + _try("Lower ε", new),
-            _suggest(new),
-        ))
-    if llc_mean is not None and llc_mean < 0:
-        found.append(Verdict(
-            "negative_llc", "error",
-            f"λ̂ = {llc_mean:.3g} is negative: the chains found lower loss than at w*. Either w* is not a "
-            "local minimum (train it further) or the step size is too large (lower ε).",
-        ))
-    if flat.get("flat") is False:
-        direction = "rising" if flat["drift"] > 0 else "falling"
-        found.append(Verdict(
-            "not_equilibrated", "warning",
-            f"The loss trace is still {direction} after burn-in (λ̂ moved by {flat['drift']:.3g} ± "
-            f"{flat['drift_se']:.2g} between the two halves of the sampling window), so the chains have not "
-            "equilibrated and λ̂ is " + ("an under-estimate" if flat["drift"] > 0 else "unreliable")
-            + ". Run more steps, or raise ε if acceptance allows.",
-            {"steps": "x2"},
-        ))
-    if long_trend and long_trend.get("ok") is False and flat.get("flat") is not False:
-        found.append(Verdict(
-            "still_climbing", "warning",
-            f"λ̂ was {long_trend['middle']:.3g} over the steps just after the chains' midpoint and "
-            f"{long_trend['end']:.3g} over the last 10%: the loss is still climbing slowly, so λ̂ is likely "
-            "an under-estimate even though the sampling window looks flat. Run several times more steps "
-            "(or a larger ε if acceptance allows) until λ̂ stops growing.",
-            {"steps": "x5"},
-        ))
-    if start_comparison is not None and llc_mean is not None and _starts_disagree(start_comparison, llc_mean):
-        low, high = sorted((start_comparison["from_w_star"]["llc"], start_comparison["from_spread"]["llc"]))
-        found.append(Verdict(
-            "starts_disagree", "warning",
-            f"Chains started at w* give λ̂ = {start_comparison['from_w_star']['llc']:.3g} and chains started "
-            f"spread out give {start_comparison['from_spread']['llc']:.3g}: the two groups have not met, so the "
-            f"chains have not mixed and λ̂ = {llc_mean:.3g} is their average, not an estimate to trust. "
-            f"If the spread-out start is not too wide, λ lies between about {low:.3g} and {high:.3g}: "
-            "run more steps until the groups agree.",
-            {"steps": "x2"},
-        ))
-    if minibatch_heat is not None and llc_mean is not None and llc_mean > 0 and minibatch_heat > HEAT_WARNING * llc_mean:
-        share = minibatch_heat / llc_mean
-        # the heat falls like 1/batch (for batches well below n) and is proportional to ε
-        bigger = min(n, int(math.ceil(batch_size * share / defaults.MINIBATCH_HEAT_LIMIT))) if batch_size and n else None
-        smaller = step_size * defaults.MINIBATCH_HEAT_LIMIT / share if step_size else None
-        found.append(Verdict(
-            "minibatch_noise", "warning",
-            f"Minibatch gradient noise heats the chains: about {minibatch_heat:.3g} of λ̂ ({share:.0%}) is that heat, "
-            "which the MALA acceptance cannot see, so λ̂ is too high by about that much. Use a larger batch"
-            + (f" (batch_size {bigger})" if bigger else "") + " or a smaller step size"
-            + (f" (ε = {smaller:.2g})" if smaller else "") + ".",
-            {"batch_size": bigger} if bigger else _suggest(smaller),
-        ))
-    if rhat is not None and rhat > RHAT_LIMIT:
-        found.append(Verdict(
-            "chains_disagree", "warning",
-            f"R-hat of the loss traces is {rhat:.2f} (> {RHAT_LIMIT}): chains sample different regions. "
-            "Run longer, or raise γ if chains wander away from w*.",
-        ))
-    # after "auto" calibration (on one fixed batch, with accept/reject) a high acceptance on the
-    # run's changing minibatches is no reason to grow ε: it is inflated by the batch-to-batch change
-    if (acceptance is not None and acceptance > high and flat.get("flat") is not False and not diverged
-            and not calibrated):
-        new = suggested_step_size(step_size, acceptance, num_params) if step_size else None
-        found.append(Verdict(
-            "step_could_grow", "info",
-            f"MALA acceptance {acceptance:.3g} is above {high:.3g}: the step size could grow"
-            + (f" to about ε = {new:.2g}" if new else "") + ", which mixes faster for the same number of steps.",
-            _suggest(new),
-        ))
-    if partial:
-        found.append(Verdict(
-            "partial", "info",
-            "The run was stopped early: λ̂ comes from the draws taken so far"
-            + ("." if used_burnin else ", and as burn-in had not ended it uses the second half of them."),
-        ))
+@dataclass(frozen=True)
+class Evidence:
+    """What the verdicts judge a run by. `step_size` is None when chains ran with different ε (a
+    sweep): the findings then say which way to move it."""
+
+    llc_mean: float | None
+    llc_se: float | None
+    acceptance: float | None
+    step_size: float | None
+    diverged: list[dict[str, Any]]
+    chains: int
+    flat: dict[str, Any]
+    rhat: float | None
+    partial: bool
+    used_burnin: bool
+    long_trend: dict[str, Any] | None = None
+    num_params: int | None = None
+    minibatch_heat: float | None = None
+    batch_size: int | None = None
+    n: int | None = None
+    calibrated: bool = False
+    start_comparison: dict[str, Any] | None = None
+
+    @property
+    def band(self) -> tuple[float, float, float]:
+        return acceptance_band(self.num_params)
+
+    @property
+    def trace_flat(self) -> bool:
+        return self.flat.get("flat") is not False
+
+
+def verdicts(**evidence: Any) -> list[Verdict]:
+    """Plain-language findings, most serious first, each saying what to change (keywords: the fields
+    of Evidence)."""
+    run = Evidence(**evidence)
+    found = [verdict for check in CHECKS if (verdict := check(run)) is not None]
     if not [v for v in found if v.severity in ("warning", "error")]:
-        acc = "" if acceptance is None else f"acceptance {acceptance:.2f}, "
+        acc = "" if run.acceptance is None else f"acceptance {run.acceptance:.2f}, "
         found.insert(0, Verdict("ok", "ok", f"No problems found: {acc}flat trace after burn-in, no divergence."))
     return found
+
+
+def diverged(run: Evidence) -> Verdict | None:
+    if not run.diverged:
+        return None
+    which = ", ".join(f"chain {d['chain']} at step {d['step']}" for d in run.diverged[:5])
+    smaller = run.step_size / 3 if run.step_size else None
+    none_left = len(run.diverged) == run.chains
+    return Verdict(
+        "diverged", "error" if none_left else "warning",
+        f"{len(run.diverged)} of {run.chains} chains diverged ({which}); "
+        + ("no healthy chain is left, so there is no estimate. " if none_left else "λ̂ uses the healthy chains only. ")
+        + "The step size is too large: " + _try("lower ε", smaller),
+        _suggest(smaller),
+    )
+
+
+def step_too_large(run: Evidence) -> Verdict | None:
+    low = run.band[0]
+    if run.acceptance is None or run.acceptance >= low:
+        return None
+    new = suggested_step_size(run.step_size, run.acceptance, run.num_params) if run.step_size else None
+    return Verdict(
+        "step_too_large", "warning",
+        f"MALA acceptance {run.acceptance:.3g} is below {low:.3g}: the step size is too large, so the "
+        "discretisation error inflates λ̂. " + _try("Lower ε", new),
+        _suggest(new),
+    )
+
+
+def negative_llc(run: Evidence) -> Verdict | None:
+    if run.llc_mean is None or run.llc_mean >= 0:
+        return None
+    return Verdict(
+        "negative_llc", "error",
+        f"λ̂ = {run.llc_mean:.3g} is negative: the chains found lower loss than at w*. Either w* is not a "
+        "local minimum (train it further) or the step size is too large (lower ε).",
+    )
+
+
+def not_equilibrated(run: Evidence) -> Verdict | None:
+    if run.trace_flat:
+        return None
+    drift = run.flat["drift"]
+    return Verdict(
+        "not_equilibrated", "warning",
+        f"The loss trace is still {'rising' if drift > 0 else 'falling'} after burn-in (λ̂ moved by {drift:.3g} ± "
+        f"{run.flat['drift_se']:.2g} between the two halves of the sampling window), so the chains have not "
+        "equilibrated and λ̂ is " + ("an under-estimate" if drift > 0 else "unreliable")
+        + ". Run more steps, or raise ε if acceptance allows.",
+        {"steps": "x2"},
+    )
+
+
+def still_climbing(run: Evidence) -> Verdict | None:
+    trend = run.long_trend
+    if not (trend and trend.get("ok") is False and run.trace_flat):
+        return None
+    return Verdict(
+        "still_climbing", "warning",
+        f"λ̂ was {trend['middle']:.3g} over the steps just after the chains' midpoint and "
+        f"{trend['end']:.3g} over the last 10%: the loss is still climbing slowly, so λ̂ is likely "
+        "an under-estimate even though the sampling window looks flat. Run several times more steps "
+        "(or a larger ε if acceptance allows) until λ̂ stops growing.",
+        {"steps": "x5"},
+    )
+
+
+def starts_disagree(run: Evidence) -> Verdict | None:
+    comparison = run.start_comparison
+    if comparison is None or run.llc_mean is None or not _starts_disagree(comparison, run.llc_mean):
+        return None
+    at_w_star, spread = comparison["from_w_star"]["llc"], comparison["from_spread"]["llc"]
+    low, high = sorted((at_w_star, spread))
+    return Verdict(
+        "starts_disagree", "warning",
+        f"Chains started at w* give λ̂ = {at_w_star:.3g} and chains started "
+        f"spread out give {spread:.3g}: the two groups have not met, so the "
+        f"chains have not mixed and λ̂ = {run.llc_mean:.3g} is their average, not an estimate to trust. "
+        f"If the spread-out start is not too wide, λ lies between about {low:.3g} and {high:.3g}: "
+        "run more steps until the groups agree.",
+        {"steps": "x2"},
+    )
+
+
+def minibatch_noise(run: Evidence) -> Verdict | None:
+    heat, llc = run.minibatch_heat, run.llc_mean
+    if heat is None or llc is None or llc <= 0 or heat <= HEAT_WARNING * llc:
+        return None
+    share = heat / llc
+    # the heat falls like 1/batch (for batches well below n) and is proportional to ε
+    bigger = (min(run.n, int(math.ceil(run.batch_size * share / defaults.MINIBATCH_HEAT_LIMIT)))
+              if run.batch_size and run.n else None)
+    smaller = run.step_size * defaults.MINIBATCH_HEAT_LIMIT / share if run.step_size else None
+    return Verdict(
+        "minibatch_noise", "warning",
+        f"Minibatch gradient noise heats the chains: about {heat:.3g} of λ̂ ({share:.0%}) is that heat, "
+        "which the MALA acceptance cannot see, so λ̂ is too high by about that much. Use a larger batch"
+        + (f" (batch_size {bigger})" if bigger else "") + " or a smaller step size"
+        + (f" (ε = {smaller:.2g})" if smaller else "") + ".",
+        {"batch_size": bigger} if bigger else _suggest(smaller),
+    )
+
+
+def chains_disagree(run: Evidence) -> Verdict | None:
+    if run.rhat is None or run.rhat <= RHAT_LIMIT:
+        return None
+    return Verdict(
+        "chains_disagree", "warning",
+        f"R-hat of the loss traces is {run.rhat:.2f} (> {RHAT_LIMIT}): chains sample different regions. "
+        "Run longer, or raise γ if chains wander away from w*.",
+    )
+
+
+def step_could_grow(run: Evidence) -> Verdict | None:
+    # after "auto" calibration (on one fixed batch, with accept/reject) a high acceptance on the
+    # run's changing minibatches is no reason to grow ε: it is inflated by the batch-to-batch change
+    high = run.band[2]
+    if starts_disagree(run) is not None:  # as before the split: the start groups' λ̂ stood in for the band
+        high = max(run.start_comparison["from_w_star"]["llc"], run.start_comparison["from_spread"]["llc"])
+    if run.acceptance is None or run.acceptance <= high or not run.trace_flat or run.diverged or run.calibrated:
+        return None
+    new = suggested_step_size(run.step_size, run.acceptance, run.num_params) if run.step_size else None
+    return Verdict(
+        "step_could_grow", "info",
+        f"MALA acceptance {run.acceptance:.3g} is above {high:.3g}: the step size could grow"
+        + (f" to about ε = {new:.2g}" if new else "") + ", which mixes faster for the same number of steps.",
+        _suggest(new),
+    )
+
+
+def partial(run: Evidence) -> Verdict | None:
+    if not run.partial:
+        return None
+    return Verdict(
+        "partial", "info",
+        "The run was stopped early: λ̂ comes from the draws taken so far"
+        + ("." if run.used_burnin else ", and as burn-in had not ended it uses the second half of them."),
+    )
+
+
+# In the order the findings are listed: most serious first.
+CHECKS = (diverged, step_too_large, negative_llc, not_equilibrated, still_climbing, starts_disagree,
+          minibatch_noise, chains_disagree, step_could_grow, partial)
 
 
 def _starts_disagree(comparison: dict[str, Any], llc_mean: float) -> bool:

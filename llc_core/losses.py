@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from .errors import LLCInputError
+from llc_core.errors import LLCInputError
 
 # (model output for a batch, targets for that batch) -> per-sample NLL, shape (batch,)
 NLL = Callable[[Tensor, Tensor], Tensor]

@@ -1,14 +1,28 @@
-"""Run a RunConfig: build the model kind's problem, fill the defaults, estimate."""
+"""Run a RunConfig: build the model kind's problem, fill the defaults, estimate.
+
+`build_problem` is the one place that knows every model kind: the zoo's (`truth/`) and a user's
+checkpoint with its data (`files/`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Callable
 
-from .config import RunConfig
-from .estimator import StopRequest, default_nbeta, estimate_llc
-from .result import RunResult, Snapshot
-from .zoo import build_problem
+from llc_core.config import DataConfig, ModelConfig, RunConfig
+from llc_core.estimator import StopRequest, default_nbeta, estimate_llc
+from llc_core.result import RunResult, Snapshot
+from llc_core.files.checkpoint import checkpoint_problem
+from llc_core.problem import Problem
+from llc_core.truth import zoo
+
+
+def build_problem(model: ModelConfig, data: DataConfig) -> Problem:
+    """The Problem a model kind and its data describe: a zoo model, or a user's checkpoint and data."""
+    if model.kind == "checkpoint":
+        zoo.check_config(model, data)
+        return checkpoint_problem(model, data)
+    return zoo.build_problem(model, data)
 
 
 def run(
@@ -41,7 +55,7 @@ def run(
     )
 
 
-def _resolved(config: RunConfig, problem) -> dict:
+def _resolved(config: RunConfig, problem: Problem) -> dict:
     """The config as a dict, with n as the data actually has it (a data file decides its own n)."""
     resolved = config.to_dict()
     resolved["data"]["n"] = int(problem.inputs.shape[0])

@@ -1,10 +1,10 @@
 """Calibrate page: sweep ε × γ for a model, read the heatmaps, send the recommended cell to Estimate.
 
-Three tabs, each running its work in a worker thread (llc_core.jobs.Job, no Streamlit calls in it)
+Three tabs, each running its work in a worker thread (llc_core.execution.jobs.Job, no Streamlit calls in it)
 that a fragment polls twice a second while it runs:
-  Sweep                 llc_core.sweep: λ̂, acceptance, divergence and flatness per cell, a recommendation
-  Rescaling invariance  llc_core.experiments.rescaling_experiment (REFERENCE §5, paper App. O)
-  SGLD vs MALA          llc_core.experiments.compare_samplers (paper App. M)
+  Sweep                 llc_core.studies.sweep: λ̂, acceptance, divergence and flatness per cell, a recommendation
+  Rescaling invariance  llc_core.studies.experiments.rescaling_experiment (REFERENCE §5, paper App. O)
+  SGLD vs MALA          llc_core.studies.experiments.compare_samplers (paper App. M)
 The sidebar's model (any zoo kind, with the main fields the Estimate page shows) feeds Sweep and
 SGLD vs MALA.
 """
@@ -18,7 +18,9 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from llc_core import LLCInputError, defaults, experiments, jobs, sweep
+from llc_core import LLCInputError, defaults
+from llc_core.studies import experiments, sweep
+from llc_core.execution import jobs
 from llc_core.config import SamplerConfig
 from pages import common, settings
 

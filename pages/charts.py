@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from llc_core import defaults as engine_defaults
-from llc_core.background import Progress
+from llc_core.execution import Progress
 
 MAX_CHAINS_DRAWN = 16  # per-chain lines beyond this clutter the charts without telling more
 MAX_POINTS = 300  # points per chain and line: a ~650 px wide chart shows no more

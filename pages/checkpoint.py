@@ -2,7 +2,7 @@
 
 The page is thin: uploads are written under fixed names into a temp folder of this browser session
 (a file's own name is never used as a path), the widgets become a RunConfig of model kind
-"checkpoint" (llc_core/checkpoint.py, llc_core/datafiles.py), and the run and its result view are the
+"checkpoint" (llc_core/files/checkpoint.py, llc_core/files/datafiles.py), and the run and its result view are the
 Estimate page's (pages/runs.py). Every problem with a file is an LLCInputError shown as st.error.
 """
 
@@ -15,8 +15,9 @@ from pathlib import Path
 import streamlit as st
 
 from llc_core import DataConfig, LLCInputError, ModelConfig, RunConfig, SamplerConfig, build_problem
-from llc_core import checkpoint as ckpt
-from llc_core import datafiles
+from llc_core.files import checkpoint as ckpt
+from llc_core.files import datafiles
+from llc_core.files import MAX_FILE_BYTES
 from pages import common, runs
 
 common.require_entry_point()
@@ -73,8 +74,8 @@ def take_upload(upload, slot: str) -> None:
     """Keep an uploaded file under a fixed name in this session's folder (never its own name)."""
     if upload is None or st.session_state.get(key(f"{slot}_upload_id")) == upload.file_id:
         return
-    if upload.size > ckpt.MAX_FILE_BYTES:
-        st.error(f"{slot} file: {upload.size / 2**20:.1f} MiB is over the {ckpt.MAX_FILE_BYTES / 2**20:.0f} MiB limit")
+    if upload.size > MAX_FILE_BYTES:
+        st.error(f"{slot} file: {upload.size / 2**20:.1f} MiB is over the {MAX_FILE_BYTES / 2**20:.0f} MiB limit")
         return
     path = session_dir() / f"{slot}.upload"
     path.write_bytes(upload.getvalue())
@@ -140,7 +141,7 @@ DATA_ORIGINS = {"file": "a data file (uploaded or the example's)", "teacher": "d
 
 
 def teacher_data() -> DataConfig:
-    """Data drawn from a zoo model (llc_core.zoo): its inputs, its labels and its loss."""
+    """Data drawn from a zoo model (llc_core.truth.zoo): its inputs, its labels and its loss."""
     text = st.text_input("Teacher: a zoo model's fields as JSON", key=seeded("teacher", '{"kind": "mlp", "input_dim": 3}'),
                          help="Any zoo kind: mlp (input_dim, hidden, output_dim, task, seed), dln (widths, rank), ...")
     left, mid, right = st.columns(3)

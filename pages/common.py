@@ -75,7 +75,7 @@ _set_up = False
 
 def set_up_process() -> None:
     """Once per server process, from app.py: freeze the heap as it is after the imports, and leave
-    a core to the browser and the server (see `freeze_startup_heap` and llc_core.background.worker_threads)."""
+    a core to the browser and the server (see `freeze_startup_heap` and llc_core.execution.background.worker_threads)."""
     global _set_up
     with _SET_UP:
         if _set_up:
@@ -84,7 +84,7 @@ def set_up_process() -> None:
         freeze_startup_heap()
         import torch  # imported already (pages.runs → llc_core); here so that this module stays light
 
-        from llc_core.background import worker_threads  # the CLI and the app's workers use the same rule
+        from llc_core.execution import worker_threads  # the CLI and the app's workers use the same rule
 
         torch.set_num_threads(worker_threads(torch.get_num_threads()))
 

@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from llc_core import LLCInputError
-from llc_core.classroom import (MAX_EXPONENT, MENU, CloudSampler, CloudSettings, Potential2D, finite_target,
+from llc_core.truth import (MAX_EXPONENT, MENU, CloudSampler, CloudSettings, Potential2D, finite_target,
                                 potential_grid, sublevel_band, sublevel_volume, volume_scaling)
 from pages import common
 

@@ -1,7 +1,7 @@
 """Runs of a page in this browser session: their records, the live panel that polls a running one,
 and the result view of a finished one.
 
-A run's worker (llc_core.background.BackgroundRun) samples in a process of its own (a thread under
+A run's worker (llc_core.execution.background.BackgroundRun) samples in a process of its own (a thread under
 LLC_WORKER=thread) and never touches Streamlit; the live panel is two
 fragments: one polls it every POLL_SECONDS and redraws the progress bar, the other redraws the
 charts (pages/charts.py) every CHART_SECONDS from what the first one last saw.
@@ -20,9 +20,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from llc_core import DataConfig, LLCInputError, ModelConfig, RunConfig, default_nbeta, theory, zoo
+from llc_core import DataConfig, LLCInputError, ModelConfig, RunConfig, default_nbeta
+from llc_core.truth import theory, zoo
 from llc_core import defaults as engine_defaults
-from llc_core.background import BackgroundRun, Progress
+from llc_core.execution import BackgroundRun, Progress
 from llc_core.result import RunResult
 from pages import charts
 from pages.common import fmt, fraction_text, widget_key
@@ -40,7 +41,7 @@ CHART_SECONDS = 2.0
 
 
 def theory_for(config: RunConfig) -> theory.Theory | None:
-    """The exact λ of a config's model when it is known before the run, from llc_core.theory (the
+    """The exact λ of a config's model when it is known before the run, from llc_core.truth.theory (the
     result carries the engine's value in any case). Building the model to ask it would cost seconds
     for large networks, so the known kinds are read off directly."""
     model = config.model

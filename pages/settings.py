@@ -13,7 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from llc_core import DataConfig, LLCInputError, ModelConfig, RunConfig, SamplerConfig, available_devices, zoo
+from llc_core import DataConfig, LLCInputError, ModelConfig, RunConfig, SamplerConfig, available_devices
+from llc_core.truth import zoo
 from llc_core import defaults as engine_defaults
 from llc_core.config import ALGORITHMS
 

@@ -2,7 +2,7 @@
 
 The checkpoints come from training a model here (a deep linear network from a small initialisation,
 whose rank grows in stages, or an MLP student of a zoo teacher) or from uploads (several files or a
-zip, with the data). The widgets become a TrajectoryConfig; llc_core.trajectory.TrajectoryRun works
+zip, with the data). The widgets become a TrajectoryConfig; llc_core.studies.trajectory.TrajectoryRun works
 through it in a worker thread (no st.* calls there) and a fragment polls it, drawing λ̂ ± se and the
 train loss against the training step as points arrive. Stop keeps every checkpoint done so far.
 """
@@ -18,8 +18,8 @@ import pandas as pd
 import streamlit as st
 
 from llc_core import DataConfig, LLCInputError, SamplerConfig
-from llc_core import checkpoint as ckpt
-from llc_core.trajectory import TrainingConfig, TrajectoryConfig, TrajectoryProgress, TrajectoryRun, step_from_name
+from llc_core.files import checkpoint as ckpt
+from llc_core.studies import TrainingConfig, TrajectoryConfig, TrajectoryProgress, TrajectoryRun, step_from_name
 from pages import common
 
 common.require_entry_point()

@@ -1,6 +1,6 @@
 """Validate page: run a validation suite of known-λ models and watch λ̂ against λ as cases finish.
 
-The suite runs in a worker thread (llc_core.validate.SuiteRun, which makes no Streamlit calls); a
+The suite runs in a worker thread (llc_core.studies.validate.SuiteRun, which makes no Streamlit calls); a
 fragment polls it twice a second and redraws the scatter (log axes, y = x line, the paper's
 Figure 4) and the table beneath.
 """
@@ -13,7 +13,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from llc_core import validate
+from llc_core.studies import validate
 from pages import common
 
 common.require_entry_point()

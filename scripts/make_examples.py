@@ -24,8 +24,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from llc_core.theory import deep_linear_network  # noqa: E402
-from llc_core.trajectory import TrainingConfig, train_model  # noqa: E402
+from llc_core.truth.theory import deep_linear_network  # noqa: E402
+from llc_core.studies.trajectory import TrainingConfig, train_model  # noqa: E402
 
 OUT = ROOT / "assets" / "examples"
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import pytest
 
-from llc_core import RunConfig, run, theory
-from llc_core.validate import run_suite
-from llc_core.zoo import build_problem
+from llc_core import RunConfig, run
+from llc_core.truth import theory
+from llc_core.studies.validate import run_suite
+from llc_core.truth.zoo import build_problem
 
 
 def _potential_target(config: RunConfig, result) -> float:

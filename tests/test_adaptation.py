@@ -5,7 +5,7 @@ import math
 import pytest
 
 from llc_core import LLCInputError, RunConfig, SamplerConfig, estimate_llc, run
-from llc_core import adaptation
+from llc_core.sampling import adaptation
 
 from test_estimator import quadratic_problem
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from llc_core import LLCInputError, RunConfig
-from llc_core.background import MAX_HISTORY_ROWS, BackgroundRun, worker_threads
+from llc_core.execution.background import MAX_HISTORY_ROWS, BackgroundRun, worker_threads
 
 WORKERS = ["process", "thread"]
 

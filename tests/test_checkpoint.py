@@ -16,7 +16,8 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from llc_core import DataConfig, LLCInputError, ModelConfig, RunConfig, SamplerConfig, estimate_llc, run
-from llc_core import checkpoint as ckpt
+from llc_core.files import checkpoint as ckpt
+from llc_core.files import safe_read
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 TINY = SamplerConfig(chains=2, steps=60, step_size=1e-4)
@@ -264,7 +265,7 @@ def test_corrupt_truncated_empty_wrong_type_and_oversized_files(tmp_path, monkey
         path.write_bytes(data)
         with pytest.raises(LLCInputError, match=message):
             ckpt.load_checkpoint(path)
-    monkeypatch.setattr(ckpt, "MAX_FILE_BYTES", 1000)
+    monkeypatch.setattr(safe_read, "MAX_FILE_BYTES", 1000)
     with pytest.raises(LLCInputError, match=r"over the 0.000954 MiB limit"):
         ckpt.load_checkpoint(b"\x80\x02" + b"x" * 2000)
     with pytest.raises(LLCInputError, match="cannot read checkpoint"):

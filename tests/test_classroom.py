@@ -1,4 +1,4 @@
-"""llc_core.classroom: volumes against closed forms, finite-n targets, and the 2-D SGLD cloud."""
+"""llc_core.truth.classroom: volumes against closed forms, finite-n targets, and the 2-D SGLD cloud."""
 
 import math
 
@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from llc_core import LLCInputError, theory
-from llc_core.classroom import (MENU, CloudSampler, CloudSettings, Potential2D, cloud_llc, finite_target,
+from llc_core import LLCInputError
+from llc_core.truth import theory
+from llc_core.truth.classroom import (MENU, CloudSampler, CloudSettings, Potential2D, cloud_llc, finite_target,
                                 n_for_nbeta, potential_grid, sample_cloud, sublevel_band, sublevel_volume,
                                 volume_scaling)
 

@@ -12,7 +12,7 @@ from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from llc_core import DataConfig, LLCInputError
-from llc_core import datafiles
+from llc_core.files import datafiles
 
 
 def npz_bytes(**arrays) -> bytes:

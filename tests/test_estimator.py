@@ -239,7 +239,7 @@ def test_bad_config_documents_are_refused():
 
 
 def _regular(widths, n):
-    from llc_core.zoo import build_problem
+    from llc_core.truth.zoo import build_problem
 
     config = RunConfig.from_dict({"model": {"kind": "dln", "widths": widths, "seed": 0}, "data": {"n": n}})
     return build_problem(config.model, config.data)
@@ -279,17 +279,17 @@ def test_auto_step_is_accurate_on_a_regular_model_with_minibatches():
 
 def test_heat_cap_lowers_the_step_in_proportion():
     from llc_core import defaults
-    from llc_core.estimator import _cap_minibatch_heat
-    from llc_core.sgld import SGLD
+    from llc_core.schedule import cap_minibatch_heat
+    from llc_core.sampling.sgld import SGLD
 
     kernel = SGLD(loss_and_grad=None, w_star=torch.zeros(3), step_size=1e-4, localization=1.0, nbeta=100.0)
     alive = torch.tensor([True, True, False])
     losses = torch.full((10, 3), 0.5)  # nβ (0.5 − 0.4) = 10 = λ̂ so far
     heats = [torch.tensor([1.5, 2.5, 99.0])]  # 2.0 on the live chains: 20% of λ̂; the parked chain is ignored
-    capped, report = _cap_minibatch_heat(kernel, heats, losses, alive, torch.tensor(100.0), 0.4)
+    capped, report = cap_minibatch_heat(kernel, heats, losses, alive, torch.tensor(100.0), 0.4)
     assert report["share"] == pytest.approx(0.2)
     assert capped.step_size == pytest.approx(1e-4 * defaults.MINIBATCH_HEAT_LIMIT / 0.2)
-    cool, report = _cap_minibatch_heat(kernel, [torch.tensor([0.1, 0.1, 0.1])], losses, alive, torch.tensor(100.0), 0.4)
+    cool, report = cap_minibatch_heat(kernel, [torch.tensor([0.1, 0.1, 0.1])], losses, alive, torch.tensor(100.0), 0.4)
     assert cool.step_size == 1e-4 and report["step_size_after"] == 1e-4
 
 
@@ -315,17 +315,17 @@ def test_start_spread_brackets_a_slowly_mixing_point_and_agrees_on_a_regular_one
 
 
 def test_burnin_recheck_lowers_a_step_whose_acceptance_fell():
-    from llc_core.estimator import _recheck_acceptance
-    from llc_core.sgld import SGLD
+    from llc_core.schedule import recheck_acceptance
+    from llc_core.sampling.sgld import SGLD
 
     kernel = SGLD(loss_and_grad=None, w_star=torch.zeros(3), step_size=1e-4, localization=1.0, nbeta=100.0)
     alive = torch.tensor([True, True, False])
     low = [torch.tensor([0.6, 0.62, 0.0]), torch.tensor([0.58, 0.6, 0.0])]  # 0.6 on the live chains
-    lowered, report = _recheck_acceptance(kernel, low, alive, 5000)
+    lowered, report = recheck_acceptance(kernel, low, alive, 5000)
     assert report["acceptance"] == pytest.approx(0.6)
     # rejection grows like ε^(3/2): ε × (0.08 / 0.4)^(2/3) aims back at 0.92
     assert lowered.step_size == pytest.approx(1e-4 * (0.08 / 0.4) ** (2 / 3))
-    fine, _ = _recheck_acceptance(kernel, [torch.tensor([0.93, 0.95, 0.1])], alive, 5000)
+    fine, _ = recheck_acceptance(kernel, [torch.tensor([0.93, 0.95, 0.1])], alive, 5000)
     assert fine.step_size == 1e-4
 
 
@@ -333,7 +333,7 @@ def test_auto_recovers_when_acceptance_falls_after_calibration():
     # dln-deepest seed 6 (every factor of one rank; λ = 73.5): calibration near w* chose an ε that
     # gave acceptance 0.75 and λ̂ +30% once the chains spread out. The burn-in recheck lowers it:
     # measured +9% (se 2%); 15% leaves 3 standard errors.
-    from llc_core import validate
+    from llc_core.studies import validate
 
     [case] = validate.suite_cases("dln-deepest", count=1, seed=6)
     result = run(RunConfig.from_dict(case.config))

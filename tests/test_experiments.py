@@ -1,4 +1,4 @@
-"""The rescaling-invariance experiment and the SGLD-vs-MALA comparison (llc_core/experiments.py)."""
+"""The rescaling-invariance experiment and the SGLD-vs-MALA comparison (llc_core/studies/experiments.py)."""
 
 import json
 import math
@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from llc_core import LLCInputError, experiments
+from llc_core import LLCInputError
+from llc_core.studies import experiments
 from llc_core.cli import main
 from llc_core.config import DataConfig, ModelConfig, RunConfig, SamplerConfig
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from llc_core import LLCInputError, RunConfig, SamplerConfig, estimate_llc, run
-from llc_core.mala import MALA
+from llc_core.sampling.mala import MALA
 
 from test_estimator import quadratic_problem
 

@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from llc_core.sgld import SGLD, RMSprop
+from llc_core.sampling.sgld import SGLD, RMSprop
 
 H = torch.tensor([4.0, 6.0, 8.0, 10.0], dtype=torch.float64)
 NBETA, GAMMA = 100.0, 1.0

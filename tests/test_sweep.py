@@ -1,4 +1,4 @@
-"""Sweep bookkeeping (llc_core/sweep.py): cells ↔ chains, per-cell statistics, the recommendation
+"""Sweep bookkeeping (llc_core/studies/sweep.py): cells ↔ chains, per-cell statistics, the recommendation
 rules, JSON round trips, batched vs cell-by-cell, stop, bad input and the CLI.
 
 Everything runs on the 1-parameter potential f(x, w) = x·w (λ = 1/2) with a few hundred steps: these
@@ -13,10 +13,11 @@ import threading
 import numpy as np
 import pytest
 
-from llc_core import LLCInputError, diagnostics, sweep
+from llc_core import LLCInputError, diagnostics
+from llc_core.studies import sweep
 from llc_core.cli import main
 from llc_core.config import DataConfig, ModelConfig, RunConfig, SamplerConfig
-from llc_core.sweep import CellResult, SweepConfig, SweepResult, cell_problems, log_grid, recommend
+from llc_core.studies.sweep import CellResult, SweepConfig, SweepResult, cell_problems, log_grid, recommend
 
 TINY_RUN = RunConfig(model=ModelConfig(kind="potential", powers=[1]), data=DataConfig(n=200),
                      sampler=SamplerConfig(steps=200, burnin=0.5, snapshot_every=20))

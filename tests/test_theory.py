@@ -1,4 +1,4 @@
-"""Tests of llc_core.theory against every worked value of REFERENCE.md section 4."""
+"""Tests of llc_core.truth.theory against every worked value of REFERENCE.md section 4."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fractions import Fraction
 
 import pytest
 
-from llc_core.theory import (
+from llc_core.truth.theory import (
     Theory,
     deep_linear_network,
     deep_linear_network_local,
@@ -348,7 +348,7 @@ def test_value_errors(call, match: str) -> None:
 
 # --------------------------------------------------------------------------- finite-n target, sampler's prior
 
-from llc_core.theory import finite_n_target_prior  # noqa: E402
+from llc_core.truth.theory import finite_n_target_prior  # noqa: E402
 
 
 @pytest.mark.parametrize("powers", [(1,), (2,), (3,), (1, 1), (1, 2), (1, 1, 1)])

@@ -14,10 +14,11 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 from llc_core import LLCInputError, SamplerConfig
-from llc_core import checkpoint as ckpt
-from llc_core import trajectory
+from llc_core.files import checkpoint as ckpt
+from llc_core.files import safe_read
+from llc_core.studies import trajectory
 from llc_core.cli import main as cli_main
-from llc_core.trajectory import TrainingConfig, TrajectoryConfig
+from llc_core.studies.trajectory import TrainingConfig, TrajectoryConfig
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 TINY_SAMPLER = SamplerConfig(chains=2, steps=60, burnin=0.5)
@@ -49,7 +50,8 @@ def test_one_calibrated_step_size_for_every_checkpoint(trained):
     assert seen == [(0, 1, 3), (200, 2, 3), (400, 3, 3)]  # in training order: ε came from the curvature rule
     assert [p.step for p in result.points] == [0, 200, 400] and not result.partial
     expected = trajectory.curvature_step_size(module, checkpoints[-1].weights, dataset.inputs, dataset.targets,
-                                              "gaussian", 1.0, 200 / np.log(200), 10.0)
+                                              loss="gaussian", noise_scale=1.0, nbeta=200 / np.log(200),
+                                              localization=10.0)
     assert result.calibrated_on == "step 400" and result.step_size == pytest.approx(expected)
     assert result.sampler["step_size"] == result.step_size and result.sampler["localization"] == 10.0
     assert all(p.llc_mean is not None for p in result.points)
@@ -119,7 +121,7 @@ def test_unsafe_zips_are_refused(monkeypatch):
     monkeypatch.setattr(trajectory, "MAX_ZIP_MEMBERS", 2)
     with pytest.raises(LLCInputError, match="over the limit of 2"):
         trajectory.read_checkpoint_zip(zip_of({f"{i}.pt": weights for i in range(3)}))
-    monkeypatch.setattr(ckpt, "MAX_FILE_BYTES", 100)
+    monkeypatch.setattr(safe_read, "MAX_FILE_BYTES", 100)
     with pytest.raises(LLCInputError, match="over the 0 MiB limit|unpacks to"):
         trajectory.read_checkpoint_zip(zip_of({"a.safetensors": b"\0" * 500}))
 

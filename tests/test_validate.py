@@ -12,7 +12,7 @@ import pytest
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest, app_test
 
-from llc_core import validate
+from llc_core.studies import validate
 from llc_core.errors import LLCInputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,9 +133,9 @@ def test_sampler_override_applies_to_every_case_and_rejects_unknown_keys():
 
 
 def test_dln_suites_score_against_local_llc_and_deepest_cases_are_aoyagis():
-    from llc_core import theory
+    from llc_core.truth import theory
     from llc_core.config import DataConfig, ModelConfig
-    from llc_core.zoo import build_problem, dln_truth, draw_dln
+    from llc_core.truth.zoo import build_problem, dln_truth, draw_dln
 
     # dln-1k skips the seeds whose λ(w*) has no closed form (8, 9, 12, 13, 14, 16, 18, 19 of 0-19)
     names = [case.name for case in validate.suite_cases("dln-1k", count=10)]

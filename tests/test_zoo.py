@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from llc_core import DataConfig, LLCInputError, ModelConfig, RunConfig
-from llc_core import theory
-from llc_core.zoo import KINDS, build_problem, draw_dln
+from llc_core.truth import theory
+from llc_core.truth.zoo import KINDS, build_problem, draw_dln
 
 SMALL = DataConfig(n=600)
 

@@ -43,16 +43,16 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from . import theory
-from .config import DataConfig, ModelConfig
-from .errors import LLCInputError
+from llc_core.truth import theory
+from llc_core.config import DataConfig, ModelConfig
+from llc_core.errors import LLCInputError
+from llc_core.problem import Problem
 
 KINDS = ("potential", "dln", "rrr", "tanh", "mlp")
 
@@ -69,27 +69,6 @@ TOY_STEP_FRACTION = 0.1  # ε · (typical curvature of nβ L) for the toy kinds
 # under a minute on 2 CPU cores. ε "auto", starting from curvature.spread_aware_step_size.
 _DLN_DEFAULTS = {"steps": 6000, "chains": 4, "burnin": 0.9, "localization": 1.0, "batch_size": 500}
 _MLP_DEFAULTS = {"steps": 2000, "burnin": 0.5, "localization": 1.0}
-
-
-@dataclass
-class Problem:
-    """Everything the estimator needs, plus the truth when it is known."""
-
-    model: nn.Module  # its parameters are w*
-    inputs: Tensor
-    targets: Tensor
-    loss: str = "gaussian"
-    noise_scale: float = 1.0
-    truth: theory.Theory | None = None
-    sampler_defaults: dict[str, Any] = field(default_factory=dict)  # kind-specific recommendations
-    info: dict[str, Any] = field(default_factory=dict)  # what was drawn: widths, ranks, train loss, ...
-    # ε as a function of the resolved (nβ, γ), for a runner that fills step_size after nβ and γ are
-    # known; sampler_defaults["step_size"] is this rule at the kind's default nβ = n / log n and γ.
-    step_size_rule: Callable[[float, float], float] | None = field(default=None, repr=False)
-
-    @property
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
 
 
 class Potential(nn.Module):
@@ -129,11 +108,22 @@ def relu_mlp(widths: list[int]) -> nn.Sequential:
 
 
 def build_problem(model: ModelConfig, data: DataConfig) -> Problem:
+    """The Problem of a zoo kind (KINDS): its model, data drawn from it, w* and the truth when known.
+    Kind "checkpoint" (a user's files) is built by `llc_core.build_problem`."""
+    check_config(model, data)
+    if model.kind == "checkpoint":
+        raise LLCInputError("model kind \"checkpoint\" is built from files: use llc_core.build_problem")
+    problem = _BUILDERS[model.kind](model, data)
+    if model.train_steps:
+        _train(problem, model, data)
+    return problem
+
+
+def check_config(model: ModelConfig, data: DataConfig) -> None:
+    """What every kind asks of a ModelConfig and DataConfig: n ≥ 2, a known kind, only its fields."""
     if not isinstance(data.n, int) or isinstance(data.n, bool) or data.n < 2:
         raise LLCInputError(f"data.n = {data.n!r} must be a whole number ≥ 2")
-    builders = {"potential": _potential, "dln": _dln, "rrr": _rrr, "tanh": _tanh, "mlp": _mlp,
-                "checkpoint": _checkpoint}
-    if model.kind not in builders:
+    if model.kind not in _FIELDS:
         raise LLCInputError(f"unknown model kind {model.kind!r}: use one of {', '.join(KINDS)}")
     _reject_fields(model)
     data_file_fields = [k for k in ("path", "inputs_key", "targets_key", "target_columns", "loss", "teacher")
@@ -141,10 +131,6 @@ def build_problem(model: ModelConfig, data: DataConfig) -> Problem:
     if data_file_fields and model.kind != "checkpoint":
         raise LLCInputError(f"data {', '.join(data_file_fields)} only apply to model kind \"checkpoint\": "
                             f"kind {model.kind!r} draws its own data")
-    problem = builders[model.kind](model, data)
-    if model.train_steps:
-        _train(problem, model, data)
-    return problem
 
 
 # Which ModelConfig fields each kind reads (others must stay unset, so a typo'd combination fails loudly).
@@ -154,7 +140,7 @@ _FIELDS = {
     "rrr": {"input_dim", "hidden", "output_dim", "rank", "seed", "weight_scale", "train_steps", "train_lr"},
     "tanh": {"hidden", "seed"},
     "mlp": {"input_dim", "hidden", "output_dim", "task", "seed", "train_steps", "train_lr"},
-    "checkpoint": {"path", "architecture", "activation"},  # a user's weights and data: llc_core/checkpoint.py
+    "checkpoint": {"path", "architecture", "activation"},  # a user's weights and data: llc_core/files/checkpoint.py
 }
 
 
@@ -184,12 +170,6 @@ def _int_range(name: str, value: Any, minimum: int) -> tuple[int, int]:
             or not minimum <= value[0] <= value[1]):
         raise LLCInputError(f"{name} = {value!r} must be [lo, hi] with {minimum} ≤ lo ≤ hi, e.g. [2, 5]")
     return int(value[0]), int(value[1])
-
-
-def _checkpoint(model: ModelConfig, data: DataConfig) -> Problem:
-    from .checkpoint import checkpoint_problem  # lazily: the zoo's own kinds need none of it
-
-    return checkpoint_problem(model, data)
 
 
 # --------------------------------------------------------------------------- potential
@@ -328,8 +308,8 @@ def _recommend_step_size(problem: Problem, data: DataConfig) -> None:
     γ, so the kind recommends those too (n / log n and γ = 1); a user who overrides nbeta or
     localization should set step_size as well (the resolved config shows the one used).
     """
-    from .curvature import BIAS, STABILITY, spread_aware_step_size
-    from .losses import make_nll
+    from llc_core.sampling.curvature import BIAS, STABILITY, spread_aware_step_size
+    from llc_core.losses import make_nll
 
     nbeta = data.n / math.log(data.n)
     localization = problem.sampler_defaults.get("localization", 1.0)
@@ -481,8 +461,8 @@ def _mlp(model: ModelConfig, data: DataConfig) -> Problem:
 
 def _train(problem: Problem, model: ModelConfig, data: DataConfig) -> None:
     """Replace w* in `problem.model` by the point SGD (momentum 0.9) reaches from a fresh init."""
-    from .curvature import top_hessian_eigenvalue
-    from .losses import make_nll
+    from llc_core.sampling.curvature import top_hessian_eigenvalue
+    from llc_core.losses import make_nll
 
     steps = _positive_int("train_steps", model.train_steps)
     nll = make_nll(problem.loss, problem.noise_scale)
@@ -534,3 +514,6 @@ def _fresh(layer: nn.Module) -> nn.Module:
     if isinstance(layer, nn.Linear):
         return nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
     return type(layer)()
+
+
+_BUILDERS = {"potential": _potential, "dln": _dln, "rrr": _rrr, "tanh": _tanh, "mlp": _mlp}

@@ -20,9 +20,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import MAX_FILE_BYTES, file_kind, load_safetensors, read_limited, torch_load_weights_only, wrong_type_error
-from .errors import LLCInputError
-from .losses import LOSS_KINDS, check_output_matches
+from llc_core.files import safe_read
+from llc_core.files.safe_read import file_kind, load_safetensors, read_limited, torch_load_weights_only, wrong_type_error
+from llc_core.config import DataConfig, ModelConfig, build_config
+from llc_core.errors import LLCInputError
+from llc_core.losses import LOSS_KINDS, check_output_matches
+from llc_core.truth.zoo import build_problem
 
 INPUT_NAMES = ("x", "inputs", "X", "input", "features", "data")
 TARGET_NAMES = ("y", "targets", "Y", "target", "labels", "label")
@@ -70,8 +73,8 @@ def _npz_arrays(data: bytes) -> dict[str, np.ndarray]:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             infos = archive.infolist()
-            if len(infos) > MAX_NPZ_MEMBERS or sum(i.file_size for i in infos) > MAX_FILE_BYTES:
-                raise LLCInputError(f"the .npz unpacks to more than {MAX_FILE_BYTES / 2**20:.0f} MiB or "
+            if len(infos) > MAX_NPZ_MEMBERS or sum(i.file_size for i in infos) > safe_read.MAX_FILE_BYTES:
+                raise LLCInputError(f"the .npz unpacks to more than {safe_read.MAX_FILE_BYTES / 2**20:.0f} MiB or "
                                     f"{MAX_NPZ_MEMBERS} arrays: upload a smaller dataset")
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
@@ -272,12 +275,9 @@ def dataset_for(data_config) -> Dataset:
 def teacher_dataset(teacher: dict[str, Any], n: int, seed: int, noise_scale: float = 1.0,
                     loss: str | None = None) -> Dataset:
     """Inputs and labels drawn from a zoo model (its own loss unless `loss` says otherwise)."""
-    from .config import DataConfig, ModelConfig, _build
-    from .zoo import build_problem
-
     if not isinstance(teacher, dict) or teacher.get("kind") in (None, "checkpoint"):
         raise LLCInputError(f"data.teacher = {teacher!r} must name a zoo kind, e.g. {{\"kind\": \"mlp\", \"input_dim\": 4}}")
-    problem = build_problem(_build(ModelConfig, teacher, "data.teacher"), DataConfig(n=n, seed=seed, noise_scale=noise_scale))
+    problem = build_problem(build_config(ModelConfig, teacher, "data.teacher"), DataConfig(n=n, seed=seed, noise_scale=noise_scale))
     loss = loss or problem.loss
     if loss != problem.loss:
         raise LLCInputError(f"the teacher's labels are for the {problem.loss} loss, not {loss}: pick {problem.loss}")

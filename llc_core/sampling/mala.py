@@ -18,7 +18,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from .sgld import SGLD, LossAndGrad, RMSprop, SGLDInfo, mala_acceptance, per_chain_column, sqrt_of
+from llc_core.sampling.sgld import (SGLD, LangevinMove, LossAndGrad, RMSprop, SGLDInfo, mala_acceptance, per_chain_column,
+                                    sqrt_of)
 
 
 class MALAState(NamedTuple):
@@ -69,7 +70,7 @@ class MALA:
         langevin = self._langevin
         if state.loss is None:
             loss, grad = self.loss_and_grad(state.position, batch)
-            state = state._replace(loss=loss, grad_potential=langevin._grad_potential(state.position, grad))
+            state = state._replace(loss=loss, grad_potential=langevin.grad_potential(state.position, grad))
         w, loss, grad_u = state.position, state.loss, state.grad_potential
 
         eps = per_chain_column(self.step_size)
@@ -77,9 +78,9 @@ class MALA:
         noise = torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype)
         proposal = w - (scale / 2) * grad_u + sqrt_of(scale) * noise
         new_loss, new_grad = self.loss_and_grad(proposal, batch)
-        new_grad_u = langevin._grad_potential(proposal, new_grad)
-        acceptance = mala_acceptance(langevin._potential(w, loss), langevin._potential(proposal, new_loss), w,
-                                     proposal, new_grad_u, noise, eps, self.preconditioner)
+        new_grad_u = langevin.grad_potential(proposal, new_grad)
+        acceptance = mala_acceptance(langevin.potential(w, loss), langevin.potential(proposal, new_loss),
+                                     LangevinMove(w, proposal, noise), new_grad_u, eps, self.preconditioner)
         uniform = torch.rand(acceptance.shape, generator=generator, device=w.device, dtype=acceptance.dtype)
         accept = uniform < acceptance
         new_state = MALAState(

@@ -30,13 +30,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import checkpoint as ckpt
-from .config import DataConfig, SamplerConfig, _build, _reject_unknown
-from .datafiles import Dataset, dataset_for, make_dataset, check_fits
-from .errors import LLCInputError
-from .estimator import default_nbeta, estimate_llc
-from .jobs import Job
-from .result import RunResult, Snapshot
+from llc_core.files import checkpoint as ckpt
+from llc_core.files import safe_read
+from llc_core.config import DataConfig, SamplerConfig, build_config, reject_unknown_keys
+from llc_core.files.datafiles import Dataset, dataset_for, make_dataset, check_fits
+from llc_core.errors import LLCInputError
+from llc_core.estimator import default_nbeta, estimate_llc
+from llc_core.execution.jobs import Job
+from llc_core.result import RunResult, Snapshot
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".pt2")
 MAX_ZIP_MEMBERS = 500
@@ -104,13 +105,13 @@ class TrajectoryConfig:
     def from_dict(cls, raw: Any) -> "TrajectoryConfig":
         if not isinstance(raw, dict):
             raise LLCInputError(f"a trajectory config must be a JSON object, got {type(raw).__name__}")
-        _reject_unknown(cls, raw, "trajectory config")
+        reject_unknown_keys(cls, raw, "trajectory config")
         training = raw.get("training")
         return cls(
             checkpoint_paths=raw.get("checkpoint_paths"), architecture=raw.get("architecture"),
-            activation=raw.get("activation"), data=_build(DataConfig, raw.get("data", {}), "data"),
-            training=_build(TrainingConfig, training, "training") if training is not None else None,
-            sampler=_build(SamplerConfig, raw.get("sampler", {}), "sampler"),
+            activation=raw.get("activation"), data=build_config(DataConfig, raw.get("data", {}), "data"),
+            training=build_config(TrainingConfig, training, "training") if training is not None else None,
+            sampler=build_config(SamplerConfig, raw.get("sampler", {}), "sampler"),
             device=raw.get("device", "auto"), dtype=raw.get("dtype", "float32"),
         )
 
@@ -159,12 +160,12 @@ class TrajectoryResult:
     def table(self) -> str:
         lines = [f"{'step':>8}  {'checkpoint':<28}  {'train loss':>11}  {'λ̂':>10}  {'± se':>8}  {'accept':>6}"]
         for p in self.points:
-            lines.append(f"{p.step:>8}  {p.label[:28]:<28}  {p.train_loss:>11.4g}  {_num(p.llc_mean):>10}  "
-                         f"{_num(p.llc_se):>8}  {_num(p.acceptance, 3):>6}" + ("  (partial)" if p.partial else ""))
+            lines.append(f"{p.step:>8}  {p.label[:28]:<28}  {p.train_loss:>11.4g}  {format_number(p.llc_mean):>10}  "
+                         f"{format_number(p.llc_se):>8}  {format_number(p.acceptance, 3):>6}" + ("  (partial)" if p.partial else ""))
         return "\n".join(lines)
 
 
-def _num(value: float | None, digits: int = 4) -> str:
+def format_number(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if value is not None and math.isfinite(value) else "—"
 
 
@@ -202,8 +203,8 @@ def estimate_trajectory(
     sampler = dataclasses.replace(sampler, nbeta=float(nbeta))
     by_run = requested == "auto"
     if requested is None:
-        step = curvature_step_size(module, final.weights, inputs, targets, loss, noise_scale, nbeta,
-                                   float(sampler.localization), int(sampler.seed))
+        step = curvature_step_size(module, final.weights, inputs, targets, loss=loss, noise_scale=noise_scale,
+                                   nbeta=nbeta, localization=float(sampler.localization), seed=int(sampler.seed))
         sampler = dataclasses.replace(sampler, step_size=step)
     points: list[TrajectoryPoint] = []
     # "auto": the final checkpoint's run calibrates ε, so it goes first; otherwise in training order
@@ -234,15 +235,15 @@ def estimate_trajectory(
     )
 
 
-def curvature_step_size(module: nn.Module, weights: dict[str, Tensor], inputs: Tensor, targets: Tensor, loss: str,
+def curvature_step_size(module: nn.Module, weights: dict[str, Tensor], inputs: Tensor, targets: Tensor, *, loss: str,
                         noise_scale: float, nbeta: float, localization: float, seed: int = 0) -> float:
     """The engine's curvature rule ε = c / (nβ h_max + γ), h_max the top Hessian eigenvalue of L_n at
     `weights` (the same rule estimate_llc applies to an unset step size)."""
     from torch.func import functional_call
 
-    from .curvature import step_size_from_curvature, top_hessian_eigenvalue
-    from .estimator import FlatParams
-    from .losses import make_nll
+    from llc_core.sampling.curvature import step_size_from_curvature, top_hessian_eigenvalue
+    from llc_core.model_function import FlatParams
+    from llc_core.losses import make_nll
 
     params = {name: weights[name].detach().float() for name, _ in module.named_parameters()}
     flat = FlatParams(params)
@@ -311,15 +312,15 @@ def read_checkpoint_zip(data: bytes) -> list[tuple[str, bytes]]:
                 raise LLCInputError(f"the zip holds {info.filename!r}, not a checkpoint: only "
                                     f"{', '.join(CHECKPOINT_SUFFIXES)} files may be in it")
         declared = sum(i.file_size for i in infos)
-        if declared > ckpt.MAX_FILE_BYTES:
+        if declared > safe_read.MAX_FILE_BYTES:
             raise LLCInputError(f"the zip unpacks to {declared / 2**20:.0f} MiB, over the "
-                                f"{ckpt.MAX_FILE_BYTES / 2**20:.0f} MiB limit: keep fewer or smaller checkpoints")
+                                f"{safe_read.MAX_FILE_BYTES / 2**20:.0f} MiB limit: keep fewer or smaller checkpoints")
         files, total = [], 0
         for info in infos:
             with archive.open(info) as member:
-                body = member.read(ckpt.MAX_FILE_BYTES + 1 - total)  # never trust the declared sizes
+                body = member.read(safe_read.MAX_FILE_BYTES + 1 - total)  # never trust the declared sizes
             total += len(body)
-            if total > ckpt.MAX_FILE_BYTES:
+            if total > safe_read.MAX_FILE_BYTES:
                 raise LLCInputError("the zip unpacks to more than its declared size or the limit: refused")
             files.append((PurePosixPath(info.filename).name, body))
     if not files:
@@ -335,7 +336,7 @@ def expand_uploads(files: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
     """Named files, with every zip among them replaced by the checkpoints inside it."""
     out: list[tuple[str, bytes]] = []
     for name, body in files:
-        if ckpt.sniff(body) == "zip" and ckpt.file_kind(body) == "zip":
+        if safe_read.sniff(body) == "zip" and safe_read.file_kind(body) == "zip":
             out.extend(read_checkpoint_zip(body))
         else:
             out.append((name, body))
@@ -397,7 +398,7 @@ def train_model(config: TrainingConfig, stop: Callable[[], bool] | None = None
     build = _dln_setup if config.task == "dln" else _mlp_setup
     module, dataset, optimizer, info = build(config)
     keep = set(np.unique(np.linspace(0, steps, min(config.checkpoints, steps + 1)).round().astype(int)).tolist())
-    from .losses import make_nll
+    from llc_core.losses import make_nll
 
     nll = make_nll(dataset.loss, 1.0)
     checkpoints, losses = [], []
@@ -438,7 +439,7 @@ def _dln_setup(config: TrainingConfig):
     with torch.no_grad():
         for p in module.parameters():
             p.copy_(torch.randn(p.shape, generator=generator) * scale)
-    from .theory import deep_linear_network
+    from llc_core.truth.theory import deep_linear_network
 
     truths = {r: float(deep_linear_network(widths, r).llc) for r in range(rank + 1)}
     lr = 0.05 if config.lr is None else config.lr
@@ -448,13 +449,13 @@ def _dln_setup(config: TrainingConfig):
 
 
 def _mlp_setup(config: TrainingConfig):
-    from .datafiles import teacher_dataset
+    from llc_core.files.datafiles import teacher_dataset
 
     widths = config.widths or [4, 16, 1]
     teacher = {"kind": "mlp", "input_dim": widths[0], "output_dim": widths[-1], "hidden": config.teacher_hidden or [8],
                "seed": config.seed}
     dataset = teacher_dataset(teacher, config.n, config.seed)
-    from .zoo import relu_mlp
+    from llc_core.truth.zoo import relu_mlp
 
     with torch.random.fork_rng():
         torch.manual_seed(config.seed + 1)
@@ -474,7 +475,7 @@ def prepare(config: TrajectoryConfig, stop: Callable[[], bool] | None = None
         raise LLCInputError("give either checkpoint_paths (files or zips) with data, or a training run, not both")
     if config.training is not None:
         return train_model(config.training, stop)
-    files = [(str(path), ckpt.read_limited(path, "checkpoint")) for path in config.checkpoint_paths]
+    files = [(str(path), safe_read.read_limited(path, "checkpoint")) for path in config.checkpoint_paths]
     module, checkpoints, spec = checkpoints_from_files(files, config.architecture, config.activation)
     dataset = dataset_for(config.data)
     ckpt.check_model_accepts(module, dataset.inputs)
@@ -550,96 +551,3 @@ class TrajectoryRun(Job):
     def join(self, timeout: float | None = None) -> TrajectoryProgress:
         super().join(timeout)
         return self.poll()
-
-
-# ====================================================================== command line
-
-
-def add_trajectory_command(commands) -> None:
-    """The `trajectory` subcommand of `python -m llc_core` (llc_core/cli.py)."""
-    cmd = commands.add_parser("trajectory", help="λ̂ of every checkpoint of a training run, one calibrated sampler")
-    cmd.add_argument("checkpoints", nargs="*", help="checkpoint files (.safetensors, .pt, .pt2) or zips of them")
-    cmd.add_argument("--config", help="a TrajectoryConfig JSON file (the other options then override it)")
-    cmd.add_argument("--data", help="data file: .npz, .safetensors, .pt (tensors only) or .csv with a header")
-    cmd.add_argument("--inputs-key", help="name of the inputs array in the data file")
-    cmd.add_argument("--targets-key", help="name of the targets array in the data file")
-    cmd.add_argument("--target-columns", help="CSV: comma-separated target column(s)")
-    cmd.add_argument("--loss", choices=["gaussian", "cross_entropy"], help="default gaussian")
-    cmd.add_argument("--sigma", type=float, help="σ of the Gaussian loss (data.noise_scale), default 1")
-    cmd.add_argument("--architecture", help="JSON architecture spec, or a file holding one (default: inferred)")
-    cmd.add_argument("--activation", help="activation between inferred Linear layers (identity, relu, tanh, ...)")
-    cmd.add_argument("--train", choices=["dln", "mlp"], help="train a model here and keep checkpoints instead")
-    cmd.add_argument("--train-steps", type=int, help="training steps (dln 500, mlp 2000)")
-    cmd.add_argument("--keep", type=int, help="number of checkpoints kept while training (default 21)")
-    for name, kind in (("chains", int), ("steps", int), ("step-size", float), ("localization", float),
-                       ("nbeta", float), ("burnin", float), ("batch-size", int), ("seed", int)):
-        cmd.add_argument(f"--{name}", type=kind, help=f"sampler {name.replace('-', '_')} for every checkpoint")
-    cmd.add_argument("--device", help="auto, cpu or cuda")
-    cmd.add_argument("--json", action="store_true", help="print the TrajectoryResult as JSON instead of a table")
-    cmd.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    cmd.set_defaults(handler=_cli_main)
-
-
-def _cli_main(args) -> int:
-    import sys
-
-    try:
-        config = _cli_config(args)
-        def show(point: TrajectoryPoint, done: int, total: int) -> None:
-            if not args.quiet:
-                sys.stderr.write(f"[{done}/{total}] {point.label}: λ̂ = {_num(point.llc_mean)} ± {_num(point.llc_se)}\n")
-                sys.stderr.flush()
-
-        stop = threading.Event()
-        try:
-            result = run_trajectory(config, on_point=show, stop=stop)
-        except KeyboardInterrupt:  # pragma: no cover - interactive only
-            return 130
-    except LLCInputError as err:
-        sys.stderr.write(f"error: {err}\n")
-        return 2
-    if args.json:
-        sys.stdout.write(result.to_json() + "\n")
-    else:
-        sys.stdout.write(result.table() + "\n")
-        sys.stdout.write(f"ε = {result.step_size:.3g} (calibrated on {result.calibrated_on}), nβ = {result.nbeta:.4g}, "
-                         f"γ = {result.localization:g}, {result.sampler['chains']} chains × {result.sampler['steps']} steps\n")
-    return 0
-
-
-def _cli_config(args) -> TrajectoryConfig:
-    if args.config:
-        try:
-            with open(args.config, encoding="utf-8") as handle:
-                config = TrajectoryConfig.from_dict(json.loads(handle.read()))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise LLCInputError(f"cannot read the trajectory config {args.config!r}: {err}") from None
-    else:
-        config = TrajectoryConfig()
-    if args.checkpoints:
-        config.checkpoint_paths = list(args.checkpoints)
-    if args.train:
-        config.training = TrainingConfig(task=args.train)
-    if config.training is not None:
-        if args.train_steps is not None:
-            config.training.steps = args.train_steps
-        if args.keep is not None:
-            config.training.checkpoints = args.keep
-    if args.architecture:
-        text = args.architecture
-        if not text.lstrip().startswith("{"):
-            text = ckpt.read_limited(text, "architecture file", 2**20).decode("utf-8", "replace")
-        config.architecture = {"layers": ckpt.parse_architecture(text)}
-    data_changes = {"path": args.data, "inputs_key": args.inputs_key, "targets_key": args.targets_key,
-                    "loss": args.loss, "noise_scale": args.sigma,
-                    "target_columns": args.target_columns.split(",") if args.target_columns else None}
-    config.data = dataclasses.replace(config.data, **{k: v for k, v in data_changes.items() if v is not None})
-    sampler_changes = {"chains": args.chains, "steps": args.steps, "step_size": args.step_size,
-                       "localization": args.localization, "nbeta": args.nbeta, "burnin": args.burnin,
-                       "batch_size": args.batch_size, "seed": args.seed}
-    config.sampler = dataclasses.replace(config.sampler, **{k: v for k, v in sampler_changes.items() if v is not None})
-    if args.activation:
-        config.activation = args.activation
-    if args.device:
-        config.device = args.device
-    return config

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import theory
-from .errors import LLCInputError
-from .sgld import SGLD, SGLDState
+from llc_core.truth import theory
+from llc_core.errors import LLCInputError
+from llc_core.sampling.sgld import SGLD, SGLDState
 
 FAMILIES = ("product", "sum")
 MAX_EXPONENT = 6  # a, b ≤ 6: K = w^12 is already flat enough to make the picture uninformative
@@ -331,7 +331,7 @@ class CloudStats:
 class CloudSampler:
     """C chains of SGLD on exp(−nβ K(w) − (γ/2)|w|²) in the plane, advanced a batch at a time.
 
-    Built on `llc_core.sgld.SGLD`; the chains start at w* = 0, as the estimator's do. Changing the
+    Built on `llc_core.sampling.sgld.SGLD`; the chains start at w* = 0, as the estimator's do. Changing the
     settings keeps the chains where they are (so a student sees the cloud react) but restarts the
     λ̂ average after `settle_steps`. With a `window`, λ̂ averages only the most recent `window`
     steps, so it follows a cloud that is still spreading out instead of remembering its start. A

@@ -34,12 +34,13 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from .config import DataConfig, ModelConfig, RunConfig, SamplerConfig
-from .errors import LLCInputError
-from .estimator import StopRequest, _stop_checker, default_nbeta, estimate_llc
-from .result import json_safe
-from .runner import run
-from .zoo import Problem, build_problem
+from llc_core.config import DataConfig, ModelConfig, RunConfig, SamplerConfig
+from llc_core.errors import LLCInputError
+from llc_core.estimator import StopRequest, stop_checker, default_nbeta, estimate_llc
+from llc_core.result import json_safe
+from llc_core.runner import run
+from llc_core.problem import Problem
+from llc_core.runner import build_problem
 
 ALPHAS = [10.0**k for k in range(-4, 5)]  # eight orders of magnitude around 1
 METHODS = ("preconditioned", "plain", "reference")
@@ -167,9 +168,9 @@ def rescaling_experiment(
     and the comparison is within error bars. float64 keeps the rounding far below the error bars at
     α = 10^±4.
     """
-    from .curvature import top_hessian_eigenvalue
-    from .estimator import FlatParams
-    from .losses import make_nll
+    from llc_core.sampling.curvature import top_hessian_eigenvalue
+    from llc_core.model_function import FlatParams
+    from llc_core.losses import make_nll
     from torch.func import functional_call
 
     for m in methods:
@@ -189,7 +190,7 @@ def rescaling_experiment(
         top = top_hessian_eigenvalue(batch_loss, flat.flatten(params), problem.inputs.double(),
                                      problem.targets.double(), seed=seed)
         step_size = step_fraction / (nbeta * top + localization)
-    stop_requested = _stop_checker(stop)
+    stop_requested = stop_checker(stop)
     points: list[RescalingPoint] = []
     run_index = 0
     for method in methods:
@@ -279,7 +280,7 @@ def compare_samplers(
     RMSprop preconditioner (MALA needs a fixed one). Wall time is the estimator's, per run.
     """
     sizes = check_sizes(sizes)
-    stop_requested = _stop_checker(stop)
+    stop_requested = stop_checker(stop)
     rows: list[CompareRow] = []
     partial = False
     for n in sizes:
@@ -322,57 +323,3 @@ def format_compare(result: CompareResult) -> str:
         acc = f"{r.acceptance:7.3f}" if r.acceptance is not None else f"{'—':>7}"
         lines.append(f"{r.n:8d} {r.algorithm:>7} {llc} {se} {acc} {r.batch_size:6d} {r.wall_time_s:8.2f}")
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def add_command(commands) -> None:
-    """`python -m llc_core compare CONFIG.json --sizes 100,1000,10000` (registered by cli.py)."""
-    cmd = commands.add_parser(
-        "compare", help="minibatch SGLD vs full-batch MALA (exact baseline) across dataset sizes n",
-        description="Runs the RunConfig in CONFIG.json at each n with algorithm sgld and with algorithm mala; "
-                    "prints λ̂ ± se, acceptance and wall time for both.")
-    cmd.add_argument("config", help="path to a RunConfig JSON file, or - for stdin")
-    cmd.add_argument("--sizes", default="100,1000,10000", help="comma-separated dataset sizes n (default 100,1000,10000)")
-    cmd.add_argument("--out", help="also write the result JSON to this file")
-    cmd.add_argument("--json", action="store_true", help="print the result JSON on stdout (the table goes to stderr)")
-    cmd.set_defaults(calibration_command=main_compare)
-
-
-def main_compare(args) -> int:
-    import json
-    import sys
-
-    from .cli import _read
-    from .sweep import parse_numbers
-
-    try:
-        config = RunConfig.from_json(_read(args.config))
-        sizes = check_sizes(parse_numbers(args.sizes, "--sizes"))
-
-        def show(row: CompareRow) -> None:
-            sys.stderr.write(f"n = {row.n} {row.algorithm}: λ̂ = {row.llc_mean} in {row.wall_time_s:.1f} s\n")
-
-        try:
-            result = compare_samplers(config, sizes, on_row=show)
-        except KeyboardInterrupt:  # pragma: no cover - interactive only
-            return 130
-    except LLCInputError as err:
-        sys.stderr.write(f"error: {err}\n")
-        return 2
-    text = json.dumps(result.to_dict(), indent=2, allow_nan=False)
-    if args.out:
-        try:
-            with open(args.out, "w", encoding="utf-8") as handle:
-                handle.write(text + "\n")
-        except OSError as err:
-            sys.stderr.write(f"error: cannot write {args.out!r}: {err.strerror}\n")
-            return 2
-    table = format_compare(result) + "\n"
-    if args.json:
-        sys.stderr.write(table)
-        sys.stdout.write(text + "\n")
-    else:
-        sys.stdout.write(table)
-    return 0

@@ -67,7 +67,7 @@ SMALL_SUBSET = 256
 
 
 def hessian_traces(
-    batch_loss: Callable[[Tensor, Tensor, Tensor], Tensor], w: Tensor, x: Tensor, y: Tensor,
+    batch_loss: Callable[[Tensor, Tensor, Tensor], Tensor], w: Tensor, x: Tensor, y: Tensor, *,
     probes: int = PROBES, seed: int = 0, subset: int = SUBSET,
 ) -> tuple[float, float]:
     """Hutchinson estimates of tr(H) and tr(H²) of ∇²L at w (Rademacher probes)."""
@@ -85,7 +85,7 @@ def hessian_traces(
 
 def spread_aware_step_size(
     batch_loss: Callable[[Tensor, Tensor, Tensor], Tensor], w: Tensor, x: Tensor, y: Tensor,
-    nbeta: float, localization: float, seed: int = 0,
+    nbeta: float, localization: float, *, seed: int = 0,
 ) -> tuple[float, dict[str, float]]:
     """ε from the rule above; also returns the curvature numbers it used (h_max, ⟨h⟩)."""
     subset = SMALL_SUBSET if w.numel() > LARGE_MODEL else SUBSET

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from .errors import LLCInputError
+from llc_core.errors import LLCInputError
 
 
 class Job:

@@ -41,12 +41,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from . import theory
-from .config import RunConfig, SamplerConfig
-from .errors import LLCInputError
-from .jobs import Job
-from .result import json_safe
-from .zoo import build_problem, dln_truth, draw_dln
+from llc_core.truth import theory
+from llc_core.config import RunConfig, SamplerConfig
+from llc_core.errors import LLCInputError
+from llc_core.execution.jobs import Job
+from llc_core.result import json_safe
+from llc_core.runner import build_problem
+from llc_core.truth.zoo import dln_truth, draw_dln
 
 DEFAULT_OUT = "validation-output"
 
@@ -212,7 +213,7 @@ def _stopped(stop) -> bool:
 
 def run_case(case: Case, stop: threading.Event | Callable[[], bool] | None = None) -> CaseResult:
     """Run one case with llc_core.run and score it."""
-    from .runner import run
+    from llc_core.runner import run
 
     row = CaseResult(case.name, case.group, tolerance=case.tolerance)
     started = time.perf_counter()
@@ -301,6 +302,7 @@ def run_suite(
     out_dir: str | Path | None = DEFAULT_OUT,
     count: int | None = None,
     seed: int = 0,
+    *,
     on_case: Callable[[CaseResult, int, int], None] | None = None,
     stop: threading.Event | Callable[[], bool] | None = None,
     sampler: dict[str, Any] | None = None,

@@ -81,7 +81,7 @@ class SGLD:
         ∇U_B of the starting position in the info (for the minibatch-noise measurement)."""
         w = state.position
         loss, grad = self.loss_and_grad(w, batch)
-        grad_u = self._grad_potential(w, grad)
+        grad_u = self.grad_potential(w, grad)
 
         square_avg = state.square_avg
         if isinstance(self.preconditioner, RMSprop):
@@ -102,7 +102,7 @@ class SGLD:
 
         acceptance = None
         if measure_acceptance:
-            acceptance = self._acceptance(w, loss, grad_u, new_w, noise, precond, batch)
+            acceptance = self.acceptance(LangevinMove(w, new_w, noise), loss, precond, batch)
         return SGLDState(new_w, square_avg), SGLDInfo(loss, acceptance, grad_u if keep_grad else None)
 
     def minibatch_heat(self, state: SGLDState, info: SGLDInfo, other_batch: Any) -> Tensor:
@@ -118,7 +118,7 @@ class SGLD:
         """
         _, grad = self.loss_and_grad(state.position, other_batch)
         # ∇U on both batches share the localization term, which cancels in the difference
-        difference = (info.grad_potential - self._grad_potential(state.position, grad)).double().square()
+        difference = (info.grad_potential - self.grad_potential(state.position, grad)).double().square()
         if isinstance(self.preconditioner, RMSprop):
             difference = difference / (self.preconditioner.delta + state.square_avg.double().sqrt())
         elif self.preconditioner is not None:
@@ -126,7 +126,7 @@ class SGLD:
         eps = self.step_size if isinstance(self.step_size, Tensor) else float(self.step_size)
         return eps * difference.sum(-1) / 16
 
-    def _grad_potential(self, w: Tensor, grad_loss: Tensor) -> Tensor:
+    def grad_potential(self, w: Tensor, grad_loss: Tensor) -> Tensor:
         """∇U = nβ ∇L_B + γ (w − w*), overwriting `grad_loss`; the localization term is analytic, so
         autograd never sees it."""
         # in place on the fresh gradient tensor: one pass less over (C, d) per step on large models
@@ -139,26 +139,36 @@ class SGLD:
             grad_u.add_((w - self.w_star) * localization)
         return grad_u
 
-    def _potential(self, w: Tensor, loss: Tensor) -> Tensor:
+    def potential(self, w: Tensor, loss: Tensor) -> Tensor:
+        """U(w) = nβ L + (γ/2) ||w − w*||² per chain, in float64."""
         nbeta, localization = _as_double(self.nbeta), _as_double(self.localization)
         return nbeta * loss.double() + 0.5 * localization * (w - self.w_star).double().square().sum(-1)
 
-    def _acceptance(self, w, loss, grad_u, new_w, noise, precond, batch) -> Tensor:
+    def acceptance(self, move: "LangevinMove", loss: Tensor, precond: Tensor | None, batch: Any) -> Tensor:
         """MALA acceptance min(1, exp(U(w) − U(w') + log q(w|w') − log q(w'|w))) per chain.
 
         Same minibatch at both points; with a preconditioner A the proposal is
         N(w − (ε/2) A ∇U(w), ε A), so log q(w'|w) = −||ξ||²/2 for the noise ξ actually drawn.
         """
-        new_loss, new_grad = self.loss_and_grad(new_w, batch)
-        new_grad_u = self._grad_potential(new_w, new_grad)
-        return mala_acceptance(self._potential(w, loss), self._potential(new_w, new_loss), w, new_w,
-                               new_grad_u, noise, per_chain_column(self.step_size), precond)
+        new_loss, new_grad = self.loss_and_grad(move.end, batch)
+        new_grad_u = self.grad_potential(move.end, new_grad)
+        return mala_acceptance(self.potential(move.start, loss), self.potential(move.end, new_loss), move, new_grad_u,
+                               per_chain_column(self.step_size), precond)
 
 
-def mala_acceptance(potential: Tensor, new_potential: Tensor, w: Tensor, new_w: Tensor, new_grad_u: Tensor,
-                    noise: Tensor, step_size: float | Tensor, precond: Tensor | None) -> Tensor:
+class LangevinMove(NamedTuple):
+    """A Langevin proposal w' = w − (ε/2) A ∇U(w) + √(εA) ξ, (C, d) each."""
+
+    start: Tensor  # w
+    end: Tensor  # w'
+    noise: Tensor  # ξ ~ N(0, I), as drawn
+
+
+def mala_acceptance(potential: Tensor, new_potential: Tensor, move: LangevinMove, new_grad_u: Tensor,
+                    step_size: float | Tensor, precond: Tensor | None) -> Tensor:
     """min(1, exp(U(w) − U(w') + log q(w|w') − log q(w'|w))) per chain, for the Langevin proposal
     w' = w − (ε/2) A ∇U(w) + √(εA) ξ that drew `noise` ξ (so log q(w'|w) = −||ξ||²/2 + const)."""
+    w, new_w, noise = move
     scale = step_size if precond is None else step_size * precond
     back = w - new_w + (scale / 2) * new_grad_u
     var = scale if isinstance(scale, float) else scale.double()
@@ -168,7 +178,7 @@ def mala_acceptance(potential: Tensor, new_potential: Tensor, w: Tensor, new_w: 
     # step, so it cancels
     log_ratio = potential - new_potential + log_q_back - log_q_forward
     acceptance = torch.exp(torch.clamp(log_ratio, max=0.0))
-    return torch.nan_to_num(acceptance, nan=0.0)  # a NaN ratio is a failed step (REFERENCE §6)
+    return torch.nan_to_num(acceptance, nan=0.0)  # a NaN ratio is a failed step: reject it
 
 
 def per_chain_column(value: float | Tensor) -> float | Tensor:

@@ -34,13 +34,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import defaults, diagnostics
-from .config import RunConfig, SamplerConfig
-from .errors import LLCInputError
-from .estimator import StopRequest, _stop_checker, default_nbeta, estimate_llc
-from .jobs import Job
-from .result import RunResult, Snapshot, json_safe
-from .zoo import build_problem
+from llc_core import defaults, diagnostics
+from llc_core.config import RunConfig, SamplerConfig
+from llc_core.errors import LLCInputError
+from llc_core.estimator import StopRequest, stop_checker, default_nbeta, estimate_llc
+from llc_core.execution.jobs import Job
+from llc_core.result import RunResult, Snapshot, json_safe
+from llc_core.problem import Problem
+from llc_core.runner import build_problem
 
 # d × (cells × chains per cell) up to which the grid runs as one batched computation. Measured on
 # 2 shared CPU cores, one thread (DLN, batch 100): d = 1,800 gave 1,400 chain-steps/s with 4 chains,
@@ -467,70 +468,96 @@ def run_sweep(
     base = config.sampler.with_defaults(problem.sampler_defaults)
     default = default_nbeta(n)
     run_nbeta = base.nbeta if base.nbeta is not None else default
-    grid = [(e, g, b if b is not None else run_nbeta) for e, g, b in sweep.cells(run_nbeta)]
-    per = sweep.chains_per_cell
-    mode = choose_mode(sweep, problem.num_params)
     low, _, high = diagnostics.acceptance_band(problem.num_params)  # higher for models under 20 parameters
-    band = (low, high)
-    stop_requested = _stop_checker(stop)
-    truth = problem.truth
-    common = dict(loss=problem.loss, noise_scale=config.data.noise_scale, device=config.device, dtype=config.dtype)
-    template = dataclasses.replace(base, step_size=None, localization=None, nbeta=None, calibration_steps=None)
-
-    cells: list[CellResult] = []
-    running: list[float | None] = [None] * len(grid)
-
-    def progress(snapshot: Snapshot, computation: int, first_cell: int) -> None:
-        if on_progress is None:
-            return
-        llc = snapshot.llc_running
-        for k in range(len(llc) // per):
-            values = llc[k * per:(k + 1) * per]
-            values = values[np.isfinite(values)]
-            running[first_cell + k] = float(values.mean()) if len(values) and snapshot.step > snapshot.burnin else None
-        on_progress(SweepProgress(len(cells), len(grid), snapshot.step, snapshot.total_steps, computation, list(running),
-                                  mode, band))
-
-    last: RunResult | None = None
-    if mode == "batched":
-        # each chain's ε comes from per_chain, which switches the engine's "auto" off
-        sampler = dataclasses.replace(template, chains=len(grid) * per)
-        per_chain = {name: [cell[i] for cell in grid for _ in range(per)]
-                     for i, name in enumerate(("step_size", "localization", "nbeta"))}
-        last = estimate_llc(problem.model, problem.inputs, problem.targets, sampler, **common,
-                            per_chain=per_chain, stop=stop,
-                            on_snapshot=lambda s: progress(s, 0, 0))
-        for k, cell in enumerate(grid):
-            cells.append(cell_stats(last, k, cell, range(k * per, (k + 1) * per)))
-            if on_cell is not None:
-                on_cell(cells[-1])
-    else:
-        for k, cell in enumerate(grid):
-            if k and stop_requested():
-                break
-            e, g, b = cell
-            sampler = dataclasses.replace(template, chains=per, step_size=e, localization=g, nbeta=b)
-            last = estimate_llc(problem.model, problem.inputs, problem.targets, sampler, **common, stop=stop,
-                                on_snapshot=lambda s, k=k: progress(s, k, k))
-            cells.append(cell_stats(last, k, cell, range(per), offset=k * per))
-            if on_cell is not None:
-                on_cell(cells[-1])
-            if last.partial:
-                break
-
-    index, reason = recommend(cells, band, default_nbeta=default)
+    grid = [(e, g, b if b is not None else run_nbeta) for e, g, b in sweep.cells(run_nbeta)]
+    state = SweepRun(
+        problem=problem, grid=grid, per=sweep.chains_per_cell, mode=choose_mode(sweep, problem.num_params),
+        band=(low, high), on_cell=on_cell, on_progress=on_progress, stop=stop,
+        template=dataclasses.replace(base, step_size=None, localization=None, nbeta=None, calibration_steps=None),
+        common=dict(loss=problem.loss, noise_scale=config.data.noise_scale, device=config.device, dtype=config.dtype),
+    )
+    last = state.run_batched() if state.mode == "batched" else state.run_cells()
+    cells = state.cells
+    index, reason = recommend(cells, state.band, default_nbeta=default)
     resolved = sweep.to_dict()
     resolved["run"]["sampler"] = {**resolved["run"]["sampler"],
-                                  **{k: getattr(template, k) for k in SamplerConfig.__dataclass_fields__},
-                                  "chains": per, "batch_size": (last.config["sampler"]["batch_size"] if last else None)}
+                                  **{k: getattr(state.template, k) for k in SamplerConfig.__dataclass_fields__},
+                                  "chains": state.per,
+                                  "batch_size": (last.config["sampler"]["batch_size"] if last else None)}
     resolved["nbetas"] = sweep.nbetas
+    truth = problem.truth
     return SweepResult(
-        config=resolved, cells=cells, recommended=index, reason=reason, mode=mode,
+        config=resolved, cells=cells, recommended=index, reason=reason, mode=state.mode,
         partial=len(cells) < len(grid) or any(c.partial for c in cells), num_params=problem.num_params, n=n,
         init_loss=last.init_loss if last else float("nan"), default_nbeta=default, steps=base.steps,
         burnin_steps=base.burnin_steps(), theoretical_llc=float(truth.llc) if truth is not None else None,
-        wall_time_s=time.perf_counter() - started, acceptance_band=list(band),
+        wall_time_s=time.perf_counter() - started, acceptance_band=list(state.band),
     )
+
+
+@dataclass
+class SweepRun:
+    """One sweep while it runs: the grid, how its cells run, and the cells finished so far."""
+
+    problem: Problem
+    grid: list[tuple[float, float, float]]  # (ε, γ, nβ) per cell
+    per: int  # chains per cell
+    mode: str
+    band: tuple[float, float]
+    template: SamplerConfig  # the sampler without ε, γ, nβ
+    common: dict[str, Any]  # estimate_llc's keywords shared by every computation
+    on_cell: Callable[[CellResult], None] | None = None
+    on_progress: Callable[[SweepProgress], None] | None = None
+    stop: StopRequest = None
+    cells: list[CellResult] = field(default_factory=list)
+    running: list[float | None] = field(default_factory=list)
+
+    def run_batched(self) -> RunResult:
+        """Every cell as a group of chains of one computation (each chain's ε from per_chain, which
+        switches the engine's "auto" off)."""
+        sampler = dataclasses.replace(self.template, chains=len(self.grid) * self.per)
+        per_chain = {name: [cell[i] for cell in self.grid for _ in range(self.per)]
+                     for i, name in enumerate(("step_size", "localization", "nbeta"))}
+        last = estimate_llc(self.problem.model, self.problem.inputs, self.problem.targets, sampler, **self.common,
+                            per_chain=per_chain, stop=self.stop, on_snapshot=lambda s: self.progress(s, 0, 0))
+        for k, cell in enumerate(self.grid):
+            self.finish(cell_stats(last, k, cell, range(k * self.per, (k + 1) * self.per)))
+        return last
+
+    def run_cells(self) -> RunResult | None:
+        """One computation per cell, in grid order, until the grid ends or a stop request."""
+        stop_requested = stop_checker(self.stop)
+        last = None
+        for k, cell in enumerate(self.grid):
+            if k and stop_requested():
+                break
+            e, g, b = cell
+            sampler = dataclasses.replace(self.template, chains=self.per, step_size=e, localization=g, nbeta=b)
+            last = estimate_llc(self.problem.model, self.problem.inputs, self.problem.targets, sampler, **self.common,
+                                stop=self.stop, on_snapshot=lambda s, k=k: self.progress(s, k, k))
+            self.finish(cell_stats(last, k, cell, range(self.per), offset=k * self.per))
+            if last.partial:
+                break
+        return last
+
+    def finish(self, cell: CellResult) -> None:
+        self.cells.append(cell)
+        if self.on_cell is not None:
+            self.on_cell(cell)
+
+    def progress(self, snapshot: Snapshot, computation: int, first_cell: int) -> None:
+        if self.on_progress is None:
+            return
+        if not self.running:
+            self.running = [None] * len(self.grid)
+        llc = snapshot.llc_running
+        for k in range(len(llc) // self.per):
+            values = llc[k * self.per:(k + 1) * self.per]
+            values = values[np.isfinite(values)]
+            running = float(values.mean()) if len(values) and snapshot.step > snapshot.burnin else None
+            self.running[first_cell + k] = running
+        self.on_progress(SweepProgress(len(self.cells), len(self.grid), snapshot.step, snapshot.total_steps,
+                                       computation, list(self.running), self.mode, self.band))
 
 
 def format_table(result: SweepResult) -> str:
@@ -575,98 +602,3 @@ def sweep_job(sweep: SweepConfig, abandon_after: float | None = 60.0) -> Job:
                          stop=stop)
 
     return Job(work, abandon_after, name="llc-sweep")
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def add_command(commands) -> None:
-    """`python -m llc_core sweep CONFIG.json [...]` (registered by cli.py)."""
-    cmd = commands.add_parser(
-        "sweep", help="run a grid of step sizes ε × localizations γ (× nβ), print per-cell diagnostics and a recommendation",
-        description="CONFIG.json is a RunConfig (model, data, sampler; its ε, γ, nβ are replaced by the grid) or a "
-                    "SweepConfig ({\"run\": RunConfig, \"step_sizes\": [...], ...}). Flags override the file.")
-    cmd.add_argument("config", help="path to a RunConfig or SweepConfig JSON file, or - for stdin")
-    cmd.add_argument("--step-sizes", help="comma-separated ε values, e.g. 1e-5,1e-4,1e-3 (default: 7 log-spaced "
-                     "values from ε/100 to 10ε around the config's ε, else 1e-6 … 1e-1)")
-    cmd.add_argument("--localizations", help="comma-separated γ values (default 1,10,100)")
-    cmd.add_argument("--nbetas", help="comma-separated nβ values (default: the config's nβ, else n / log n)")
-    cmd.add_argument("--chains-per-cell", type=int, help="chains per grid cell (default 4)")
-    cmd.add_argument("--mode", choices=MODES, help="batched, cells, or auto (default: batched when d × chains ≤ "
-                     f"{BATCH_LIMIT:,})")
-    cmd.add_argument("--out", help="also write the SweepResult JSON to this file")
-    cmd.add_argument("--json", action="store_true", help="print the SweepResult JSON on stdout (the table goes to stderr)")
-    cmd.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    cmd.set_defaults(calibration_command=main_sweep)
-
-
-def sweep_from_args(args) -> SweepConfig:
-    from .cli import _read
-
-    raw = _read(args.config)
-    try:
-        parsed = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise LLCInputError(f"config is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
-    if isinstance(parsed, dict) and "run" in parsed:
-        sweep = SweepConfig.from_dict(parsed)
-    else:
-        run_config = RunConfig.from_dict(parsed)
-        centre = run_config.sampler.step_size
-        if isinstance(centre, (int, float)) and not isinstance(centre, bool) and centre > 0:
-            step_sizes = log_grid(centre / 100, centre * 10, 7)
-        else:
-            step_sizes = log_grid(1e-6, 1e-1, 11)
-        sweep = SweepConfig(run=run_config, step_sizes=step_sizes)
-    if args.step_sizes:
-        sweep.step_sizes = parse_numbers(args.step_sizes, "--step-sizes")
-    if args.localizations:
-        sweep.localizations = parse_numbers(args.localizations, "--localizations")
-    if args.nbetas:
-        sweep.nbetas = parse_numbers(args.nbetas, "--nbetas")
-    if args.chains_per_cell is not None:
-        sweep.chains_per_cell = args.chains_per_cell
-    if args.mode:
-        sweep.mode = args.mode
-    sweep.validate()
-    return sweep
-
-
-def main_sweep(args) -> int:
-    import sys
-
-    try:
-        sweep = sweep_from_args(args)
-        total = len(sweep.cells())
-
-        def show(p: SweepProgress) -> None:
-            if not args.quiet:
-                sys.stderr.write(f"\r{p.cells_done}/{total} cells done, step {p.step}/{p.total_steps}   ")
-                sys.stderr.flush()
-
-        try:
-            result = run_sweep(sweep, on_progress=show)
-        except KeyboardInterrupt:  # pragma: no cover - interactive only
-            return 130
-        if not args.quiet:
-            sys.stderr.write("\n")
-    except LLCInputError as err:
-        sys.stderr.write(f"error: {err}\n")
-        return 2
-    table = (f"{len(result.cells)} cells, {sweep.chains_per_cell} chains each, {result.steps} steps "
-             f"({result.burnin_steps} burn-in), d = {result.num_params}, n = {result.n}, {result.mode} mode, "
-             f"{result.wall_time_s:.1f} s\n" + format_table(result) + "\n"
-             + ("recommended (*): " if result.recommended is not None else "no recommendation: ") + result.reason + "\n")
-    if args.out:
-        try:
-            with open(args.out, "w", encoding="utf-8") as handle:
-                handle.write(result.to_json() + "\n")
-        except OSError as err:
-            sys.stderr.write(f"error: cannot write {args.out!r}: {err.strerror}\n")
-            return 2
-    if args.json:
-        sys.stderr.write(table)
-        sys.stdout.write(result.to_json() + "\n")
-    else:
-        sys.stdout.write(table)
-    return 0

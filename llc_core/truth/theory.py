@@ -16,11 +16,12 @@ from __future__ import annotations
 import functools
 import math
 import operator
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
 
 import mpmath
+
+from llc_core.problem import Theory
 
 __all__ = [
     "Theory",
@@ -34,25 +35,6 @@ __all__ = [
     "finite_n_target",
     "finite_n_target_prior",
 ]
-
-
-@dataclass(frozen=True)
-class Theory:
-    """A theoretical learning coefficient.
-
-    Attributes:
-        llc: ``λ``, exact.
-        multiplicity: ``m`` (``≥ 1``); the finite-n estimate falls below ``λ`` by about
-            ``(m - 1) / log t`` when ``m > 1``.
-        source: short human-readable provenance, e.g. ``"Aoyagi 2024 (deep linear network)"``.
-    """
-
-    llc: Fraction
-    multiplicity: int
-    source: str
-
-    def __float__(self) -> float:
-        return float(self.llc)
 
 
 # --------------------------------------------------------------------------- validation helpers

@@ -30,10 +30,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .config import RunConfig
-from .errors import LLCInputError
-from .result import RunResult, Snapshot
-from .runner import run
+from llc_core.config import RunConfig
+from llc_core.errors import LLCInputError
+from llc_core.result import RunResult, Snapshot
+from llc_core.runner import run
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,37 @@
+"""`python -m llc_core run CONFIG.json`: one estimate, the RunResult as JSON on stdout."""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from llc_core.cli.common import progress_bar
+from llc_core.config import RunConfig, read_config_text
+from llc_core.errors import LLCInputError
+from llc_core.runner import run
+
+
+def add_parser(commands) -> None:
+    cmd = commands.add_parser("run", help="estimate the LLC for a config and print the result JSON")
+    cmd.add_argument("config", help="path to a RunConfig JSON file, or - to read it from stdin")
+    cmd.add_argument("--trace", action="store_true", help="include the per-step loss trace in the JSON")
+    cmd.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    cmd.set_defaults(handler=main)
+
+
+def main(args) -> int:
+    try:
+        config = RunConfig.from_json(read_config_text(args.config))
+        stop = threading.Event()
+        progress = None if args.quiet else progress_bar(sys.stderr)
+        try:
+            result = run(config, on_snapshot=progress, stop=stop)
+        except KeyboardInterrupt:  # pragma: no cover - interactive only
+            return 130
+        if progress is not None:
+            sys.stderr.write("\n")
+    except LLCInputError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    sys.stdout.write(result.to_json(include_trace=args.trace) + "\n")
+    return 0
