@@ -261,8 +261,6 @@ def step_could_grow(run: Evidence) -> Verdict | None:
     # after "auto" calibration (on one fixed batch, with accept/reject) a high acceptance on the
     # run's changing minibatches is no reason to grow ε: it is inflated by the batch-to-batch change
     high = run.band[2]
-    if starts_disagree(run) is not None:  # as before the split: the start groups' λ̂ stood in for the band
-        high = max(run.start_comparison["from_w_star"]["llc"], run.start_comparison["from_spread"]["llc"])
     if run.acceptance is None or run.acceptance <= high or not run.trace_flat or run.diverged or run.calibrated:
         return None
     new = suggested_step_size(run.step_size, run.acceptance, run.num_params) if run.step_size else None

@@ -64,3 +64,15 @@ def test_minibatch_heat_warns_with_a_batch_size_and_calibrated_runs_do_not_grow_
     high = dict(llc_mean=1.0, acceptance=0.99, num_params=5000, **common)
     assert "step_could_grow" in [v.code for v in diagnostics.verdicts(**high)]
     assert "step_could_grow" not in [v.code for v in diagnostics.verdicts(calibrated=True, **high)]
+
+
+def test_step_could_grow_judges_acceptance_against_the_band_even_when_starts_disagree():
+    # Before the verdicts were split into one function per check, the start groups' λ̂ overwrote the
+    # acceptance band's upper edge, so acceptance 0.999 was compared with λ̂ = 30 and said nothing.
+    evidence = dict(llc_mean=20.0, llc_se=1.0, acceptance=0.999, step_size=1e-4, diverged=[], chains=4,
+                    flat={"flat": True, "drift": 0.0, "drift_se": 0.1}, rhat=1.0, partial=False, used_burnin=True,
+                    num_params=1000, start_comparison={"from_w_star": {"llc": 10.0, "se": 0.5},
+                                                       "from_spread": {"llc": 30.0, "se": 0.5},
+                                                       "gap": 20.0, "gap_se": 0.7})
+    codes = [v.code for v in diagnostics.verdicts(**evidence)]
+    assert codes == ["starts_disagree", "step_could_grow"]
