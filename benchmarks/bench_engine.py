@@ -39,7 +39,8 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 import llc_core.estimator as estimator_module  # noqa: E402
 from llc_core import SamplerConfig, estimate_llc  # noqa: E402
 from llc_core.estimator import default_nbeta  # noqa: E402
-from llc_core.model_function import FlatParams, batched_loss_and_grad  # noqa: E402
+from llc_core.batching import batched_loss_and_grad  # noqa: E402
+from llc_core.model_function import FlatParams  # noqa: E402
 from llc_core.losses import make_nll  # noqa: E402
 from llc_core.truth.zoo import linear_stack  # noqa: E402
 
@@ -179,7 +180,7 @@ def make_floor(prob: Problem, chains: int):
     def loss_fn(w, xb, yb):
         return nll(functional_call(model, flat.unflatten(w), (xb,)), yb).mean()
 
-    # the engine's own batched gradient (vmap over chains; see model_function.batched_loss_and_grad), so
+    # the engine's own batched gradient (vmap over chains; see batching.batched_loss_and_grad), so
     # that engine / floor measures exactly what the sampler adds on top of the gradients
     loss_and_grad = batched_loss_and_grad(loss_fn, False, flat.num_params)
     generator = torch.Generator().manual_seed(1)

@@ -25,8 +25,9 @@ from llc_core import defaults
 from llc_core.bookkeeping import Divergence, Ending, RunFacts, Tally, run_result
 from llc_core.config import SamplerConfig
 from llc_core.errors import LLCInputError
-from llc_core.model_function import (ModelFunction, Parameters, available_devices, batched_loss_and_grad, check_data,
-                                     copy_parameters, model_function, resolve_device, resolve_dtype)
+from llc_core.batching import batched_loss_and_grad
+from llc_core.model_function import (ModelFunction, Parameters, available_devices, check_data, copy_parameters,
+                                     model_function, resolve_device, resolve_dtype)
 from llc_core.result import RunResult, Snapshot
 from llc_core.sampling.adaptation import effective_target
 from llc_core.sampling.curvature import step_size_from_curvature, top_hessian_eigenvalue

@@ -1,9 +1,8 @@
 """A model as a function of one flat parameter vector w, the shape every kernel samples.
 
-`copy_parameters` takes w* out of a module (a copy: the user's module is never touched),
+`copy_parameters` takes w* out of a module (a copy: the user's module is never touched), and
 `model_function` checks the data against the model and gives L_B(w) on a minibatch and L_n(w*) on
-all data, and `batched_loss_and_grad` turns L_B into the (C, d) → ((C,), (C, d)) function a kernel
-calls, with the chains as a batch dimension.
+all data (`batching.py` then runs it for all chains at once).
 """
 
 from __future__ import annotations
@@ -15,17 +14,12 @@ from typing import Callable, Mapping, NamedTuple
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad_and_value, vmap
+from torch.func import functional_call
 
 from llc_core import defaults
 from llc_core.errors import LLCInputError
 from llc_core.losses import check_output_matches, make_nll
 
-# Below this many parameters a step is dominated by fixed per-call costs, and vmapping only the
-# forward pass (then one autograd call for all chains) beats vmap(grad(...)) by 15-45%; above it
-# vmap(grad(...)) is 5-10% faster (benchmarks/bench_engine.py). The choice depends on d alone, so a
-# run is reproducible.
-SMALL_MODEL_PARAMS = 20_000
 
 # (w (d,), x_B, y_B) -> L_B(w), the mean per-sample negative log-likelihood on the batch
 BatchLoss = Callable[[Tensor, Tensor, Tensor], Tensor]
@@ -167,31 +161,6 @@ def model_function(parameters: Parameters, inputs: Tensor, targets: Tensor, *, l
 
 def flat_dtype(params: Mapping[str, Tensor]) -> torch.dtype:
     return next(iter(params.values())).dtype
-
-
-def batched_loss_and_grad(batch_loss: BatchLoss, full_batch: bool, num_params: int):
-    """(w (C, d), (x, y)) -> (L_B per chain, ∇L_B per chain), chains as a vmapped batch dimension."""
-    in_dims = (0, None, None) if full_batch else (0, 0, 0)
-    if num_params <= SMALL_MODEL_PARAMS:
-        forward = vmap(batch_loss, in_dims=in_dims)
-
-        def loss_and_grad(w: Tensor, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-            with torch.enable_grad():
-                w = w.detach().requires_grad_(True)
-                loss = forward(w, *batch)
-                # chains do not interact, so the gradient of the sum is each chain's own gradient
-                (grad,) = torch.autograd.grad(loss.sum(), w)
-            return loss.detach(), grad
-
-        return loss_and_grad
-
-    grad_fn = vmap(grad_and_value(batch_loss), in_dims=in_dims)
-
-    def loss_and_grad(w: Tensor, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        grad, value = grad_fn(w, *batch)
-        return value, grad
-
-    return loss_and_grad
 
 
 def full_loss(batch_loss: BatchLoss, w: Tensor, x: Tensor, y: Tensor) -> float:

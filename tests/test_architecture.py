@@ -19,7 +19,7 @@ LAYERS = [
     ("foundation", ["llc_core.errors", "llc_core.defaults"]),
     ("types", ["llc_core.config", "llc_core.result", "llc_core.problem", "llc_core.losses"]),
     ("sampling", ["llc_core.sampling"]),
-    ("single run", ["llc_core.model_function", "llc_core.diagnostics", "llc_core.stream", "llc_core.schedule",
+    ("single run", ["llc_core.model_function", "llc_core.batching", "llc_core.diagnostics", "llc_core.stream", "llc_core.schedule",
                     "llc_core.bookkeeping", "llc_core.estimator"]),
     ("truth", ["llc_core.truth"]),
     ("files", ["llc_core.files"]),
