@@ -148,6 +148,7 @@ class RunFacts:
     theoretical_llc: float | None = None
     multiplicity: int | None = None
     config: dict[str, Any] | None = None
+    model_mode: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,7 @@ def run_result(tally: Tally, facts: RunFacts, ending: Ending) -> RunResult:
         flatness={**checks["flat"], "trend": checks["trend"]}, verdicts=verdicts, device=facts.device,
         wall_time_s=ending.wall_time, config=resolved_config(facts), loss_trace=trace.tolist(),
         calibration=ending.calibration, minibatch_heat=minibatch_heat, start_comparison=start_comparison,
+        model_mode=facts.model_mode,
     )
 
 

@@ -201,7 +201,8 @@ class DataConfig:
     inputs_key: str | None = None  # the inputs' array name (default: x, inputs, X, ... when unambiguous)
     targets_key: str | None = None  # the targets' array name (default: y, targets, Y, labels, ...)
     target_columns: list[str] | None = None  # CSV: the target column(s); the other columns are the inputs
-    loss: str | None = None  # "gaussian" (σ = noise_scale, the default) or "cross_entropy"
+    loss: str | None = None  # "gaussian" (σ = noise_scale, the default), "cross_entropy" or "next_token"
+    class_weights: list[float] | None = None  # cross_entropy: one weight > 0 per class (losses.weighted_cross_entropy_nll)
     teacher: dict | None = None  # ModelConfig fields of a zoo kind whose data to use, e.g. {"kind": "mlp", "input_dim": 4}
 
 

@@ -27,7 +27,7 @@ from llc_core.config import SamplerConfig
 from llc_core.errors import LLCInputError
 from llc_core.batching import batched_loss_and_grad
 from llc_core.model_function import (ModelFunction, Parameters, available_devices, check_data, copy_parameters,
-                                     model_function, resolve_device, resolve_dtype)
+                                     differentiable_attention, model_function, resolve_device, resolve_dtype)
 from llc_core.result import RunResult, Snapshot
 from llc_core.sampling.adaptation import effective_target
 from llc_core.sampling.curvature import step_size_from_curvature, top_hessian_eigenvalue
@@ -64,6 +64,7 @@ def estimate_llc(
     config: dict[str, Any] | None = None,
     initial_step_size: float | None = None,
     per_chain: Mapping[str, Sequence[float]] | None = None,
+    class_weights: Sequence[float] | None = None,
 ) -> RunResult:
     """Run C SGLD chains from w* and return λ̂ with diagnostics.
 
@@ -73,17 +74,32 @@ def estimate_llc(
     RunConfig dict to attach to the result (its sampler part is replaced by the resolved one).
     `per_chain` maps some of "step_size", "localization", "nbeta" to one value per chain (a sweep's
     grid cells run as chains); each chain's λ̂ then uses its own nβ, and per-chain step sizes replace
-    the sampler's (no calibration).
+    the sampler's (no calibration). The module is evaluated in eval mode on a copy (RunResult.model_mode
+    says why); `class_weights` weight the cross-entropy loss per class.
     """
     started = time.perf_counter()
     dev, dt = resolve_device(device), resolve_dtype(dtype)
     n = check_data(model, inputs, targets)
     parameters = copy_parameters(model, w_star, dev, dt)
     sampler = validated_sampler(sampler, per_chain, n, parameters.flat.num_params)
-    function = model_function(parameters, inputs, targets, loss=loss, noise_scale=noise_scale)
-    plan = plan_run(sampler, function, per_chain, initial_step_size)
+    with differentiable_attention():
+        function = model_function(parameters, inputs, targets, loss=loss, noise_scale=noise_scale,
+                                  class_weights=class_weights)
+        plan = plan_run(sampler, function, per_chain, initial_step_size)
+        loop = start_loop(plan, function, parameters)
+        partial, loop_time = sample(loop, plan.sampler.snapshot_every, on_snapshot, stop_checker(stop))
+    facts = RunFacts(sampler=plan.sampler, n=n, num_params=function.num_params, nbeta=plan.nbeta,
+                     localization=plan.localization, batch_size=plan.batch_size, device=str(dev),
+                     theoretical_llc=theoretical_llc, multiplicity=multiplicity, config=config,
+                     model_mode=parameters.mode)
+    ending = Ending(partial=partial, loop_time=loop_time, wall_time=time.perf_counter() - started,
+                    step_size=loop.kernel.step_size, calibration=loop.schedule.report(loop.kernel))
+    return run_result(loop.tally, facts, ending)
 
-    generator = torch.Generator(device=dev)
+
+def start_loop(plan: "RunPlan", function: ModelFunction, parameters: Parameters) -> "Loop":
+    """The kernel at its starting states, the schedule, the data stream and an empty tally."""
+    generator = torch.Generator(device=function.w_star.device)
     generator.manual_seed(plan.sampler.seed)
     walk = None if plan.full_batch else MinibatchWalk(function.x, function.y, plan.chains, plan.batch_size, generator)
     schedule = Schedule(
@@ -100,14 +116,7 @@ def estimate_llc(
         divergence=Divergence.for_run(function.w_star, plan.nbeta_chains, function.init_loss), generator=generator,
     )
     loop.kernel = schedule.start(loop.kernel)
-    partial, loop_time = sample(loop, plan.sampler.snapshot_every, on_snapshot, stop_checker(stop))
-
-    facts = RunFacts(sampler=plan.sampler, n=n, num_params=function.num_params, nbeta=plan.nbeta,
-                     localization=plan.localization, batch_size=plan.batch_size, device=str(dev),
-                     theoretical_llc=theoretical_llc, multiplicity=multiplicity, config=config)
-    ending = Ending(partial=partial, loop_time=loop_time, wall_time=time.perf_counter() - started,
-                    step_size=loop.kernel.step_size, calibration=schedule.report(loop.kernel))
-    return run_result(loop.tally, facts, ending)
+    return loop
 
 
 # --------------------------------------------------------------------------- the sampling loop
@@ -269,7 +278,7 @@ def start_positions(parameters: Parameters, w_star: Tensor, plan: RunPlan, gener
 def start_noise(parameters: Parameters, spread: float, count: int, generator: torch.Generator) -> Tensor:
     """σ·rms(w*) of each parameter tensor (σ for an all-zero tensor) times N(0, 1), for `count` chains:
     a start on the scale of the weights themselves, so that every layer is spread alike."""
-    _, params, flat = parameters
+    _, params, flat, _ = parameters
     scales = []
     for name in flat.names:
         rms = float(params[name].double().pow(2).mean().sqrt())

@@ -7,14 +7,17 @@ all data (`batching.py` then runs it for all chains at once).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+import threading
 from dataclasses import dataclass
-from typing import Callable, Mapping, NamedTuple
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from llc_core import defaults
 from llc_core.errors import LLCInputError
@@ -73,11 +76,72 @@ class FlatParams:
 
 
 class Parameters(NamedTuple):
-    """A private copy of the module on the run's device and dtype, and w* by name and as layout."""
+    """A private copy of the module on the run's device and dtype, in eval mode, and w* by name and
+    as layout; `mode` says how the copy is evaluated and why (RunResult.model_mode)."""
 
     module: nn.Module
     w_star: dict[str, Tensor]
     flat: FlatParams
+    mode: dict[str, Any]
+
+
+DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
+def evaluation_mode(model: nn.Module) -> dict[str, Any]:
+    """Why the run evaluates the module in eval mode, with what that changes for this module.
+
+    The posterior is over weights: dropout masks would add noise that is not in the likelihood, and a
+    normalisation layer in train mode makes each sample's loss depend on the rest of its batch and
+    would overwrite its running statistics. In eval mode dropout is off and normalisation uses the
+    running statistics stored with the checkpoint, which stay frozen (they are buffers, not sampled).
+    """
+    dropout = sum(isinstance(m, DROPOUT_TYPES) and m.p > 0 for m in model.modules())
+    running = sum(getattr(m, "running_mean", None) is not None for m in model.modules())
+    changes = []
+    if dropout:
+        changes.append(f"{dropout} dropout layer(s) off")
+    if running:
+        changes.append(f"{running} normalisation layer(s) on their stored running statistics, frozen")
+    return {
+        "mode": "eval", "module_was_training": any(m.training for m in model.modules()),
+        "dropout_layers": int(dropout), "running_statistics_layers": int(running),
+        "why": "sampled in eval mode: the posterior is over the weights alone, so dropout is off and "
+               "normalisation layers use the checkpoint's running statistics, never updated"
+               + (f" ({'; '.join(changes)})" if changes else "") + "; the caller's module is not changed",
+    }
+
+
+_ATTENTION_LOCK = threading.Lock()
+_attention_runs = 0
+_attention_settings = contextlib.ExitStack()
+
+
+@contextlib.contextmanager
+def differentiable_attention() -> Iterator[None]:
+    """Attention as plain operators while a run samples.
+
+    In eval mode nn.MultiheadAttention and nn.TransformerEncoderLayer take a fused "fast path" that
+    autograd cannot differentiate, and the fused CPU flash kernel of scaled_dot_product_attention has
+    no forward-mode derivative and no vmap batching rule; the math kernel has all three. The
+    switches are process-wide, so they are set by the first of concurrent runs and restored by the
+    last.
+    """
+    global _attention_runs
+    with _ATTENTION_LOCK:
+        if _attention_runs == 0:
+            fastpath = torch.backends.mha.get_fastpath_enabled()
+            _attention_settings.callback(torch.backends.mha.set_fastpath_enabled, fastpath)
+            torch.backends.mha.set_fastpath_enabled(False)
+            _attention_settings.enter_context(sdpa_kernel([SDPBackend.MATH]))
+        _attention_runs += 1
+    try:
+        yield
+    finally:
+        with _ATTENTION_LOCK:
+            _attention_runs -= 1
+            if _attention_runs == 0:
+                _attention_settings.close()
 
 
 @dataclass(frozen=True)
@@ -119,8 +183,10 @@ def check_data(model: nn.Module, inputs: Tensor, targets: Tensor) -> int:
 
 def copy_parameters(model: nn.Module, w_star: Mapping[str, Tensor] | None, device: torch.device,
                     dtype: torch.dtype) -> Parameters:
-    """w* (the module's own parameters unless `w_star` gives them), checked finite, on device."""
-    module = copy.deepcopy(model).to(device=device, dtype=dtype)
+    """w* (the module's own parameters unless `w_star` gives them), checked finite, on device, from
+    a copy of the module in eval mode (`evaluation_mode` says why)."""
+    mode = evaluation_mode(model)
+    module = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
     params = {k: v.detach() for k, v in module.named_parameters()}
     if w_star is not None:
         params = checked_w_star(params, w_star)
@@ -130,18 +196,18 @@ def copy_parameters(model: nn.Module, w_star: Mapping[str, Tensor] | None, devic
     flat = FlatParams(params)
     if flat.num_params == 0:
         raise LLCInputError("the model has no parameters to sample")
-    return Parameters(module, params, flat)
+    return Parameters(module, params, flat, mode)
 
 
-def model_function(parameters: Parameters, inputs: Tensor, targets: Tensor, *, loss: str,
-                   noise_scale: float) -> ModelFunction:
+def model_function(parameters: Parameters, inputs: Tensor, targets: Tensor, *, loss: str, noise_scale: float,
+                   class_weights: Sequence[float] | None = None) -> ModelFunction:
     """L_B(w) = mean NLL of the module at flat w on a batch; checks that the data fit the model."""
-    module, params, flat = parameters
+    module, params, flat, _ = parameters
     dtype = flat_dtype(params)
     device = params[flat.names[0]].device
     x = inputs.to(device=device, dtype=dtype if inputs.is_floating_point() else inputs.dtype)
     y = targets.to(device=device, dtype=dtype if targets.is_floating_point() else targets.dtype)
-    nll = make_nll(loss, noise_scale)
+    nll = make_nll(loss, noise_scale, class_weights)
     buffers = {k: v for k, v in module.named_buffers()}
 
     def forward(w_flat: Tensor, xb: Tensor) -> Tensor:
@@ -198,8 +264,10 @@ def check_model_runs(forward, w: Tensor, xb: Tensor, yb: Tensor, loss: str) -> N
             out = forward(w, xb)
     except Exception as err:  # any failure here means the data does not fit the model
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        fix = ("the inputs are a vector, one number per sample: for a model whose first layer takes one "
+               "feature pass inputs.reshape(-1, 1)" if xb.ndim == 1 else
+               "check that the data's columns match the model's first layer")
         raise LLCInputError(
-            f"the model cannot take inputs of shape {tuple(xb.shape[1:])} per sample ({first_line}): "
-            "check that the data's columns match the model's first layer"
+            f"the model cannot take inputs of shape {tuple(xb.shape[1:])} per sample ({first_line}): {fix}"
         ) from None
     check_output_matches(loss, out, yb)

@@ -94,6 +94,8 @@ class RunResult:
     minibatch_heat: float | None = None
     # start_spread runs: λ̂ of the chains started at w* and of those started spread out, and the gap
     start_comparison: dict[str, Any] | None = None
+    # how the module was evaluated (eval mode: dropout off, frozen normalisation statistics) and why
+    model_mode: dict[str, Any] | None = None
 
     def to_dict(self, include_trace: bool = False) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -51,7 +51,7 @@ def run(
         theoretical_llc=float(truth.llc) if truth is not None else None,
         multiplicity=truth.multiplicity if truth is not None else None,
         on_snapshot=on_snapshot, stop=stop, config=_resolved(config, problem),
-        initial_step_size=kind_step_size if sampler.auto_step_size else None,
+        initial_step_size=kind_step_size if sampler.auto_step_size else None, class_weights=config.data.class_weights,
     )
 
 

@@ -126,7 +126,8 @@ def check_config(model: ModelConfig, data: DataConfig) -> None:
     if model.kind not in _FIELDS:
         raise LLCInputError(f"unknown model kind {model.kind!r}: use one of {', '.join(KINDS)}")
     _reject_fields(model)
-    data_file_fields = [k for k in ("path", "inputs_key", "targets_key", "target_columns", "loss", "teacher")
+    data_file_fields = [k for k in ("path", "inputs_key", "targets_key", "target_columns", "loss", "teacher",
+                                    "class_weights")
                         if getattr(data, k, None) is not None]
     if data_file_fields and model.kind != "checkpoint":
         raise LLCInputError(f"data {', '.join(data_file_fields)} only apply to model kind \"checkpoint\": "
