@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from llc_core import DataConfig, LLCInputError, ModelConfig, RunConfig, SamplerConfig, estimate_llc, run
+from llc_core import DataConfig, LLCInputError, ModelConfig, RunConfig, SamplerConfig, build_problem, estimate_llc, run
 from llc_core.files import checkpoint as ckpt
 from llc_core.files import safe_read
 
@@ -151,6 +151,22 @@ def test_state_dict_from_a_path_and_through_a_run_config(tmp_path):
     assert result.num_params == 3 * 5 + 5 + 5 * 2 + 2 and result.n == 50
     assert result.init_loss == pytest.approx(0.0, abs=1e-9)  # noise-free labels of w* itself
     assert RunConfig.from_dict(json.loads(json.dumps(result.config))).model.path == str(tmp_path / "w.pt")
+
+
+def test_integer_features_run_through_a_linear_state_dict_as_floats(tmp_path):
+    # integer inputs stay int64 (token ids) until a model that takes floats is given them
+    import numpy as np
+
+    model = mlp()
+    (tmp_path / "w.safetensors").write_bytes(safetensors_bytes({k: v.contiguous() for k, v in model.state_dict().items()}))
+    x = torch.randint(-3, 4, (40, 3))
+    np.savez(tmp_path / "d.npz", x=x.numpy(), y=model(x.float()).detach().numpy())
+    config = RunConfig(model=ModelConfig(kind="checkpoint", path=str(tmp_path / "w.safetensors"), activation="relu"),
+                       data=DataConfig(path=str(tmp_path / "d.npz")), sampler=TINY)
+    problem = build_problem(config.model, config.data)
+    assert problem.inputs.dtype == torch.float32
+    assert "integer inputs converted to floats" in problem.info["data"]["notes"][-1]
+    assert ckpt.check_model_accepts(problem.model, x).shape == (3, 2)
 
 
 def test_export_program_parameters_are_w_star_and_the_estimator_runs_on_it():

@@ -121,3 +121,73 @@ def test_teacher_data_and_the_data_config():
         datafiles.dataset_for(DataConfig())
     with pytest.raises(LLCInputError, match="unknown key"):
         datafiles.dataset_for(DataConfig(teacher={"kind": "mlp", "depth": 3}))
+
+
+# ====================================================================== integer token data
+
+
+TOKENS = np.random.default_rng(0).integers(0, 50, size=(6, 9))
+
+
+@pytest.mark.parametrize("data", [
+    lambda: npz_bytes(x=TOKENS[:, :-1], y=TOKENS[:, 1:]),
+    lambda: safetensors_bytes({"x": torch.from_numpy(TOKENS[:, :-1]).contiguous(),
+                               "y": torch.from_numpy(TOKENS[:, 1:]).contiguous()}),
+    lambda: torch_bytes((torch.from_numpy(TOKENS[:, :-1]), torch.from_numpy(TOKENS[:, 1:]))),
+    lambda: npz_bytes(tokens=TOKENS),
+    lambda: npz_bytes(tokens=TOKENS.astype(np.uint16)),  # the usual dtype of tokenized corpora
+    lambda: torch_bytes({"tokens": torch.from_numpy(TOKENS)}),
+])
+def test_token_ids_stay_int64_and_a_tokens_array_is_split(data):
+    dataset = datafiles.load_dataset(data(), loss="next_token")
+    assert dataset.inputs.dtype == dataset.targets.dtype == torch.int64
+    assert torch.equal(dataset.inputs, torch.from_numpy(TOKENS[:, :-1]))
+    assert torch.equal(dataset.targets, torch.from_numpy(TOKENS[:, 1:]))
+    assert dataset.n == 6 and dataset.inputs.shape == (6, 8)
+
+
+def test_a_tokens_file_defaults_to_the_next_token_loss_and_refuses_others():
+    dataset = datafiles.load_dataset(npz_bytes(tokens=TOKENS, mask=np.ones(6)))
+    assert dataset.loss == "next_token" and dataset.inputs_key == "tokens[:, :-1]"
+    assert "tokens (6, 9) split" in dataset.notes[0] and "arrays not used: mask" in dataset.notes[1]
+    with pytest.raises(LLCInputError, match="use the next_token loss, not gaussian"):
+        datafiles.load_dataset(npz_bytes(tokens=TOKENS), loss="gaussian")
+    for bad in (TOKENS.astype(float) + 0.5, TOKENS[:, :1], TOKENS[0]):
+        with pytest.raises(LLCInputError, match=r"must hold integer token ids of shape \(sequences, T \+ 1\)"):
+            datafiles.load_dataset(npz_bytes(tokens=bad))
+    with pytest.raises(LLCInputError, match="next_token loss needs integer token ids, but the targets have fractions"):
+        datafiles.load_dataset(npz_bytes(x=TOKENS[:, :-1], y=TOKENS[:, 1:] + 0.5), loss="next_token")
+    # named keys take other arrays even when a tokens array is there
+    chosen = datafiles.load_dataset(npz_bytes(tokens=TOKENS, a=X, b=Y), inputs_key="a", targets_key="b",
+                                    loss="cross_entropy")
+    assert chosen.inputs_key == "a" and chosen.inputs.dtype == torch.float32
+
+
+class TinyLanguageModel(nn.Module):
+    """Embedding → Linear: logits (n, T, vocabulary) from token ids (n, T)."""
+
+    def __init__(self, vocab: int = 50):
+        super().__init__()
+        self.embed, self.out = nn.Embedding(vocab, 4), nn.Linear(4, vocab)
+
+    def forward(self, ids):
+        return self.out(self.embed(ids))
+
+
+def test_token_targets_are_checked_over_the_whole_dataset():
+    targets = TOKENS[:, 1:].copy()
+    targets[5, 3] = 50  # beyond a vocabulary of 50, in a row check_output_matches does not see
+    dataset = datafiles.make_dataset(TOKENS[:, :-1], targets, "next_token")
+    datafiles.check_fits(TinyLanguageModel(51), dataset)
+    with pytest.raises(LLCInputError, match=r"next_token loss: target tokens must lie in \[0, 49\]"):
+        datafiles.check_fits(TinyLanguageModel(50), dataset)
+
+
+def test_integer_features_become_floats_for_a_model_that_takes_floats():
+    dataset = datafiles.make_dataset(np.arange(12).reshape(6, 2), Y, "cross_entropy")
+    assert dataset.inputs.dtype == torch.int64
+    datafiles.check_fits(nn.Linear(2, 3), dataset)  # a Linear layer fails on integers and runs on floats
+    assert dataset.inputs.dtype == torch.float32 and "integer inputs converted to floats" in dataset.notes[-1]
+    tokens = datafiles.make_dataset(TOKENS[:, :-1], TOKENS[:, 1:], "next_token")
+    datafiles.check_fits(TinyLanguageModel(), tokens)  # an embedding takes them as they are
+    assert tokens.inputs.dtype == torch.int64

@@ -12,6 +12,9 @@ Formats (told apart by their bytes, never by the file name):
   attempt), so every member that could be unpickled is checked first (`_check_export_archive`) and
   the load runs with TORCH_FORCE_WEIGHTS_ONLY_LOAD set; the program then runs only the ATen
   operators recorded in its graph, no Python code from the file.
+- Hugging Face model folders (config.json + model.safetensors, `save_pretrained`), or a zip of one:
+  an allow-listed transformers architecture built from the config, weights through safetensors
+  (`huggingface.py`); the module takes token ids and returns logits.
 - TorchScript: refused. `torch.jit.load` unpickles no code, but the archive carries TorchScript
   source that is compiled and run, so a file could do whatever TorchScript operators can do;
   `torch.export` gives the same whole-model convenience without that.
@@ -38,6 +41,7 @@ from torch import Tensor, nn
 
 from llc_core.errors import LLCInputError
 from llc_core.files import datafiles
+from llc_core.files.huggingface import LanguageModelLogits, check_token_inputs, is_model_directory, load_huggingface
 from llc_core.problem import Problem
 from llc_core.files import safe_read
 from llc_core.files.safe_read import (file_kind, first_line, load_safetensors, read_limited, too_large,
@@ -58,15 +62,16 @@ ARCHITECTURE_SPEC_HELP = (
 )
 
 FORMAT_NAMES = {"safetensors": "safetensors state dict", "torch": "torch.save state dict",
-                "export": "torch.export program (.pt2)"}
+                "export": "torch.export program (.pt2)",
+                "huggingface": "Hugging Face model (config.json + model.safetensors)"}
 
 
 @dataclass
 class LoadedCheckpoint:
     """What a checkpoint file holds: a state dict (every format) and, for torch.export, the module."""
 
-    format: str  # safetensors, torch or export (FORMAT_NAMES)
-    state_dict: dict[str, Tensor]
+    format: str  # safetensors, torch, export or huggingface (FORMAT_NAMES)
+    state_dict: dict[str, Tensor]  # for export and huggingface: the module's parameters, by its names
     module: nn.Module | None = field(default=None, repr=False)
     notes: list[str] = field(default_factory=list)  # what was done to read it (nested dict unwrapped, ...)
 
@@ -78,9 +83,14 @@ class LoadedCheckpoint:
 
 
 def load_checkpoint(source: bytes | str | os.PathLike) -> LoadedCheckpoint:
-    """Read a checkpoint (bytes or a path) without running code from it; see the module docstring."""
+    """Read a checkpoint (bytes, a path, or a Hugging Face model folder) without running code from it;
+    see the module docstring."""
+    if is_model_directory(source):
+        return _whole_model("huggingface", *load_huggingface(source))
     data = read_limited(source, "checkpoint")
     kind = file_kind(data)
+    if kind == "huggingface":
+        return _whole_model("huggingface", *load_huggingface(data))
     if kind == "safetensors":
         loaded = LoadedCheckpoint("safetensors", load_safetensors(data, "checkpoint"))
     elif kind == "torch":
@@ -100,11 +110,19 @@ def load_checkpoint(source: bytes | str | os.PathLike) -> LoadedCheckpoint:
         raise LLCInputError("this is a NumPy .npz archive (a dataset?), not a checkpoint: upload it as data, "
                             "and the weights as .safetensors, .pt or .pt2")
     else:
-        raise wrong_type_error(kind, "checkpoint", ".safetensors, .pt (torch.save of a state_dict) or .pt2 (torch.export)")
+        raise wrong_type_error(kind, "checkpoint", ".safetensors, .pt (torch.save of a state_dict), .pt2 (torch.export) "
+                               "or a Hugging Face model folder (config.json + model.safetensors) or zip of one")
     _check_weights_finite(loaded.state_dict)
     if not loaded.state_dict:
         raise LLCInputError("the checkpoint holds no tensors: save model.state_dict(), not an empty dict")
     return loaded
+
+
+def _whole_model(kind: str, module: nn.Module, notes: list[str]) -> LoadedCheckpoint:
+    """A format that brings its module: the state dict is the module's parameters (tied ones once)."""
+    state_dict = {name: value.detach() for name, value in module.named_parameters()}
+    _check_weights_finite(state_dict)
+    return LoadedCheckpoint(kind, state_dict, module, notes)
 
 
 def _state_dict_from(obj: Any) -> tuple[dict[str, Tensor], list[str]]:
@@ -395,10 +413,11 @@ def load_weights(module: nn.Module, weights: dict[str, Tensor]) -> nn.Module:
 def model_from_checkpoint(checkpoint: LoadedCheckpoint, architecture: Any = None,
                           activation: str | None = None) -> tuple[nn.Module, dict[str, Any] | None]:
     """The module whose parameters are the checkpoint's weights, and the architecture spec used
-    (None for a torch.export program, which brings its own)."""
+    (None for a torch.export program or a Hugging Face model, which bring their own)."""
     if checkpoint.module is not None:
         if architecture is not None or activation is not None:
-            raise LLCInputError("a torch.export program brings its own architecture: leave architecture and activation unset")
+            raise LLCInputError(f"a {FORMAT_NAMES[checkpoint.format]} brings its own architecture: leave architecture "
+                                "and activation unset")
         return checkpoint.module, None
     if architecture is None:
         architecture = infer_architecture(checkpoint.state_dict, activation or "relu",
@@ -427,12 +446,17 @@ def weights_for(module: nn.Module, checkpoint: LoadedCheckpoint, architecture: A
 
 def check_model_accepts(module: nn.Module, inputs: Tensor) -> Tensor:
     """Run the model on 2 and 3 rows; a torch.export program with a fixed batch size fails here with
-    a message that says how to export it with a dynamic batch dimension."""
+    a message that says how to export it with a dynamic batch dimension. Integer inputs are token ids
+    for a model that embeds them, and features (as floats) for one that fails on integers."""
+    if isinstance(module, LanguageModelLogits):
+        check_token_inputs(module, inputs)
+    elif not inputs.is_floating_point() and datafiles.takes_float_inputs(module, inputs[:2]):
+        inputs = inputs.float()
     outputs = None
     for rows in (2, 3):
         try:
             with torch.no_grad():
-                outputs = module(inputs[:rows].float())
+                outputs = module(inputs[:rows].float() if inputs.is_floating_point() else inputs[:rows])
         except Exception as err:
             text = first_line(err)
             if rows == 3 or "guard" in text.lower() or "expected input" in text.lower():
@@ -441,8 +465,11 @@ def check_model_accepts(module: nn.Module, inputs: Tensor) -> Tensor:
                     "torch.export program, export it with a dynamic batch dimension: torch.export.export(model, (x,), "
                     "dynamic_shapes=({0: torch.export.Dim('batch')},)); else check that the data's columns match "
                     "the model's first layer") from None
+            integers = "" if inputs.is_floating_point() else (
+                f" (the inputs are integers, {str(inputs.dtype).replace('torch.', '')}: token ids for a model that embeds "
+                "them; save features as floats)")
             raise LLCInputError(f"the model cannot take inputs of shape {tuple(inputs.shape[1:])} per sample ({text}): "
-                                "check that the data's columns match the model's first layer") from None
+                                f"check that the data's columns match the model's first layer{integers}") from None
     return outputs
 
 
@@ -452,7 +479,8 @@ def check_model_accepts(module: nn.Module, inputs: Tensor) -> Tensor:
 def checkpoint_problem(model_config, data_config):
     """The Problem of ModelConfig(kind="checkpoint", path, architecture, activation) and its data."""
     if not model_config.path:
-        raise LLCInputError("model kind \"checkpoint\" needs model.path: the weights file (.safetensors, .pt or .pt2)")
+        raise LLCInputError("model kind \"checkpoint\" needs model.path: the weights file (.safetensors, .pt or .pt2), "
+                            "or a Hugging Face model folder or zip")
     checkpoint = load_checkpoint(model_config.path)
     module, spec = model_from_checkpoint(checkpoint, model_config.architecture, model_config.activation)
     dataset = datafiles.dataset_for(data_config)
@@ -461,5 +489,7 @@ def checkpoint_problem(model_config, data_config):
     info = {"format": checkpoint.format, "architecture": spec, "data": dataset.describe(), "notes": checkpoint.notes}
     if spec is not None:
         info["architecture_text"] = describe_architecture(spec)
+    elif isinstance(module, LanguageModelLogits):
+        info["architecture_text"] = module.describe()
     return Problem(module, dataset.inputs, dataset.targets, loss=dataset.loss, noise_scale=data_config.noise_scale,
                    truth=None, sampler_defaults={}, info=info)

@@ -2,9 +2,14 @@
 
 A file holds named arrays (or CSV columns); the inputs and targets are chosen by name
 (`inputs_key`, `targets_key`, or `target_columns` for a CSV), else guessed from the usual names
-(x/y, inputs/targets, X/Y, features/labels) when that is unambiguous. The loss decides what the
-targets must look like: Gaussian wants floats shaped like the model's output (a 1-D target becomes
-a column, shape (n, 1)); cross-entropy wants integer class labels of shape (n,).
+(x/y, inputs/targets, X/Y, features/labels) when that is unambiguous; a single array named `tokens`
+(sequences × (T + 1) token ids) is split for language modelling: inputs tokens[:, :-1], targets
+tokens[:, 1:]. The loss decides what the targets must look like: Gaussian wants floats shaped like
+the model's output (a 1-D target becomes a column, shape (n, 1)); cross-entropy wants integer class
+labels of shape (n,); next_token wants integer token ids of shape (n, T).
+
+Integer inputs stay integers (int64): token ids feed an embedding. A model whose first layer takes
+floats (a Linear layer) gets them as floats instead (`check_fits`, `takes_float_inputs`).
 """
 
 from __future__ import annotations
@@ -29,7 +34,10 @@ from llc_core.truth.zoo import build_problem
 
 INPUT_NAMES = ("x", "inputs", "X", "input", "features", "data")
 TARGET_NAMES = ("y", "targets", "Y", "target", "labels", "label")
+TOKENS_KEY = "tokens"  # one array of token sequences, split into inputs and next-token targets
 MAX_NPZ_MEMBERS = 64
+# Losses whose targets are integer ids (class labels, or the next token at every position).
+INTEGER_TARGET_LOSSES = ("cross_entropy", "next_token")
 
 
 @dataclass
@@ -134,20 +142,52 @@ def _is_number(text: str) -> bool:
 # ====================================================================== choosing inputs and targets
 
 
-def load_dataset(source: bytes | str | os.PathLike, loss: str = "gaussian", inputs_key: str | None = None,
+def load_dataset(source: bytes | str | os.PathLike, loss: str | None = None, inputs_key: str | None = None,
                  targets_key: str | None = None, target_columns: list[str] | None = None) -> Dataset:
-    """The dataset in a file, with inputs and targets chosen by name (or guessed when unambiguous)."""
-    if loss not in LOSS_KINDS:
+    """The dataset in a file, with inputs and targets chosen by name (or guessed when unambiguous),
+    or split from a `tokens` array; `loss` None means next_token for tokens, else gaussian."""
+    if loss is not None and loss not in LOSS_KINDS:
         raise LLCInputError(f"unknown loss {loss!r}: use one of {', '.join(LOSS_KINDS)}")
     source_format, arrays = read_arrays(source)
     if source_format == "csv":
         inputs, targets, inputs_key, targets_key = _split_columns(arrays, target_columns)
+    elif uses_tokens(list(arrays), inputs_key, targets_key):
+        if target_columns is not None:
+            raise LLCInputError("target_columns is for CSV files: a tokens array is split into inputs and targets")
+        return tokens_dataset(arrays, loss, source_format)
     else:
         if target_columns is not None:
             raise LLCInputError("target_columns is for CSV files: for named arrays give targets_key")
         inputs_key, targets_key = choose_keys(list(arrays), inputs_key, targets_key)
         inputs, targets = arrays[inputs_key], arrays[targets_key]
-    return make_dataset(inputs, targets, loss, source_format, inputs_key, targets_key)
+    return make_dataset(inputs, targets, loss or "gaussian", source_format, inputs_key, targets_key)
+
+
+def uses_tokens(names: list[str], inputs_key: str | None, targets_key: str | None) -> bool:
+    """A `tokens` array is split when it is named as the inputs, or when no keys are given."""
+    return TOKENS_KEY in names and targets_key is None and inputs_key in (None, TOKENS_KEY)
+
+
+def tokens_dataset(arrays: dict[str, np.ndarray], loss: str | None, source: str) -> Dataset:
+    """Language-modelling data from one array of token ids, sequences × (T + 1): each sequence's
+    first T tokens are the inputs and its last T the targets (the next token at every position)."""
+    loss = loss or "next_token"
+    if loss != "next_token":
+        raise LLCInputError(f"a {TOKENS_KEY!r} array is split into inputs and next-token targets: use the next_token "
+                            f"loss, not {loss} (or name inputs_key and targets_key for other arrays)")
+    tokens = _as_tensor(arrays[TOKENS_KEY], TOKENS_KEY)
+    if tokens.is_floating_point() or tokens.ndim != 2 or tokens.shape[1] < 2:
+        raise LLCInputError(f"the {TOKENS_KEY!r} array must hold integer token ids of shape (sequences, T + 1) with "
+                            f"T ≥ 1, got {str(tokens.dtype).replace('torch.', '')} {tuple(tokens.shape)}: save "
+                            "np.savez(path, tokens=ids.astype(np.int64)), one row per sequence")
+    dataset = make_dataset(tokens[:, :-1].contiguous(), tokens[:, 1:].contiguous(), loss, source,
+                           f"{TOKENS_KEY}[:, :-1]", f"{TOKENS_KEY}[:, 1:]")
+    dataset.notes.append(f"{TOKENS_KEY} {tuple(tokens.shape)} split: inputs are each sequence's first "
+                         f"{tokens.shape[1] - 1} tokens, targets the {tokens.shape[1] - 1} after them")
+    others = [name for name in arrays if name != TOKENS_KEY]
+    if others:
+        dataset.notes.append(f"arrays not used: {', '.join(others)}")
+    return dataset
 
 
 def choose_keys(names: list[str], inputs_key: str | None, targets_key: str | None) -> tuple[str, str]:
@@ -196,8 +236,9 @@ def _split_columns(columns: dict[str, np.ndarray], target_columns: list[str] | N
 
 def make_dataset(inputs: Any, targets: Any, loss: str, source: str = "arrays", inputs_key: str | None = None,
                  targets_key: str | None = None) -> Dataset:
-    """Check and convert arrays for `loss`: numeric, finite, one row per sample; float inputs;
-    Gaussian targets as float columns, cross-entropy targets as integer labels."""
+    """Check and convert arrays for `loss`: numeric, finite, one row per sample; float inputs as
+    float32 and integer inputs (token ids) as int64; Gaussian targets as float columns, cross-entropy
+    targets as integer labels, next_token targets as integer token ids (n, T)."""
     x, y = _as_tensor(inputs, "inputs"), _as_tensor(targets, "targets")
     notes = []
     if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
@@ -209,22 +250,31 @@ def make_dataset(inputs: Any, targets: Any, loss: str, source: str = "arrays", i
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
             raise LLCInputError(f"the {what} contain {bad} NaN/inf value(s): drop or fill those rows")
-    x = x.float() if x.ndim > 1 else x.float().unsqueeze(1)
-    if loss == "cross_entropy":
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.is_floating_point():
-            if not bool((y == y.round()).all()):
-                raise LLCInputError("cross-entropy needs integer class labels, but the targets have fractions: "
-                                    "use the Gaussian loss for real-valued targets")
-            notes.append("float targets converted to integer class labels")
-        y = y.long()
+    x = x.float() if x.is_floating_point() else x.long()
+    if x.ndim == 1:
+        x = x.unsqueeze(1)
+    if loss in INTEGER_TARGET_LOSSES:
+        y = _integer_targets(y, loss, notes)
     else:
         y = y.float()
         if y.ndim == 1:
             y = y.unsqueeze(1)
             notes.append("1-D targets reshaped to a column (n, 1)")
     return Dataset(x, y, loss, source, inputs_key, targets_key, notes)
+
+
+def _integer_targets(y: Tensor, loss: str, notes: list[str]) -> Tensor:
+    """Class labels (n,) for cross-entropy (a column (n, 1) is flattened), token ids as given for
+    next_token; float targets are accepted when they are whole numbers."""
+    if loss == "cross_entropy" and y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    what = "integer class labels" if loss == "cross_entropy" else "integer token ids"
+    if y.is_floating_point():
+        if not bool((y == y.round()).all()):
+            raise LLCInputError(f"{loss.replace('_', '-') if loss == 'cross_entropy' else 'the next_token loss'} needs "
+                                f"{what}, but the targets have fractions: use the Gaussian loss for real-valued targets")
+        notes.append(f"float targets converted to {what}")
+    return y.long()
 
 
 def _as_tensor(value: Any, what: str) -> Tensor:
@@ -234,22 +284,46 @@ def _as_tensor(value: Any, what: str) -> Tensor:
         array = np.asarray(value)
         if array.dtype.kind not in "biuf":
             raise LLCInputError(f"the {what} have dtype {array.dtype}: they must be numbers")
+        if array.dtype.kind in "iu":
+            array = array.astype(np.int64, copy=False)  # torch lacks most unsigned types; ids fit in int64
         tensor = torch.from_numpy(np.ascontiguousarray(array))
     if tensor.dtype == torch.bool or tensor.is_complex():
         raise LLCInputError(f"the {what} have dtype {tensor.dtype}: they must be real numbers")
     return tensor
 
 
+def takes_float_inputs(model: nn.Module, rows: Tensor) -> bool:
+    """Whether integer inputs are features for this model: it fails on them as integers and runs on
+    them as floats (a Linear layer). A model that embeds token ids runs on the integers."""
+    with torch.no_grad():
+        try:
+            model(rows)
+            return False
+        except Exception:  # a model can raise anything on inputs of the wrong dtype
+            pass
+        try:
+            model(rows.float())
+            return True
+        except Exception:
+            return False
+
+
 def check_fits(model: nn.Module, dataset: Dataset) -> None:
     """Raise LLCInputError when the model's output cannot be scored against the targets for the loss
-    (the label range is checked over the whole dataset, not only the rows tried)."""
+    (the label range is checked over the whole dataset, not only the rows tried). Integer inputs
+    for a model that takes floats are converted to floats here, with a note."""
+    if not dataset.inputs.is_floating_point() and takes_float_inputs(model, dataset.inputs[:2]):
+        dataset.inputs = dataset.inputs.float()
+        dataset.notes.append("integer inputs converted to floats: the model's first layer takes features, not token ids")
     with torch.no_grad():
         output = model(dataset.inputs[:4])
     try:
         check_output_matches(dataset.loss, output, dataset.targets[:4])
+        extremes = torch.stack([dataset.targets.min(), dataset.targets.max()])
         if dataset.loss == "cross_entropy":
-            extremes = torch.stack([dataset.targets.min(), dataset.targets.max()])
             check_output_matches(dataset.loss, output[:1].expand(2, -1), extremes)
+        elif dataset.loss == "next_token" and output.ndim == 3:
+            check_output_matches(dataset.loss, output[:1, :1].expand(2, 1, -1), extremes.reshape(2, 1))
     except LLCInputError as err:
         raise LLCInputError(f"model and data do not fit for the {dataset.loss} loss: {err}") from None
 
@@ -260,11 +334,10 @@ def check_fits(model: nn.Module, dataset: Dataset) -> None:
 def dataset_for(data_config) -> Dataset:
     """The dataset a DataConfig describes for model kind "checkpoint": a file (`path`) or a zoo
     teacher (`teacher`: ModelConfig fields of a zoo kind; n, seed and noise_scale as for the zoo)."""
-    loss = data_config.loss or "gaussian"
     if data_config.path and data_config.teacher:
         raise LLCInputError("give data.path (a file) or data.teacher (a zoo model), not both")
     if data_config.path:
-        return load_dataset(data_config.path, loss, data_config.inputs_key, data_config.targets_key,
+        return load_dataset(data_config.path, data_config.loss, data_config.inputs_key, data_config.targets_key,
                             data_config.target_columns)
     if data_config.teacher:
         return teacher_dataset(data_config.teacher, data_config.n, data_config.seed, data_config.noise_scale, data_config.loss)

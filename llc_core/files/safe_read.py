@@ -1,5 +1,6 @@
 """Reading a user's file without trusting it: bounded reads, kinds told apart by their bytes, tensors
-loaded by loaders that run no code (safetensors, `torch.load(weights_only=True)`).
+loaded by loaders that run no code (safetensors, `torch.load(weights_only=True)`), and zips read in
+memory with every member path checked and the unpacked size bounded (`read_zip_members`).
 
 Checkpoints (`checkpoint.py`) and data files (`datafiles.py`) both read through here.
 """
@@ -10,9 +11,10 @@ import io
 import os
 import pickle
 import pickletools
+import re
 import zipfile
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -104,6 +106,8 @@ def _zip_kind(names: list[str]) -> str:
         return "torchscript"
     if any(n.endswith("archive_format") for n in names) or any("/models/" in n and n.endswith(".json") for n in names):
         return "export"
+    if looks_like_huggingface(names):
+        return "huggingface"
     if any(n.endswith("data.pkl") for n in names):
         return "torch"
     if any(n.endswith(".npy") for n in names):
@@ -111,14 +115,89 @@ def _zip_kind(names: list[str]) -> str:
     return "zip"
 
 
+# What a Hugging Face model folder (save_pretrained) holds besides tokenizer and generation files:
+# its config and its weights, whole or in shards listed by an index.
+HF_CONFIG_NAME = "config.json"
+HF_WEIGHT_NAMES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                   "pytorch_model.bin.index.json")
+HF_SHARD_PATTERN = re.compile(r"^(model|pytorch_model)-\d+-of-\d+\.(safetensors|bin)$")
+# Files of other kinds of checkpoint: a zip of those beside a config.json (a training run's settings)
+# is a zip of checkpoints, not a Hugging Face model without weights.
+_OTHER_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pt2", ".ckpt")
+
+
+def looks_like_huggingface(names: list[str]) -> bool:
+    """Whether a folder's or zip's file names are a Hugging Face model's: a config.json with its
+    weights, or a config.json and no other checkpoint (then the loader says which file is missing)."""
+    base = [PurePosixPath(n.replace("\\", "/")).name for n in names]
+    if HF_CONFIG_NAME not in base:
+        return False
+    if any(b in HF_WEIGHT_NAMES or HF_SHARD_PATTERN.match(b) for b in base):
+        return True
+    return not any(b.lower().endswith(_OTHER_CHECKPOINT_SUFFIXES + (".safetensors", ".bin")) for b in base)
+
+
 def file_kind(data: bytes) -> str:
-    """safetensors, torch, export, torchscript, npz, zip, pickle, or a description of another type."""
+    """safetensors, torch, export, torchscript, huggingface, npz, zip, pickle, or a description of another type."""
     kind = sniff(data)
     if kind == "zip":
         return _zip_kind(zip_names(data))
     if kind == "pickle":
         return "torch"  # torch.save's legacy format is a sequence of pickles; torch.load tells them apart
     return kind
+
+
+# The most files a zip read through `read_zip_members` may hold (a model folder has a handful).
+MAX_ZIP_MEMBERS = 500
+
+
+def zip_member_is_junk(name: str) -> bool:
+    """Files that archivers add on their own (macOS resource forks, Finder metadata)."""
+    return name.startswith("__MACOSX/") or PurePosixPath(name).name.startswith("._") or name.endswith(".DS_Store")
+
+
+def check_zip_member_path(name: str, what: str) -> None:
+    """Refuse an absolute or '..' member path: nothing is extracted to disk, but such a name only
+    comes from an archive made to escape the folder it would be unpacked into."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if name.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+        raise LLCInputError(f"refused the {what}: member {name!r} has an absolute or '..' path (path traversal); "
+                            "zip the files from their own folder")
+
+
+def read_zip_members(data: bytes, what: str, wanted: Callable[[str], bool]) -> dict[str, bytes]:
+    """The members of a zip for which `wanted(name)` holds, read into memory (never extracted):
+    every member's path checked, at most MAX_ZIP_MEMBERS files and MAX_FILE_BYTES read in all, the
+    declared sizes checked first and then not trusted (a zip bomb declares small sizes)."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise LLCInputError(f"the {what} is corrupt or truncated ({err}): zip the files again") from None
+    with archive:
+        infos = [i for i in archive.infolist() if not i.is_dir() and not zip_member_is_junk(i.filename)]
+        if len(infos) > MAX_ZIP_MEMBERS:
+            raise LLCInputError(f"the {what} holds {len(infos)} files, over the limit of {MAX_ZIP_MEMBERS}: "
+                                "zip only the files needed")
+        for info in infos:
+            check_zip_member_path(info.filename, what)
+        chosen = [i for i in infos if wanted(i.filename)]
+        declared = sum(i.file_size for i in chosen)
+        if declared > MAX_FILE_BYTES:
+            raise LLCInputError(too_large(f"{what} (unpacked)", declared, MAX_FILE_BYTES))
+        members, total = {}, 0
+        for info in chosen:
+            try:
+                with archive.open(info) as member:
+                    body = member.read(MAX_FILE_BYTES + 1 - total)
+            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as err:  # RuntimeError: encrypted
+                raise LLCInputError(f"the {what}'s member {info.filename!r} cannot be read ({first_line(err)}): "
+                                    "zip the files again (plain deflate, no encryption)") from None
+            total += len(body)
+            if total > MAX_FILE_BYTES or len(body) > info.file_size:
+                raise LLCInputError(f"refused the {what}: it unpacks to more than its declared size or the "
+                                    f"{MAX_FILE_BYTES / 2**20:.0f} MiB limit")
+            members[info.filename] = body
+    return members
 
 
 def wrong_type_error(kind: str, what: str, expected: str) -> LLCInputError:
