@@ -24,9 +24,13 @@ common.require_entry_point()
 
 PAGE = "ckpt"
 EXAMPLES = common.APP_DIR / "assets" / "examples"
-WEIGHT_TYPES = ["safetensors", "pt", "pth", "bin", "pt2"]
+WEIGHT_TYPES = ["safetensors", "pt", "pth", "bin", "pt2", "zip"]
 DATA_TYPES = ["npz", "safetensors", "pt", "csv"]
-LOSS_LABELS = {"gaussian": "Gaussian (MSE) with noise σ", "cross_entropy": "Cross-entropy (class labels)"}
+EXPORT_HELP = ("A custom architecture (convolutions, attention, normalisation, embeddings): export it once with "
+               "`torch.export.save(torch.export.export(model.eval(), (x[:2],), dynamic_shapes=({0: "
+               "torch.export.Dim('batch')},)), 'model.pt2')` and upload the .pt2.")
+LOSS_LABELS = {"gaussian": "Gaussian (MSE) with noise σ", "cross_entropy": "Cross-entropy (class labels)",
+               "next_token": "Next-token cross-entropy (token sequences)"}
 
 
 def key(name: str) -> str:
@@ -96,8 +100,9 @@ def sources() -> None:
         button.button("Load example", key=key("load_example"), on_click=load_example, args=(example,), type="primary")
         pick.caption(example.get("about", ""))
     left, right = st.columns(2)
-    take_upload(left.file_uploader("…or your weights: a state dict (.safetensors, .pt) or a torch.export program "
-                                   "(.pt2)", type=WEIGHT_TYPES, key=key("model_upload")), "model")
+    take_upload(left.file_uploader("…or your weights: a state dict (.safetensors, .pt), a torch.export program "
+                                   "(.pt2: any architecture) or a zipped Hugging Face model folder",
+                                   type=WEIGHT_TYPES, key=key("model_upload"), help=EXPORT_HELP), "model")
     take_upload(right.file_uploader("…and your data (.npz, .safetensors, .pt with tensors only, .csv with a header)",
                                     type=DATA_TYPES, key=key("data_upload")), "data")
 
@@ -110,8 +115,9 @@ def model_section(model_path: str) -> tuple[dict | None, str | None] | None:
     count = sum(v.numel() for v in loaded.state_dict.values())
     st.caption(f"**{st.session_state.get(key('model_label'), 'weights')}**: {ckpt.FORMAT_NAMES[loaded.format]}, "
                f"{len(loaded.state_dict)} tensors, {count:,} numbers" + "".join(f"; {n}" for n in loaded.notes))
-    if loaded.format == "export":
-        st.success("A torch.export program brings its own architecture; its parameters are w*.")
+    if loaded.module is not None:
+        st.success(f"A {ckpt.FORMAT_NAMES[loaded.format]} brings its own architecture; its parameters are w*. "
+                   "It is sampled in eval mode: dropout off, normalisation statistics frozen.")
         return None, None
     use_spec = st.toggle("Give the architecture as JSON instead of inferring it", key=seeded("use_spec", False))
     if use_spec:
@@ -178,6 +184,10 @@ def data_section(data_path: str | None) -> DataConfig | None:
         targets = st.multiselect(f"Target column(s) of **{label}** (the others are the inputs)", names,
                                  key=key("target_columns"))
         return DataConfig(path=data_path, target_columns=targets or None, loss=loss, noise_scale=float(sigma))
+    if datafiles.TOKENS_KEY in names:
+        st.caption(f"**{label}**: `{datafiles.TOKENS_KEY}` {tuple(arrays[datafiles.TOKENS_KEY].shape)} — each sequence's "
+                   "tokens but the last are the inputs, the tokens after them the targets.")
+        return DataConfig(path=data_path, inputs_key=datafiles.TOKENS_KEY, loss=loss, noise_scale=float(sigma))
     try:
         guess = datafiles.choose_keys(names, None, None)
     except LLCInputError:

@@ -86,6 +86,96 @@ def classifier_export() -> dict:
             "about": "2 → 8 → 3, tanh, labels drawn from its own softmax"}
 
 
+class TinyCausalTransformer(nn.Module):
+    """Token and position embeddings, one causal nn.TransformerEncoderLayer, a linear head:
+    logits (batch, T, vocabulary) for the next token at every position."""
+
+    def __init__(self, vocabulary: int = 8, length: int = 8, width: int = 16):
+        super().__init__()
+        self.embed = nn.Embedding(vocabulary, width)
+        self.position = nn.Parameter(0.1 * torch.randn(length, width))
+        self.layer = nn.TransformerEncoderLayer(width, 2, 32, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(width, vocabulary)
+        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(length), persistent=False)
+
+    def forward(self, tokens):
+        length = tokens.shape[1]
+        hidden = self.embed(tokens) + self.position[:length]
+        return self.head(self.layer(hidden, src_mask=self.mask[:length, :length], is_causal=True))
+
+
+def counting_sequences(n: int, length: int, vocabulary: int, generator: torch.Generator) -> torch.Tensor:
+    """Each sequence counts up from a random start by a stride of 1 or 2 (mod the vocabulary): the next
+    token follows from the last one once the stride has been seen, an in-context task."""
+    start = torch.randint(0, vocabulary, (n, 1), generator=generator)
+    stride = torch.randint(1, 3, (n, 1), generator=generator)
+    return (start + stride * torch.arange(length + 1)) % vocabulary
+
+
+def tiny_transformer() -> dict:
+    torch.manual_seed(3)
+    generator = torch.Generator().manual_seed(3)
+    tokens = counting_sequences(1000, 8, 8, generator)
+    model = TinyCausalTransformer()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(400):
+        optimizer.zero_grad()
+        logits = model(tokens[:, :-1])
+        nn.functional.cross_entropy(logits.transpose(1, 2), tokens[:, 1:]).backward()
+        optimizer.step()
+    model.eval()
+    torch.backends.mha.set_fastpath_enabled(False)  # export the plain operators, not the fused fast path
+    with torch.no_grad():
+        loss = float(nn.functional.cross_entropy(model(tokens[:, :-1]).transpose(1, 2), tokens[:, 1:]))
+    program = torch.export.export(model, (tokens[:4, :-1],), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, OUT / "tiny_transformer.pt2")
+    np.savez(OUT / "counting_tokens.npz", tokens=tokens.numpy())
+    params = sum(p.numel() for p in model.parameters())
+    return {"name": "Tiny transformer, next-token prediction (.pt2 + token npz)", "checkpoint": "tiny_transformer.pt2",
+            "data": "counting_tokens.npz", "loss": "next_token",
+            "about": f"one causal attention layer, {params:,} parameters, trained on sequences that count up "
+                     f"by 1 or 2 (mod 8); next-token loss {loss:.3f} nats"}
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                 nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                 nn.Flatten(), nn.Linear(16 * 2 * 2, classes))
+
+    def forward(self, images):
+        return self.net(images)
+
+
+def small_cnn() -> dict:
+    """A ~1.9k-parameter CNN on 8×8 'digits': ten blurred stroke prototypes, shifted and noisy."""
+    torch.manual_seed(4)
+    generator = torch.Generator().manual_seed(4)
+    prototypes = torch.nn.functional.avg_pool2d(torch.rand(10, 1, 12, 12, generator=generator).round(), 3, 1)
+    labels = torch.randint(0, 10, (1000,), generator=generator)
+    shifts = torch.randint(0, 3, (1000, 2), generator=generator)
+    images = torch.stack([prototypes[c, :, i:i + 8, j:j + 8] for c, (i, j) in zip(labels.tolist(), shifts.tolist())])
+    images = images + 0.15 * torch.randn(images.shape, generator=generator)
+    model = SmallCNN()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(300):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = float((model(images).argmax(1) == labels).float().mean())
+    program = torch.export.export(model, (images[:4],), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, OUT / "small_cnn.pt2")
+    save_file({"images": images.contiguous(), "labels": labels.contiguous()}, OUT / "digits_8x8.safetensors")
+    params = sum(p.numel() for p in model.parameters())
+    return {"name": "Small CNN on 8×8 digits (.pt2 + safetensors)", "checkpoint": "small_cnn.pt2",
+            "data": "digits_8x8.safetensors", "loss": "cross_entropy",
+            "about": f"conv–pool–conv–pool–linear, {params:,} parameters, {accuracy:.0%} training accuracy on "
+                     "10 noisy shifted prototypes"}
+
+
 def dln_training() -> dict:
     module, checkpoints, dataset, info = train_model(TrainingConfig(task="dln", checkpoints=11))
     buffer = io.BytesIO()
@@ -104,7 +194,7 @@ def dln_training() -> dict:
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    examples = [mlp_regression(), dln_csv(), classifier_export()]
+    examples = [mlp_regression(), dln_csv(), classifier_export(), small_cnn(), tiny_transformer()]
     manifest = {"single": examples, "trajectory": [dln_training()]}
     (OUT / "examples.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     total = sum(p.stat().st_size for p in OUT.iterdir())

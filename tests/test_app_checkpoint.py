@@ -131,3 +131,17 @@ def test_training_run_page_streams_a_tiny_dln_trajectory():
     at.radio(key="traj.source").set_value("upload").run()
     click(at, "Load example training run")
     assert any("dln_training.zip" in c.value for c in at.caption)
+
+
+@pytest.mark.parametrize("example, inputs, loss", [
+    ("Small CNN on 8×8 digits (.pt2 + safetensors)", "inputs (1, 8, 8)", "cross_entropy"),
+    ("Tiny transformer, next-token prediction (.pt2 + token npz)", "inputs (8,)", "next_token"),
+])
+def test_cnn_and_transformer_examples_load_in_one_click(example, inputs, loss):
+    at = open_page("pages/checkpoint.py")
+    at.selectbox(key="ckpt.example").set_value(example).run()
+    click(at, "Load example")
+    assert not at.error, [e.value for e in at.error]
+    assert any("brings its own architecture" in s.value for s in at.success)
+    assert any(inputs in c.value and f"{loss} loss" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert at.session_state["ckpt.loss"] == loss

@@ -309,3 +309,31 @@ def _npz_bytes() -> bytes:
     buffer = io.BytesIO()
     np.savez(buffer, x=np.zeros(3))
     return buffer.getvalue()
+
+
+def test_exported_attention_with_a_dynamic_batch_samples_and_its_dropout_is_off(tmp_path):
+    # torch.export records aten.sym_size for the dynamic batch (no vmap batching rule) and dropout in
+    # train mode as a random op: the loader makes the graph vmappable and deterministic
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(5, 8)
+            self.attention = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.drop = nn.Dropout(0.5)
+            self.head = nn.Linear(8, 5)
+
+        def forward(self, tokens):
+            h = self.embed(tokens)
+            h = h + self.attention(h, h, h, need_weights=False)[0]
+            return self.head(self.drop(h).reshape(tokens.shape[0], -1, 8).mean(1))
+
+    torch.manual_seed(0)
+    tokens = torch.randint(0, 5, (64, 4))
+    model = Block().train()
+    program = torch.export.export(model, (tokens[:3],), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, tmp_path / "block.pt2")
+    loaded = ckpt.load_checkpoint(tmp_path / "block.pt2")
+    assert torch.equal(loaded.module(tokens), loaded.module(tokens))  # dropout off
+    result = estimate_llc(loaded.module, tokens, tokens[:, 0], SamplerConfig(step_size=1e-5, chains=2, steps=20),
+                          loss="cross_entropy", device="cpu")
+    assert result.llc_mean is not None and not result.diverged_chains

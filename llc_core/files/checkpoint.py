@@ -180,6 +180,35 @@ def load_export(data: bytes) -> nn.Module:
     if not any(True for _ in module.parameters()):
         raise LLCInputError("the .pt2 program has no parameters to sample: export the model with its weights "
                             "as parameters (not buffers or constants)")
+    return samplable_program(module)
+
+
+def tensor_size(tensor: Tensor, dim: int) -> int:
+    """tensor.shape[dim] as Python reads it: under torch.func.vmap the size without the chain dimension."""
+    return tensor.shape[dim]
+
+
+def samplable_program(module: nn.Module) -> nn.Module:
+    """An exported program's graphs, changed so that chains can be vmapped through them and dropout is off.
+
+    A program exported with a dynamic batch dimension reads sizes with aten.sym_size, which has no
+    vmap batching rule; Python's shape lookup gives the same number and batches. Dropout recorded in
+    train mode would make the likelihood random: the posterior is over weights, so it is switched off.
+    """
+    for graph_module in module.modules():
+        graph = getattr(graph_module, "graph", None)
+        if not isinstance(graph, torch.fx.Graph):
+            continue
+        changed = False
+        for node in graph.nodes:
+            if node.op != "call_function":
+                continue
+            if node.target is torch.ops.aten.sym_size.int:
+                node.target, changed = tensor_size, True
+            elif node.target is torch.ops.aten.dropout.default and len(node.args) == 3 and node.args[2] is not False:
+                node.args, changed = (node.args[0], node.args[1], False), True
+        if changed:
+            graph_module.recompile()
     return module
 
 
