@@ -337,3 +337,11 @@ def test_exported_attention_with_a_dynamic_batch_samples_and_its_dropout_is_off(
     result = estimate_llc(loaded.module, tokens, tokens[:, 0], SamplerConfig(step_size=1e-5, chains=2, steps=20),
                           loss="cross_entropy", device="cpu")
     assert result.llc_mean is not None and not result.diverged_chains
+
+
+def test_a_cnn_state_dict_is_refused_with_the_export_snippet(tmp_path):
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+    torch.save(model.state_dict(), tmp_path / "cnn.pt")
+    loaded = ckpt.load_checkpoint(tmp_path / "cnn.pt")
+    with pytest.raises(LLCInputError, match=r"torch\.export\.export\(model\.eval\(\).*upload the \.pt2"):
+        ckpt.infer_architecture(loaded.state_dict)

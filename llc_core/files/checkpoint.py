@@ -299,7 +299,10 @@ def infer_architecture(state_dict: dict[str, Tensor], activation: str = "relu",
     if problems:
         raise LLCInputError(
             "cannot infer the architecture: not a stack of Linear layers (" + "; ".join(problems[:5])
-            + "). Give a JSON architecture spec, or upload the whole model as a torch.export .pt2")
+            + "). Convolution, normalisation, embedding and attention layers need the whole model: export it "
+            "with torch.export.save(torch.export.export(model.eval(), (x[:2],), dynamic_shapes=({0: "
+            "torch.export.Dim('batch')},)), 'model.pt2') and upload the .pt2 (or, for a Linear stack, give a "
+            "JSON architecture spec)")
     for prefix, entry in layers.items():
         if "bias_size" in entry and entry["bias_size"] != entry["out"]:
             raise LLCInputError(f"{prefix}.bias has {entry['bias_size']} entries but {prefix}.weight has "
