@@ -41,6 +41,11 @@ RMSPROP_DELTA = 0.1
 # chain sits at nβ·ΔL ≈ λ ≤ d/2, so a thousandfold excess is no fluctuation.
 EXPLOSION_FACTOR = 1000.0
 
+# A user's checkpoint (model kind "checkpoint", the Checkpoint page): real models cost far more per
+# step than the toy kinds, so 4 chains × 1000 steps (a 1.9k-parameter CNN on 1000 images: about a
+# minute on one CPU core); the rest are the engine's defaults above, ε "auto".
+CHECKPOINT_SAMPLER = {"chains": 4, "steps": 1000}
+
 # Data
 N_SAMPLES = 10_000
 DATA_SEED = 0

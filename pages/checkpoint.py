@@ -15,6 +15,7 @@ from pathlib import Path
 import streamlit as st
 
 from llc_core import DataConfig, LLCInputError, ModelConfig, RunConfig, SamplerConfig, build_problem
+from llc_core import defaults as engine_defaults
 from llc_core.files import checkpoint as ckpt
 from llc_core.files import datafiles
 from llc_core.files import MAX_FILE_BYTES
@@ -206,8 +207,8 @@ def sampler_section() -> SamplerConfig:
                      key=seeded("auto_step", True),
                      help="Off: give ε, or leave it empty for the engine's curvature rule at w* (safe, often timid).")
     cols = st.columns(5)
-    chains = cols[0].number_input("Chains", min_value=1, max_value=256, step=1, key=seeded("chains", 4))
-    steps = cols[1].number_input("Steps", min_value=2, max_value=10**7, step=100, key=seeded("steps", 1000))
+    chains = cols[0].number_input("Chains", min_value=1, max_value=256, step=1, key=seeded("chains", engine_defaults.CHECKPOINT_SAMPLER["chains"]))
+    steps = cols[1].number_input("Steps", min_value=2, max_value=10**7, step=100, key=seeded("steps", engine_defaults.CHECKPOINT_SAMPLER["steps"]))
     step_size = cols[2].number_input("Step size ε (empty: from the curvature at w*)", min_value=0.0, format="%g",
                                      key=seeded("step_size", None), placeholder="curvature rule", disabled=auto)
     localization = cols[3].number_input("Localization γ", min_value=0.0, format="%g", key=seeded("localization", 1.0))

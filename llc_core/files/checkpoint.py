@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from llc_core import defaults
 from llc_core.errors import LLCInputError
 from llc_core.files import datafiles
 from llc_core.files.huggingface import LanguageModelLogits, check_token_inputs, is_model_directory, load_huggingface
@@ -524,4 +525,4 @@ def checkpoint_problem(model_config, data_config):
     elif isinstance(module, LanguageModelLogits):
         info["architecture_text"] = module.describe()
     return Problem(module, dataset.inputs, dataset.targets, loss=dataset.loss, noise_scale=data_config.noise_scale,
-                   truth=None, sampler_defaults={}, info=info)
+                   truth=None, sampler_defaults=dict(defaults.CHECKPOINT_SAMPLER), info=info)
