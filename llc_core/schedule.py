@@ -170,7 +170,9 @@ def cap_minibatch_heat(kernel, heats: list[Tensor], recent_losses: Tensor, alive
     if not bool(alive.any()):
         return kernel, None
     heat = float(torch.stack(heats)[:, alive].mean())
-    llc_now = float((nbeta * (recent_losses[:, alive].double().mean(0) - init_loss)).mean())
+    # nβ per chain, (C,), must be filtered like the losses (a single nβ broadcasts as it is)
+    nbeta_alive = nbeta[alive] if nbeta.ndim else nbeta
+    llc_now = float((nbeta_alive * (recent_losses[:, alive].double().mean(0) - init_loss)).mean())
     share = heat / llc_now if llc_now > 0 else None
     report = {"heat": heat, "llc_burnin": llc_now, "share": share, "limit": defaults.MINIBATCH_HEAT_LIMIT,
               "step_size_before": float(kernel.step_size)}

@@ -1,5 +1,6 @@
 """estimate_llc / run: accuracy on solvable models, divergence, stopping, reproducibility, bad input."""
 
+import math
 import threading
 
 import numpy as np
@@ -356,3 +357,23 @@ def test_minibatch_heat_with_a_fixed_preconditioner_is_the_whitened_heat():
                        SamplerConfig(step_size=1e-5, batch_size=4, chains=4, steps=1000, burnin=0.25, seed=1,
                                      preconditioner="rmsprop"))
     assert rms.minibatch_heat is not None and rms.minibatch_heat > 0
+
+
+def test_a_chain_diverging_during_burnin_does_not_break_the_heat_cap():
+    # The reference library's normal-crossing test case f(x) = x·w1³w2³ at w* = 0, all defaults: a
+    # chain diverged during burn-in and the heat cap then compared nβ of all 8 chains with the 7 live
+    # chains' losses (RuntimeError: size of tensor a (8) must match (7)).
+    class NormalCrossing(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w1 = torch.nn.Parameter(torch.zeros(1))
+            self.w2 = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return x * self.w1 ** 3 * self.w2 ** 3
+
+    torch.manual_seed(42)
+    x, y = torch.randn(1000, 1) * 2, 0.25 * torch.randn(1000, 1)
+    result = estimate_llc(NormalCrossing(), x, y, SamplerConfig(seed=42), noise_scale=math.sqrt(0.5))
+    assert result.diverged_chains and result.calibration["minibatch_heat_cap"] is not None
+    assert result.llc_mean is not None and "diverged" in [v.code for v in result.verdicts]
