@@ -149,6 +149,7 @@ class RunFacts:
     multiplicity: int | None = None
     config: dict[str, Any] | None = None
     model_mode: dict[str, Any] | None = None
+    moving_params: list[int] | None = None  # parameters each chain moves, when not all (refined LLCs)
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,7 @@ def run_result(tally: Tally, facts: RunFacts, ending: Ending) -> RunResult:
         wall_time_s=ending.wall_time, config=resolved_config(facts), loss_trace=trace.tolist(),
         calibration=ending.calibration, minibatch_heat=minibatch_heat, start_comparison=start_comparison,
         model_mode=facts.model_mode,
+        refined={"moving_params": facts.moving_params} if facts.moving_params is not None else None,
     )
 
 

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Union
 
-from llc_core import defaults
+from llc_core import budget, defaults
 from llc_core.errors import LLCInputError
 
 Preconditioner = Union[None, str, list]  # None, "rmsprop", or a fixed diagonal (one float per parameter)
@@ -107,6 +107,9 @@ class SamplerConfig:
         _finite_number("nbeta", self.nbeta, allow_none=True)
         if self.nbeta is not None and self.nbeta <= 0:
             raise LLCInputError(f"nbeta nβ = {self.nbeta} must be > 0: leave it out to use n / log n")
+        _within("step_size", None if self.auto_step_size else self.step_size, MAX_SETTING, "try 1e-4")
+        _within("localization", self.localization, MAX_SETTING, "1.0 is a good start")
+        _within("nbeta", self.nbeta, MAX_SETTING, "leave it out to use n / log n", smallest=MIN_NBETA)
         for name in ("chains", "steps", "mala_every", "snapshot_every"):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
@@ -143,10 +146,13 @@ class SamplerConfig:
             _finite_number("start_spread", self.start_spread)
             if self.start_spread <= 0:
                 raise LLCInputError(f"start_spread = {self.start_spread} must be > 0 (e.g. 0.1), or null to start every chain at w*")
+            _within("start_spread", self.start_spread, MAX_START_SPREAD, "0.1 starts chains near w*, 1 on the weights' own scale")
             if self.chains < 2:
                 raise LLCInputError("start_spread splits the chains into two groups: use chains ≥ 2")
-        if not _is_int(self.seed):
-            raise LLCInputError(f"seed = {self.seed!r} must be a whole number")
+        check_seed("seed", self.seed)
+        if self.snapshot_every > max(self.steps, defaults.SNAPSHOT_EVERY):
+            raise LLCInputError(f"snapshot_every = {self.snapshot_every} is longer than the run ({self.steps} steps): "
+                                f"use at most {max(self.steps, defaults.SNAPSHOT_EVERY)}")
         if self.batch_size is not None:
             if not _is_int(self.batch_size) or self.batch_size < 1:
                 raise LLCInputError(f"batch_size = {self.batch_size!r} must be a whole number ≥ 1")
@@ -154,6 +160,10 @@ class SamplerConfig:
                 raise LLCInputError(
                     f"batch_size = {self.batch_size} is larger than the dataset (n = {n}): use at most {n} (full batch)"
                 )
+        self.validate_preconditioner(num_params)
+        self.check_budget(n, num_params)
+
+    def validate_preconditioner(self, num_params: int | None = None) -> None:
         p = self.preconditioner
         if p is not None and p != "rmsprop":
             if not isinstance(p, (list, tuple)):
@@ -162,8 +172,19 @@ class SamplerConfig:
                 )
             if num_params is not None and len(p) != num_params:
                 raise LLCInputError(f"preconditioner has {len(p)} entries but the model has {num_params} parameters")
-            if not all(isinstance(a, (int, float)) and math.isfinite(a) and a > 0 for a in p):
+            if not all(isinstance(a, (int, float)) and not isinstance(a, bool) and abs(a) < 1e300 and math.isfinite(a) and a > 0
+                       for a in p):
                 raise LLCInputError("every entry of a fixed preconditioner must be a finite number > 0")
+
+    def check_budget(self, n: int | None = None, num_params: int | None = None, sample_width: int = 1,
+                     activation_width: int | None = None) -> None:
+        """The resource budget (llc_core/budget.py) of these settings, for what is known of the data and
+        model: the loss trace (steps × chains) always, the rest once n and the parameter count are known."""
+        batch = 0
+        if n is not None:
+            batch = n if self.algorithm == "mala" else self.batch_size or min(defaults.BATCH_SIZE, n)
+        budget.check(budget.Footprint(num_params=num_params or 0, chains=self.chains, batch_size=batch, n=n or 0,
+                                      sample_width=sample_width, activation_width=activation_width, steps=self.steps))
 
 
 @dataclass
@@ -205,6 +226,33 @@ class DataConfig:
     class_weights: list[float] | None = None  # cross_entropy: one weight > 0 per class (losses.weighted_cross_entropy_nll)
     teacher: dict | None = None  # ModelConfig fields of a zoo kind whose data to use, e.g. {"kind": "mlp", "input_dim": 4}
 
+    def validate(self) -> None:
+        """Raise LLCInputError for a value no data can have (types are checked by `build_config`)."""
+        check_types(self, "data")
+        if not _is_int(self.n) or self.n < 2:
+            raise LLCInputError(f"data.n = {self.n!r} must be a whole number ≥ 2")
+        check_seed("data.seed", self.seed)
+        _finite_number("data.noise_scale", self.noise_scale)
+        if self.noise_scale <= 0:
+            raise LLCInputError(f"data.noise_scale σ = {self.noise_scale} must be > 0: 1.0 is the usual value")
+        _within("data.noise_scale", self.noise_scale, MAX_SETTING, "1.0 is the usual value", smallest=1 / MAX_SETTING)
+
+
+@dataclass
+class RefineConfig:
+    """A refined LLC (llc_core/refine.py): which parameters move, which data count, or which groups.
+
+    parameters: name patterns of the parameters that move, e.g. ["layers.0.*"] (the rest stay at w*).
+    data: a subset of the data, {"indices": [...]}, {"label": 3}, {"tokens": [5, 7]} or
+    {"column": 0, "value": 1.0}; n and nβ = n / log n are then the subset's.
+    groups: for `python -m llc_core refine` and the Checkpoint page: "layer", "head", or
+    {"name": [patterns], ...}: the LLC of every group at once, groups as extra chains.
+    """
+
+    parameters: list[str] | None = None
+    data: dict | None = None
+    groups: str | dict | None = None
+
 
 @dataclass
 class RunConfig:
@@ -213,6 +261,7 @@ class RunConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     device: str = "auto"
     dtype: str = "float32"
+    refine: RefineConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -225,21 +274,31 @@ class RunConfig:
         if not isinstance(raw, dict):
             raise LLCInputError(f"a config must be a JSON object, got {type(raw).__name__}")
         reject_unknown_keys(cls, raw, "config")
+        for name, example in (("device", "\"auto\", \"cpu\" or \"cuda\""), ("dtype", "\"float32\" or \"float64\"")):
+            if not isinstance(raw.get(name, ""), str):
+                raise LLCInputError(f"{name} = {_short(raw[name])} must be a string: {example}")
         return cls(
             model=build_config(ModelConfig, raw.get("model", {}), "model"),
             data=build_config(DataConfig, raw.get("data", {}), "data"),
             sampler=build_config(SamplerConfig, raw.get("sampler", {}), "sampler"),
             device=raw.get("device", "auto"),
             dtype=raw.get("dtype", "float32"),
+            refine=build_config(RefineConfig, raw["refine"], "refine") if raw.get("refine") is not None else None,
         )
 
     @classmethod
     def from_json(cls, text: str) -> "RunConfig":
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise LLCInputError(f"config is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
-        return cls.from_dict(raw)
+        return cls.from_dict(parse_json(text, "config"))
+
+
+def parse_json(text: str, what: str) -> Any:
+    """JSON text as Python values, every failure (syntax, nesting too deep) an LLCInputError."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise LLCInputError(f"{what} is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+    except RecursionError:
+        raise LLCInputError(f"{what} is nested too deeply to be a config: a config is at most a few levels deep") from None
 
 
 def read_config_text(path: str) -> str:
@@ -260,7 +319,9 @@ def build_config(kind: type, raw: Any, where: str):
     if not isinstance(raw, dict):
         raise LLCInputError(f"'{where}' must be a JSON object, got {type(raw).__name__}")
     reject_unknown_keys(kind, raw, where)
-    return kind(**raw)
+    built = kind(**raw)
+    check_types(built, where)
+    return built
 
 
 def reject_unknown_keys(kind: type, raw: dict, where: str) -> None:
@@ -277,5 +338,60 @@ def _is_int(value: Any) -> bool:
 def _finite_number(name: str, value: Any, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise LLCInputError(f"{name} = {value!r} must be a finite number")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
+        raise LLCInputError(f"{name} = {_short(value)} must be a finite number")
+
+
+# --------------------------------------------------------------------------- type checks
+
+MAX_SETTING = 1e30  # |ε|, γ, nβ, σ beyond this overflow float32 on the way (1/nβ, ε·∇L, ...)
+MIN_NBETA = 1e-6  # below it the kinds' ε ∝ 1/nβ overflows; nβ = n / log n is ≥ 2.9 for any n ≥ 2
+MAX_START_SPREAD = 1e3  # σ of start_spread, in units of the weights' own scale
+_LARGEST_INT = 2**63  # a JSON whole number beyond ±2**63 fits no tensor, seed or count
+_SCALARS = {"int": "a whole number", "float": "a number", "str": "a string", "bool": "true or false",
+            "dict": "a JSON object", "list": "a list"}
+
+
+def check_types(config: Any, where: str) -> None:
+    """Raise LLCInputError naming the first field of a config dataclass whose value has the wrong JSON
+    type (the annotation's: int, float, str, list[int], dict, ... or None where allowed)."""
+    for f in dataclasses.fields(config):
+        annotation = "None | str | list" if f.type == "Preconditioner" else str(f.type)
+        allowed = [part.strip() for part in annotation.split("|")]
+        value = getattr(config, f.name)
+        if not any(_has_type(value, kind) for kind in allowed):
+            names = [_SCALARS.get(kind, kind.replace("list[", "a list of ").rstrip("]") + "s")
+                     for kind in allowed if kind != "None"]
+            names = [name.replace("a list of ints", "a list of whole numbers").replace("a list of floats", "a list of numbers")
+                     for name in names]
+            suffix = ", or null" if "None" in allowed else ""
+            raise LLCInputError(f"{where}.{f.name} = {_short(value)} must be {' or '.join(names)}{suffix}")
+
+
+def _has_type(value: Any, kind: str) -> bool:
+    if kind == "None":
+        return value is None
+    if kind.startswith("list[") and isinstance(value, list):
+        return all(_has_type(item, kind[5:-1]) for item in value)
+    if kind == "int":
+        return _is_int(value) and -_LARGEST_INT < value < _LARGEST_INT
+    if kind == "float":
+        return _has_type(value, "int") or isinstance(value, float)
+    return isinstance(value, {"str": str, "bool": bool, "dict": dict, "list": list}.get(kind, object))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_seed(name: str, value: Any) -> None:
+    if not _is_int(value) or not 0 <= value <= defaults.MAX_SEED:
+        raise LLCInputError(f"{name} = {_short(value)} must be a whole number from 0 to 2**63 − 1")
+
+
+def _within(name: str, value: Any, largest: float, hint: str, smallest: float = 0.0) -> None:
+    """A positive setting whose size would overflow float32 arithmetic on the way."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not smallest <= abs(value) <= largest:
+        raise LLCInputError(f"{name} = {value:g} is outside {smallest:g} … {largest:g}: {hint}")
+

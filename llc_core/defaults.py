@@ -52,3 +52,15 @@ DATA_SEED = 0
 
 # Chunk size (samples) for the exact full-dataset loss L_n(w*)
 FULL_LOSS_CHUNK = 65_536
+
+# Resource budget (llc_core/budget.py), checked before a run allocates anything. The memory budget
+# is MAX_MEMORY_GB GiB unless the environment variable MEMORY_LIMIT_ENV says otherwise (a big
+# machine: LLC_MAX_MEMORY_GB=64). The structural limits bound what would take hours rather than
+# memory; each message names the setting to lower.
+MEMORY_LIMIT_ENV = "LLC_MAX_MEMORY_GB"
+MAX_MEMORY_GB = 8.0
+MAX_DEPTH = 100  # weight matrices of a zoo network: dln widths/layers, mlp hidden layers
+MAX_POWERS = 64  # factors of a normal-crossing potential
+MAX_TRAIN_STEPS = 10_000_000  # SGD pre-training steps (train_steps)
+MAX_SEED = 2**63 - 1  # seeds are whole numbers 0 … MAX_SEED (torch.Generator's range)
+STOP_CHECK_SECONDS = 0.25  # the sampling loop and SGD pre-training look at a stop request this often

@@ -28,6 +28,7 @@ from llc_core.errors import LLCInputError
 from llc_core.batching import batched_loss_and_grad
 from llc_core.model_function import (ModelFunction, Parameters, available_devices, check_data, copy_parameters,
                                      differentiable_attention, model_function, resolve_device, resolve_dtype)
+from llc_core.refine import ParameterMask, flat_mask
 from llc_core.result import RunResult, Snapshot
 from llc_core.sampling.adaptation import effective_target
 from llc_core.sampling.curvature import step_size_from_curvature, top_hessian_eigenvalue
@@ -65,6 +66,7 @@ def estimate_llc(
     initial_step_size: float | None = None,
     per_chain: Mapping[str, Sequence[float]] | None = None,
     class_weights: Sequence[float] | None = None,
+    parameter_masks: ParameterMask | Sequence[ParameterMask] | None = None,
 ) -> RunResult:
     """Run C SGLD chains from w* and return λ̂ with diagnostics.
 
@@ -75,7 +77,8 @@ def estimate_llc(
     `per_chain` maps some of "step_size", "localization", "nbeta" to one value per chain (a sweep's
     grid cells run as chains); each chain's λ̂ then uses its own nβ, and per-chain step sizes replace
     the sampler's (no calibration). The module is evaluated in eval mode on a copy (RunResult.model_mode
-    says why); `class_weights` weight the cross-entropy loss per class.
+    says why); `class_weights` weight the cross-entropy loss per class. `parameter_masks` (one for all
+    chains, or one per chain) say which parameters move; the rest stay at w* (weight-refined LLCs).
     """
     started = time.perf_counter()
     dev, dt = resolve_device(device), resolve_dtype(dtype)
@@ -86,12 +89,13 @@ def estimate_llc(
         function = model_function(parameters, inputs, targets, loss=loss, noise_scale=noise_scale,
                                   class_weights=class_weights)
         plan = plan_run(sampler, function, per_chain, initial_step_size)
+        plan = dataclasses.replace(plan, mask=chain_masks(parameter_masks, parameters.flat, plan, function.w_star))
         loop = start_loop(plan, function, parameters)
         partial, loop_time = sample(loop, plan.sampler.snapshot_every, on_snapshot, stop_checker(stop))
     facts = RunFacts(sampler=plan.sampler, n=n, num_params=function.num_params, nbeta=plan.nbeta,
                      localization=plan.localization, batch_size=plan.batch_size, device=str(dev),
                      theoretical_llc=theoretical_llc, multiplicity=multiplicity, config=config,
-                     model_mode=parameters.mode)
+                     model_mode=parameters.mode, moving_params=moving_per_chain(plan.mask))
     ending = Ending(partial=partial, loop_time=loop_time, wall_time=time.perf_counter() - started,
                     step_size=loop.kernel.step_size, calibration=loop.schedule.report(loop.kernel))
     return run_result(loop.tally, facts, ending)
@@ -138,19 +142,29 @@ class Loop:
 def sample(loop: Loop, snapshot_every: int, on_snapshot: Callable[[Snapshot], None] | None,
            stop_requested: Callable[[], bool]) -> tuple[bool, float]:
     """Run the steps; at every snapshot park diverged chains, stream a Snapshot and honour a stop.
+    Between snapshots the stop request is also read every defaults.STOP_CHECK_SECONDS of wall time,
+    so that a stop takes effect within about that long whatever snapshot_every is; a stop there
+    closes the window as a snapshot would. Reading the clock and the request draws nothing from the
+    generator, so a run that is not stopped takes the same steps with the same numbers.
     Returns (stopped early, seconds spent)."""
     schedule, tally = loop.schedule, loop.tally
     loop_start = time.perf_counter()
+    next_check = loop_start + defaults.STOP_CHECK_SECONDS
     for t in range(schedule.steps):
         step(loop, t)
         tally.done = done = t + 1
-        if done % snapshot_every == 0 or done == schedule.steps:
+        snapshot_due = done % snapshot_every == 0 or done == schedule.steps
+        stopping = False
+        if not snapshot_due and time.perf_counter() >= next_check:
+            next_check = time.perf_counter() + defaults.STOP_CHECK_SECONDS
+            stopping = snapshot_due = stop_requested()
+        if snapshot_due:
             loop.state = tally.close_window(loop.state, loop.divergence, ignore_before=schedule.calibration)
             if on_snapshot is not None:
                 elapsed = time.perf_counter() - loop_start
                 on_snapshot(tally.snapshot(elapsed, loop.kernel.step_size, done <= schedule.calibration))
             tally.checked = done
-            if done < schedule.steps and stop_requested():
+            if done < schedule.steps and (stopping or stop_requested()):
                 return True, time.perf_counter() - loop_start
     return False, time.perf_counter() - loop_start
 
@@ -202,6 +216,7 @@ class RunPlan:
     step_size: float | None  # the fixed ε, or the starting ε of "auto"; None for per-chain ε
     calibration: int  # steps of "auto" calibration
     chain_values: dict[str, Tensor]  # per-chain ε, γ or nβ, (C,) each
+    mask: Tensor | None = None  # (C, d): 1 where a chain moves (refined LLCs), None when all move
 
     @property
     def mala(self) -> bool:
@@ -264,6 +279,7 @@ def make_kernel(plan: RunPlan, function: ModelFunction) -> SGLD | MALA:
         localization=values.get("localization", float(plan.localization)),
         nbeta=values.get("nbeta", float(plan.nbeta)),
         preconditioner=preconditioner(plan.sampler.preconditioner, w.device, w.dtype),
+        **({"mask": plan.mask} if plan.mask is not None else {}),
     )
 
 
@@ -272,6 +288,8 @@ def start_positions(parameters: Parameters, w_star: Tensor, plan: RunPlan, gener
     start = w_star.expand(plan.chains, -1).clone()
     if plan.sampler.start_spread is not None:
         start[1::2] += start_noise(parameters, plan.sampler.start_spread, plan.chains // 2, generator)
+        if plan.mask is not None:  # a frozen parameter starts, and stays, at w*
+            start = w_star + plan.mask * (start - w_star)
     return start
 
 
@@ -286,6 +304,26 @@ def start_noise(parameters: Parameters, spread: float, count: int, generator: to
     scale = torch.cat(scales).to(device=params[flat.names[0]].device, dtype=params[flat.names[0]].dtype)
     noise = torch.randn((count, flat.num_params), generator=generator, device=scale.device, dtype=scale.dtype)
     return noise * scale
+
+
+def chain_masks(masks: ParameterMask | Sequence[ParameterMask] | None, flat, plan: RunPlan,
+                like: Tensor) -> Tensor | None:
+    """(C, d) rows of 1 where each chain moves, from one mask for all chains or one per chain."""
+    if masks is None:
+        return None
+    if plan.mala:
+        raise LLCInputError("refined LLCs (parameter masks) run with SGLD: set algorithm to \"sgld\"")
+    per_chain = [masks] * plan.chains if isinstance(masks, Mapping) else list(masks)
+    if len(per_chain) != plan.chains:
+        raise LLCInputError(f"{len(per_chain)} parameter masks for {plan.chains} chains: give one, or one per chain")
+    rows = torch.stack([flat_mask(flat, mask) for mask in per_chain])
+    if bool((rows.sum(1) == 0).any()):
+        raise LLCInputError("a parameter mask selects no parameter: every chain must move something")
+    return rows.to(like)
+
+
+def moving_per_chain(mask: Tensor | None) -> list[int] | None:
+    return None if mask is None else [int(m) for m in mask.sum(1).tolist()]
 
 
 def per_chain_settings(per_chain, chains: int, device: torch.device, dtype: torch.dtype) -> dict[str, Tensor]:

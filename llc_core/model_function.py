@@ -207,6 +207,10 @@ def model_function(parameters: Parameters, inputs: Tensor, targets: Tensor, *, l
     device = params[flat.names[0]].device
     x = inputs.to(device=device, dtype=dtype if inputs.is_floating_point() else inputs.dtype)
     y = targets.to(device=device, dtype=dtype if targets.is_floating_point() else targets.dtype)
+    for what, cast in (("inputs", x), ("targets", y)):  # finite before the cast (check_data), maybe not after
+        if cast.is_floating_point() and not bool(torch.isfinite(cast).all()):
+            raise LLCInputError(f"the {what} hold values beyond {str(dtype).replace('torch.', '')}'s range: rescale "
+                                "the data, or run with dtype \"float64\"")
     nll = make_nll(loss, noise_scale, class_weights)
     buffers = {k: v for k, v in module.named_buffers()}
 

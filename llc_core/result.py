@@ -96,6 +96,8 @@ class RunResult:
     start_comparison: dict[str, Any] | None = None
     # how the module was evaluated (eval mode: dropout off, frozen normalisation statistics) and why
     model_mode: dict[str, Any] | None = None
+    # refined LLCs: what was refined (parameters that move, the data subset), None for a plain run
+    refined: dict[str, Any] | None = None
 
     def to_dict(self, include_trace: bool = False) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -266,7 +266,7 @@ def draw_sweep(snap: dict[str, Any] | None, running: bool) -> None:
         fraction, text = progress_text(snap, total)
         st.progress(fraction, text=text)
     if snap["error"]:
-        st.error(f"The sweep stopped with an error: {snap['error']}")
+        st.error(f"The sweep stopped with an error: {common.escape_markdown(snap['error'])}")
     cells = result.cells if result is not None else snap["items"]
     if not cells:
         return
@@ -339,7 +339,7 @@ def sweep_tab(values: dict[str, Any]) -> None:
             )
             grid.validate()
         except LLCInputError as err:
-            st.error(str(err))
+            common.show_error(err)
         else:
             start("sweep", sweep.sweep_job(grid), config=grid)
     live("sweep", draw_sweep)
@@ -354,7 +354,7 @@ def finished_items(snap: dict[str, Any] | None, running: bool, job: str, idle: s
         st.info(idle)
         return []
     if snap["error"]:
-        st.error(f"The {what} stopped with an error: {snap['error']}")
+        st.error(f"The {what} stopped with an error: {common.escape_markdown(snap['error'])}")
     items = snap["items"]
     expected = st.session_state.get(f"{JOBS[job]}.total", len(items))
     if running:
@@ -508,7 +508,7 @@ def compare_tab(values: dict[str, Any]) -> None:
                 raise LLCInputError("; ".join(problems))
             ns = experiments.check_sizes(sweep.parse_numbers(sizes, "Dataset sizes n"))
         except LLCInputError as err:
-            st.error(str(err))
+            common.show_error(err)
         else:
             config.sampler = SamplerConfig(
                 step_size=step_size, localization=float(gamma), chains=int(chains), steps=int(steps),

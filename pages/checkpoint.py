@@ -9,7 +9,6 @@ Estimate page's (pages/runs.py). Every problem with a file is an LLCInputError s
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import streamlit as st
@@ -49,9 +48,7 @@ def seeded(name: str, default, allowed: list | None = None) -> str:
 
 def session_dir() -> Path:
     """This session's upload folder (the OS's temp dir; removed with it)."""
-    if key("dir") not in st.session_state:
-        st.session_state[key("dir")] = tempfile.mkdtemp(prefix="llc-checkpoint-")
-    return Path(st.session_state[key("dir")])
+    return Path(common.session_folder("llc-checkpoint-", key("dir")))
 
 
 def examples() -> list[dict]:
@@ -241,8 +238,8 @@ else:
             st.caption(f"n = {problem.inputs.shape[0]:,} samples, inputs {tuple(problem.inputs.shape[1:])}, "
                        f"targets {tuple(problem.targets.shape[1:]) or 'labels'}, d = {problem.num_params:,} parameters, "
                        f"{problem.loss} loss")
-    except LLCInputError as err:
-        st.error(str(err))
+    except Exception as err:  # noqa: BLE001 - an input problem's message, or a bug's id (common.show_error)
+        common.show_error(err)
         config = None
 
 record = runs.current_run(PAGE)

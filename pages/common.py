@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import math
+import os
+import re
+import shutil
+import tempfile
 import threading
+import uuid
+import weakref
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable
@@ -81,6 +88,7 @@ def set_up_process() -> None:
         if _set_up:
             return
         _set_up = True
+        remove_stale_uploads()
         freeze_startup_heap()
         import torch  # imported already (pages.runs → llc_core); here so that this module stays light
 
@@ -154,6 +162,81 @@ def remember_and_write_url(page: str, values: dict[str, Any], params: dict[str, 
         st.query_params.from_dict(params)
     st.session_state[f"{page}.url_written"] = params
     st.session_state["url_owner"], st.session_state["url_params"] = page, params
+
+
+# ====================================================================== user text, errors, upload folders
+
+LOG = logging.getLogger("llc_explorer")
+# every ASCII punctuation character: escaped, none can open a link, an image, HTML, code or an autolink
+_MARKDOWN_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def escape_markdown(text: Any) -> str:
+    """Text that came from a user (a URL value, a file name or its contents, an error echoing them) made
+    literal for st.error/st.markdown: `[x](https://…)` and `![x](…)` show as typed, never as a link or
+    an image the browser would fetch."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+
+
+def show_error(err: BaseException) -> None:
+    """An error of a page's work: a user's input problem (LLCInputError) as its one-line message; anything
+    else as a short "this is a bug" with an id, the traceback going to the server's log under that id."""
+    from llc_core import LLCInputError  # light: llc_core is imported by every page anyway
+
+    if isinstance(err, LLCInputError):
+        st.error(escape_markdown(err))
+        return
+    bug_id = uuid.uuid4().hex[:8]
+    LOG.error("bug %s: %s", bug_id, type(err).__name__, exc_info=err)
+    st.error(f"This is a bug in LLC Explorer, not a problem with your input (id {bug_id}): the details are in "
+             "the server's log. Please report it with this id.")
+
+
+UPLOAD_PREFIXES = ("llc-checkpoint-", "llc-trajectory-")
+
+
+def session_folder(prefix: str, state_key: str) -> str:
+    """This browser session's upload folder, `prefix` + this server's pid + a random part, removed when
+    the session ends (its state is dropped, and the finalizer with it) or, if the server dies first, by
+    `remove_stale_uploads` at the next server's start."""
+    holder = st.session_state.get(state_key)
+    if holder is None or not os.path.isdir(holder.path):
+        holder = _Folder(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-"))
+        st.session_state[state_key] = holder
+    return holder.path
+
+
+class _Folder:
+    def __init__(self, path: str):
+        self.path = path
+        weakref.finalize(self, shutil.rmtree, path, True)
+
+
+def remove_stale_uploads() -> int:
+    """At server start: remove the upload folders of servers that are no longer running."""
+    removed = 0
+    root = tempfile.gettempdir()
+    for name in os.listdir(root):
+        if not name.startswith(UPLOAD_PREFIXES):
+            continue
+        pid = name.split("-")[2]
+        if pid.isdigit() and _alive(int(pid)) and int(pid) != os.getpid():
+            continue
+        if pid.isdigit() and int(pid) == os.getpid():
+            continue
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 # ====================================================================== number formats

@@ -161,13 +161,13 @@ st.caption("λ̂ = nβ · (E[L_n(w)] − L_n(w*)) under SGLD draws from the temp
            "link reproduces this run, seed included.")
 
 for problem in common.restore_from_url(PAGE, settings.query_to_values):
-    st.error(problem)
+    st.error(common.escape_markdown(problem))
 with st.sidebar:
     values = sidebar_settings()
 config, problems = settings.values_to_config(values)
 common.remember_and_write_url(PAGE, values, settings.values_to_query(values))
 for problem in problems:
-    st.error(problem)
+    st.error(common.escape_markdown(problem))
 
 record = runs.current_run(PAGE)
 running = record is not None and record.running

@@ -81,7 +81,7 @@ def choose_potential() -> Potential2D:
     try:
         return Potential2D(family, int(a), int(b))
     except LLCInputError as err:
-        st.error(f"{err}. Showing {MENU[0].label} instead.")
+        st.error(f"{common.escape_markdown(err)}. Showing {MENU[0].label} instead.")
         return MENU[0]
 
 
@@ -171,7 +171,7 @@ st.markdown(
     "real model K(w) is the expected loss L(w) − L(w*). Pick a landscape, then follow the three steps.")
 
 for problem in common.restore_from_url(PAGE, parse_query):
-    st.error(problem)
+    st.error(common.escape_markdown(problem))
 
 potential = choose_potential()
 truth = potential.theory

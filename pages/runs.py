@@ -26,7 +26,7 @@ from llc_core import defaults as engine_defaults
 from llc_core.execution import BackgroundRun, Progress
 from llc_core.result import RunResult
 from pages import charts
-from pages.common import fmt, fraction_text, widget_key
+from pages.common import escape_markdown, fmt, fraction_text, widget_key
 from pages.settings import model_summary
 
 POLL_SECONDS = 0.4  # the live panel's progress bar polls the run this often
@@ -249,7 +249,7 @@ SEVERITY_BOXES = {"ok": st.success, "info": st.info, "warning": st.warning, "err
 def draw_result(page: str, record: RunRecord, previous: RunRecord | None) -> None:
     progress = record.progress
     if progress.status == "failed":
-        st.error(f"The run failed: {progress.error}")
+        st.error(f"The run failed: {escape_markdown(progress.error)}")
         return
     result = progress.result
     if result.partial:

@@ -10,7 +10,6 @@ train loss against the training step as points arrive. Stop keeps every checkpoi
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import altair as alt
@@ -43,9 +42,7 @@ DEFAULTS = {"source": "dln", "train_steps": 500, "keep": 21, "seed": 0, "chains"
 
 
 def session_dir() -> Path:
-    if "traj.dir" not in st.session_state:
-        st.session_state["traj.dir"] = tempfile.mkdtemp(prefix="llc-trajectory-")
-    return Path(st.session_state["traj.dir"])
+    return Path(common.session_folder("llc-trajectory-", "traj.dir"))
 
 
 def load_example() -> None:
@@ -175,7 +172,7 @@ def draw(progress: TrajectoryProgress, worker: TrajectoryRun) -> None:
             left.progress(min(fraction, 1.0), text=f"estimating: {done}/{total or '?'} checkpoints done")
         right.button("Stop", key="traj.stop", on_click=worker.request_stop, help="Stop; keep the checkpoints done so far")
     if progress.status == "failed":
-        st.error(f"The run failed: {progress.error}")
+        st.error(f"The run failed: {common.escape_markdown(progress.error)}")
     table = frame(progress)
     if len(table):
         st.altair_chart(trajectory_chart(table), width="stretch")
@@ -208,7 +205,7 @@ config = None
 try:
     config = build_config(source)
 except LLCInputError as err:
-    st.error(str(err))
+    common.show_error(err)
 
 worker: TrajectoryRun | None = st.session_state.get(WORKER)
 running = worker is not None and worker.alive

@@ -91,7 +91,7 @@ def progress() -> None:
         if right.button("Stop", key="validate.stop"):
             run.request_stop()
     if snap["error"]:
-        st.error(f"The suite stopped with an error: {snap['error']}")
+        st.error(f"The suite stopped with an error: {common.escape_markdown(snap['error'])}")
     table = frame(snap["rows"])
     if len(table):
         st.altair_chart(scatter(table), width="stretch")

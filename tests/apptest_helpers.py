@@ -26,3 +26,10 @@ def chart_count(at: AppTest) -> int:
             yield child
             yield from walk(child)
     return sum(getattr(e, "type", None) == "vega_lite_chart" for e in walk(at._tree))
+
+
+def shown(text: str) -> str:
+    """An st.error/st.markdown body as the user reads it: pages escape user text (common.escape_markdown)."""
+    import re
+
+    return re.sub(r"\\(.)", r"\1", text)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from apptest_helpers import chart_count, run_until
+from apptest_helpers import chart_count, run_until, shown
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -69,7 +69,7 @@ def test_bad_grid_input_is_reported_without_running():
     at.text_input(key="cal.gammas").set_value("1,ten")
     button(at, "Run sweep").click().run()
     assert not at.exception
-    assert any("'ten' is not a number" in e.value for e in at.error)
+    assert any("'ten' is not a number" in shown(e.value) for e in at.error)
     assert "cal.sweep_job" not in at.session_state
 
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from apptest_helpers import run_until
+from apptest_helpers import run_until, shown
 
 from llc_core import RunConfig, run
+from pages.common import escape_markdown
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -70,7 +71,7 @@ def test_export_and_csv_examples():
     at.text_area(key="ckpt.spec").set_value(
         '{"layers": [{"type": "linear", "in": 4, "out": 3, "bias": false}, {"type": "linear", "in": 3, "out": 2}]}').run()
     assert not at.exception
-    assert any("missing [1.bias]" in e.value for e in at.error)
+    assert any("missing [1.bias]" in shown(e.value) and escape_markdown("[1.bias]") in e.value for e in at.error)
 
 
 def test_data_drawn_from_a_zoo_teacher():
@@ -79,9 +80,9 @@ def test_data_drawn_from_a_zoo_teacher():
     assert any("n = 1,000 samples, inputs (3,), targets (1,)" in c.value for c in at.caption)
     at.text_input(key="ckpt.teacher").set_value('{"kind": "mlp", "input_dim": 5}').run()
     assert not at.exception
-    assert any("cannot take inputs of shape (5,)" in e.value for e in at.error)
+    assert any("cannot take inputs of shape (5,)" in shown(e.value) for e in at.error)
     at.text_input(key="ckpt.teacher").set_value('{"kind": mlp}').run()
-    assert any("not valid JSON" in e.value for e in at.error)
+    assert any("not valid JSON" in shown(e.value) for e in at.error)
 
 
 def torch_bytes(obj) -> bytes:
@@ -112,7 +113,7 @@ def test_bad_uploads_show_the_message_not_a_traceback(tmp_path):
         at.session_state["ckpt.model_path"] = str(path)  # where an upload is kept
         at.run()
         assert not at.exception
-        assert any(message in e.value for e in at.error), [e.value for e in at.error]
+        assert any(message in shown(e.value) for e in at.error), [shown(e.value) for e in at.error]
         assert [b for b in at.button if b.label == "Estimate λ̂"][0].disabled
     assert not victim.exists()
 
@@ -141,7 +142,7 @@ def test_cnn_and_transformer_examples_load_in_one_click(example, inputs, loss):
     at = open_page("pages/checkpoint.py")
     at.selectbox(key="ckpt.example").set_value(example).run()
     click(at, "Load example")
-    assert not at.error, [e.value for e in at.error]
+    assert not at.error, [shown(e.value) for e in at.error]
     assert any("brings its own architecture" in s.value for s in at.success)
     assert any(inputs in c.value and f"{loss} loss" in c.value for c in at.caption), [c.value for c in at.caption]
     assert at.session_state["ckpt.loss"] == loss

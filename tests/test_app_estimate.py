@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from apptest_helpers import run_until
+from apptest_helpers import run_until, shown
 
 from llc_core import LLCInputError, ModelConfig, RunConfig, SamplerConfig
 from pages import settings
@@ -33,11 +33,11 @@ def button(at: AppTest, label: str):
 
 
 def texts(at: AppTest) -> list[str]:
-    return [m.value for m in at.markdown] + [e.value for e in (*at.warning, *at.info, *at.success, *at.error)]
+    return [m.value for m in at.markdown] + [e.value for e in (*at.warning, *at.info, *at.success)] + [shown(e.value) for e in at.error]
 
 
 def finished(at: AppTest) -> bool:
-    return any("λ̂ =" in text for text in texts(at)) or any("failed" in e.value for e in at.error)
+    return any("λ̂ =" in text for text in texts(at)) or any("failed" in shown(e.value) for e in at.error)
 
 
 def widget(at: AppTest, name: str):
@@ -153,7 +153,7 @@ def test_bad_widget_input_shows_an_error_and_disables_run(name, value, fragment)
     widget(at, name).set_value(value)
     at.run()
     assert not at.exception
-    assert any(fragment in e.value for e in at.error), [e.value for e in at.error]
+    assert any(fragment in shown(e.value) for e in at.error), [shown(e.value) for e in at.error]
     assert button(at, "Run").disabled
 
 
@@ -163,12 +163,12 @@ def test_bad_dln_widths_show_an_error():
     widget(at, "widths").set_value("0,3")
     at.run()
     assert not at.exception
-    assert any("every width must be ≥ 1" in e.value for e in at.error)
+    assert any("every width must be ≥ 1" in shown(e.value) for e in at.error)
 
 
 def test_bad_link_shows_an_error_and_keeps_the_default():
     at = open_estimate({"step_size": "-1", "chains": "two"})
-    messages = " ".join(e.value for e in at.error)
+    messages = " ".join(shown(e.value) for e in at.error)
     assert "step_size = -1 must be > 0" in messages and "'two' is not a whole number" in messages
     assert widget(at, "step_size").value == "auto" and widget(at, "chains").value == 4
     assert not button(at, "Run").disabled
@@ -236,8 +236,8 @@ def test_a_failed_run_shows_the_engines_message():
     at = open_estimate({"kind": "tanh", "hidden": "2,3", "steps": "50", "chains": "2"})
     assert not at.error  # the page cannot tell; the engine can
     button(at, "Run").click().run()
-    run_until(at, lambda a: any("The run failed" in e.value for e in a.error), timeout=30)
-    assert any("one hidden layer" in e.value for e in at.error)
+    run_until(at, lambda a: any("The run failed" in shown(e.value) for e in a.error), timeout=30)
+    assert any("one hidden layer" in shown(e.value) for e in at.error)
     assert not at.exception and not button(at, "Run").disabled
 
 

@@ -17,9 +17,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Low to high: a module may import its own layer and the layers below it (docs/ARCHITECTURE.md).
 LAYERS = [
     ("foundation", ["llc_core.errors", "llc_core.defaults"]),
-    ("types", ["llc_core.config", "llc_core.result", "llc_core.problem", "llc_core.losses"]),
+    ("types", ["llc_core.budget", "llc_core.config", "llc_core.result", "llc_core.problem", "llc_core.losses"]),
     ("sampling", ["llc_core.sampling"]),
-    ("single run", ["llc_core.model_function", "llc_core.batching", "llc_core.diagnostics", "llc_core.stream", "llc_core.schedule",
+    ("single run", ["llc_core.model_function", "llc_core.refine", "llc_core.batching", "llc_core.diagnostics", "llc_core.stream", "llc_core.schedule",
                     "llc_core.bookkeeping", "llc_core.estimator"]),
     ("truth", ["llc_core.truth"]),
     ("files", ["llc_core.files"]),

@@ -36,7 +36,7 @@ SWEEP = {"run": {"model": {"kind": "potential", "powers": [1, 2]}, "data": {"n":
          "step_sizes": [1e-4, 1e-3], "localizations": [1.0, 10.0], "chains_per_cell": 2}
 TIMING = {"wall_time_s", "chain_steps_per_second"}
 # fields the result gained after the recording (nothing else may differ)
-ADDED_SINCE = {"model_mode", "class_weights"}
+ADDED_SINCE = {"model_mode", "class_weights", "refined", "refine"}
 SAME_BUILD = (GOLDEN["torch"] == torch.__version__
               and GOLDEN["cpu_capability"] == torch.backends.cpu.get_cpu_capability())
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from typing import TextIO
+import sys
+import threading
+from typing import Callable, TextIO, TypeVar
 
 import numpy as np
 
+from llc_core.config import parse_json
 from llc_core.errors import LLCInputError
 from llc_core.result import Snapshot
 
@@ -24,11 +26,41 @@ def set_torch_threads() -> None:
     torch.set_num_threads(worker_threads(torch.get_num_threads()))
 
 
-def json_object(text: str, what: str) -> dict:
+T = TypeVar("T")
+
+
+def run_interruptibly(work: Callable[[], T], stop: threading.Event) -> T:
+    """`work()` in a worker thread; Ctrl-C sets `stop` (which the run honours within about
+    defaults.STOP_CHECK_SECONDS) and waits for the partial result, which is returned as usual. A
+    second Ctrl-C while it winds down leaves at once (KeyboardInterrupt)."""
+    box: dict = {}
+    finished = threading.Event()  # not Thread.join: a Ctrl-C inside join can make is_alive() lie
+
+    def target() -> None:
+        try:
+            box["result"] = work()
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread as is
+            box["error"] = err
+        finally:
+            finished.set()
+
+    threading.Thread(target=target, name="llc-cli-run", daemon=True).start()
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise LLCInputError(f"{what} is not valid JSON: {err.msg} at column {err.colno}") from None
+        while not finished.wait(0.1):
+            pass
+    except KeyboardInterrupt:
+        stop.set()
+        sys.stderr.write("\nstopping: the partial result follows (Ctrl-C again to quit without it)\n")
+        sys.stderr.flush()
+        while not finished.wait(0.1):
+            pass
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def json_object(text: str, what: str) -> dict:
+    value = parse_json(text, what)
     if not isinstance(value, dict):
         raise LLCInputError(f"{what} must be a JSON object such as '{{\"step_size\": \"auto\"}}'")
     return value

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 
 from llc_core.config import RunConfig, read_config_text
 from llc_core.errors import LLCInputError
+from llc_core.runner import check_config
 from llc_core.studies.experiments import CompareRow, check_sizes, compare_samplers, format_compare
 from llc_core.studies.sweep import parse_numbers
 
@@ -28,6 +30,10 @@ def main(args) -> int:
     try:
         config = RunConfig.from_json(read_config_text(args.config))
         sizes = check_sizes(parse_numbers(args.sizes, "--sizes"))
+        for n in sizes:  # every run of the comparison within the budget, before the first starts
+            for algorithm in ("sgld", "mala"):
+                check_config(dataclasses.replace(config, data=dataclasses.replace(config.data, n=n),
+                                                 sampler=dataclasses.replace(config.sampler, algorithm=algorithm)))
 
         def show(row: CompareRow) -> None:
             sys.stderr.write(f"n = {row.n} {row.algorithm}: λ̂ = {row.llc_mean} in {row.wall_time_s:.1f} s\n")

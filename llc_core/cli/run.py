@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 
-from llc_core.cli.common import progress_bar
+from llc_core.cli.common import progress_bar, run_interruptibly
 from llc_core.config import RunConfig, read_config_text
 from llc_core.errors import LLCInputError
 from llc_core.runner import run
@@ -24,10 +24,7 @@ def main(args) -> int:
         config = RunConfig.from_json(read_config_text(args.config))
         stop = threading.Event()
         progress = None if args.quiet else progress_bar(sys.stderr)
-        try:
-            result = run(config, on_snapshot=progress, stop=stop)
-        except KeyboardInterrupt:  # pragma: no cover - interactive only
-            return 130
+        result = run_interruptibly(lambda: run(config, on_snapshot=progress, stop=stop), stop)
         if progress is not None:
             sys.stderr.write("\n")
     except LLCInputError as err:

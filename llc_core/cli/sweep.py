@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
-from llc_core.config import RunConfig, read_config_text
+from llc_core.config import RunConfig, parse_json, read_config_text
 from llc_core.errors import LLCInputError
 from llc_core.studies.sweep import (BATCH_LIMIT, MODES, SweepConfig, SweepProgress, format_table, log_grid,
                                     parse_numbers, run_sweep)
@@ -33,10 +32,7 @@ def add_parser(commands) -> None:
 
 def sweep_from_args(args) -> SweepConfig:
     raw = read_config_text(args.config)
-    try:
-        parsed = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise LLCInputError(f"config is not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}") from None
+    parsed = parse_json(raw, "config")
     if isinstance(parsed, dict) and "run" in parsed:
         sweep = SweepConfig.from_dict(parsed)
     else:

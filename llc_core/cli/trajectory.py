@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import threading
 
+from llc_core.cli.common import run_interruptibly
+from llc_core.config import parse_json
 from llc_core.errors import LLCInputError
 from llc_core.files.checkpoint import parse_architecture
 from llc_core.files.safe_read import read_limited
@@ -47,10 +48,7 @@ def main(args) -> int:
                 sys.stderr.flush()
 
         stop = threading.Event()
-        try:
-            result = run_trajectory(config, on_point=show, stop=stop)
-        except KeyboardInterrupt:  # pragma: no cover - interactive only
-            return 130
+        result = run_interruptibly(lambda: run_trajectory(config, on_point=show, stop=stop), stop)
     except LLCInputError as err:
         sys.stderr.write(f"error: {err}\n")
         return 2
@@ -67,9 +65,10 @@ def config_from_args(args) -> TrajectoryConfig:
     if args.config:
         try:
             with open(args.config, encoding="utf-8") as handle:
-                config = TrajectoryConfig.from_dict(json.loads(handle.read()))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+                text = handle.read()
+        except (OSError, UnicodeDecodeError) as err:
             raise LLCInputError(f"cannot read the trajectory config {args.config!r}: {err}") from None
+        config = TrajectoryConfig.from_dict(parse_json(text, "the trajectory config"))
     else:
         config = TrajectoryConfig()
     if args.checkpoints:

@@ -250,6 +250,11 @@ def make_dataset(inputs: Any, targets: Any, loss: str, source: str = "arrays", i
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
             raise LLCInputError(f"the {what} contain {bad} NaN/inf value(s): drop or fill those rows")
+        if tensor.dtype == torch.float64:
+            beyond = int((~torch.isfinite(tensor.float())).sum())
+            if beyond:
+                raise LLCInputError(f"the {what} hold {beyond} value(s) beyond float32's range (±3.4e38): rescale "
+                                    "the data")
     x = x.float() if x.is_floating_point() else x.long()
     if x.ndim == 1:
         x = x.unsqueeze(1)

@@ -36,10 +36,9 @@ def read_limited(source: bytes | str | os.PathLike, what: str = "file", limit: i
     else:
         path = Path(source)
         try:
-            size = path.stat().st_size
-            if size > limit:
-                raise LLCInputError(too_large(what, size, limit))
-            data = path.read_bytes()
+            with path.open("rb") as handle:
+                # bounded by the bytes actually read, not by stat: /dev/zero, /proc files and pipes lie
+                data = handle.read(limit + 1)
         except OSError as err:
             raise LLCInputError(f"cannot read {what} {str(source)!r}: {err.strerror}; check the path") from None
     if not data:
@@ -50,8 +49,10 @@ def read_limited(source: bytes | str | os.PathLike, what: str = "file", limit: i
 
 
 def too_large(what: str, size: int, limit: int) -> str:
-    return (f"the {what} is {size / 2**20:.3g} MiB, over the {limit / 2**20:.3g} MiB limit "
-            "(llc_core.files.checkpoint.MAX_FILE_BYTES): use a smaller model or a subset of the data")
+    # a bounded read stops at limit + 1 bytes: then only "over" is known, not the size
+    amount = "over" if size == limit + 1 else f"{size / 2**20:.3g} MiB, over"
+    return (f"the {what} is {amount} the {limit / 2**20:.3g} MiB limit "
+            "(llc_core.files.safe_read.MAX_FILE_BYTES): use a smaller model or a subset of the data")
 
 
 _OTHER_FILE_TYPES = [  # magic bytes of files people upload by mistake

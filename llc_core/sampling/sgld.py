@@ -55,6 +55,8 @@ class SGLD:
     loss_and_grad: minibatch loss L_B and its gradient, vmapped over chains.
     w_star: w*, shape (d,). step_size: ε. localization: γ. nbeta: nβ (each a float, or one value per
     chain as a (C,) tensor). preconditioner: None, a fixed diagonal A of shape (d,), or an RMSprop.
+    mask: None, or (C, d) with 1 where a chain moves and 0 where it stays at w* (a weight-refined
+    LLC samples only some parameters; chains of several refinements share one computation).
     """
 
     loss_and_grad: LossAndGrad
@@ -63,6 +65,7 @@ class SGLD:
     localization: float | Tensor
     nbeta: float | Tensor
     preconditioner: Tensor | RMSprop | None = None
+    mask: Tensor | None = None
 
     def init(self, position: Tensor) -> SGLDState:
         square_avg = torch.zeros_like(position) if isinstance(self.preconditioner, RMSprop) else None
@@ -81,7 +84,7 @@ class SGLD:
         ∇U_B of the starting position in the info (for the minibatch-noise measurement)."""
         w = state.position
         loss, grad = self.loss_and_grad(w, batch)
-        grad_u = self.grad_potential(w, grad)
+        grad_u = self.masked(self.grad_potential(w, grad))
 
         square_avg = state.square_avg
         if isinstance(self.preconditioner, RMSprop):
@@ -93,7 +96,7 @@ class SGLD:
             precond = self.preconditioner  # a fixed (d,) tensor, or None for A = 1
 
         eps = per_chain_column(self.step_size)
-        noise = torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype)
+        noise = self.masked(torch.randn(w.shape, generator=generator, device=w.device, dtype=w.dtype))
         if precond is None and isinstance(eps, float):
             new_w = torch.add(w, grad_u, alpha=-eps / 2).add_(noise, alpha=eps**0.5)
         else:
@@ -118,13 +121,17 @@ class SGLD:
         """
         _, grad = self.loss_and_grad(state.position, other_batch)
         # ∇U on both batches share the localization term, which cancels in the difference
-        difference = (info.grad_potential - self.grad_potential(state.position, grad)).double().square()
+        difference = (info.grad_potential - self.masked(self.grad_potential(state.position, grad))).double().square()
         if isinstance(self.preconditioner, RMSprop):
             difference = difference / (self.preconditioner.delta + state.square_avg.double().sqrt())
         elif self.preconditioner is not None:
             difference = difference * self.preconditioner.double()
         eps = self.step_size if isinstance(self.step_size, Tensor) else float(self.step_size)
         return eps * difference.sum(-1) / 16
+
+    def masked(self, value: Tensor) -> Tensor:
+        """`value` (C, d) with the frozen coordinates of each chain set to 0 (unchanged without a mask)."""
+        return value if self.mask is None else value * self.mask
 
     def grad_potential(self, w: Tensor, grad_loss: Tensor) -> Tensor:
         """∇U = nβ ∇L_B + γ (w − w*), overwriting `grad_loss`; the localization term is analytic, so
@@ -151,7 +158,7 @@ class SGLD:
         N(w − (ε/2) A ∇U(w), ε A), so log q(w'|w) = −||ξ||²/2 for the noise ξ actually drawn.
         """
         new_loss, new_grad = self.loss_and_grad(move.end, batch)
-        new_grad_u = self.grad_potential(move.end, new_grad)
+        new_grad_u = self.masked(self.grad_potential(move.end, new_grad))
         return mala_acceptance(self.potential(move.start, loss), self.potential(move.end, new_loss), move, new_grad_u,
                                per_chain_column(self.step_size), precond)
 

@@ -41,7 +41,7 @@ from llc_core.estimator import StopRequest, stop_checker, default_nbeta, estimat
 from llc_core.execution.jobs import Job
 from llc_core.result import RunResult, Snapshot, json_safe
 from llc_core.problem import Problem
-from llc_core.runner import build_problem
+from llc_core.runner import build_problem, check_config
 
 # d × (cells × chains per cell) up to which the grid runs as one batched computation. Measured on
 # 2 shared CPU cores, one thread (DLN, batch 100): d = 1,800 gave 1,400 chain-steps/s with 4 chains,
@@ -115,6 +115,10 @@ class SweepConfig:
         count = len(self.cells())
         if count > MAX_CELLS:
             raise LLCInputError(f"the grid has {count} cells (more than {MAX_CELLS}): use fewer step sizes or localizations")
+        # the model, data and budget of the grid as one batched run (every cell's chains together)
+        chains = count * self.chains_per_cell
+        check_config(dataclasses.replace(self.run, sampler=dataclasses.replace(
+            self.run.sampler, chains=chains, step_size=float(self.step_sizes[0]), localization=None, nbeta=None)))
 
     def to_dict(self) -> dict[str, Any]:
         return {"run": self.run.to_dict(), "step_sizes": list(self.step_sizes),

@@ -46,7 +46,7 @@ from llc_core.config import RunConfig, SamplerConfig
 from llc_core.errors import LLCInputError
 from llc_core.execution.jobs import Job
 from llc_core.result import json_safe
-from llc_core.runner import build_problem
+from llc_core.runner import build_problem, check_config
 from llc_core.truth.zoo import dln_truth, draw_dln
 
 DEFAULT_OUT = "validation-output"
@@ -190,6 +190,7 @@ def suite_cases(name: str, count: int | None = None, seed: int = 0,
     cases = SUITES[name].build(count, seed)
     for case in cases if sampler else []:
         case.config["sampler"] = {**case.config.get("sampler", {}), **sampler}
+        check_config(RunConfig.from_dict(copy.deepcopy(case.config)))  # types, values and budget, before any run
     return cases
 
 

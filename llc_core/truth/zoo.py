@@ -49,8 +49,9 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from llc_core import budget, defaults
 from llc_core.truth import theory
-from llc_core.config import DataConfig, ModelConfig
+from llc_core.config import DataConfig, ModelConfig, check_seed, check_types
 from llc_core.errors import LLCInputError
 from llc_core.problem import Problem
 
@@ -120,9 +121,12 @@ def build_problem(model: ModelConfig, data: DataConfig) -> Problem:
 
 
 def check_config(model: ModelConfig, data: DataConfig) -> None:
-    """What every kind asks of a ModelConfig and DataConfig: n ≥ 2, a known kind, only its fields."""
-    if not isinstance(data.n, int) or isinstance(data.n, bool) or data.n < 2:
-        raise LLCInputError(f"data.n = {data.n!r} must be a whole number ≥ 2")
+    """What every kind asks of a ModelConfig and DataConfig: values of the right types, n ≥ 2, σ > 0, a
+    known kind, only its fields, and a model and data within the resource budget (`check_size`)."""
+    check_types(model, "model")
+    data.validate()
+    if model.seed is not None:
+        check_seed("model.seed", model.seed)
     if model.kind not in _FIELDS:
         raise LLCInputError(f"unknown model kind {model.kind!r}: use one of {', '.join(KINDS)}")
     _reject_fields(model)
@@ -132,6 +136,71 @@ def check_config(model: ModelConfig, data: DataConfig) -> None:
     if data_file_fields and model.kind != "checkpoint":
         raise LLCInputError(f"data {', '.join(data_file_fields)} only apply to model kind \"checkpoint\": "
                             f"kind {model.kind!r} draws its own data")
+    check_size(model, data)
+
+
+def recommended_sampler(kind: str) -> dict[str, Any]:
+    """The sampler settings a kind recommends before its model is built (Problem.sampler_defaults
+    adds those that depend on the data, such as ε)."""
+    return dict({"potential": _POTENTIAL_DEFAULTS, "tanh": _TANH_DEFAULTS, "dln": _DLN_DEFAULTS, "rrr": _DLN_DEFAULTS,
+                 "mlp": _MLP_DEFAULTS}.get(kind, {}))
+
+
+def check_size(model: ModelConfig, data: DataConfig) -> None:
+    """Refuse, before anything is built, a model or data over the resource budget (llc_core/budget.py)
+    and the structural limits of defaults.py (depth, number of powers, train_steps)."""
+    planned = planned_size(model)
+    if model.train_steps is not None and _is_int(model.train_steps):
+        budget.check_at_most("train_steps", model.train_steps, defaults.MAX_TRAIN_STEPS,
+                             "lower train_steps (a few thousand SGD steps reach a trained point)")
+    if planned is None:
+        return  # the kind's builder names what is malformed
+    num_params, data_width, activation_width = planned
+    budget.check(budget.Footprint(num_params=num_params, n=data.n, sample_width=data_width,
+                                  activation_width=activation_width))
+
+
+def planned_size(model: ModelConfig) -> tuple[int, int, int] | None:
+    """(parameters, floats per sample of the data: inputs and outputs, floats per sample of a forward
+    pass: every layer's units) of a zoo kind's model, read off its config without building it; None
+    when the config is malformed (the builder then says how)."""
+    widths = _planned_widths(model)
+    if widths is None:
+        return None
+    if model.kind == "potential":
+        budget.check_at_most("the number of powers", len(widths), defaults.MAX_POWERS, "use fewer factors")
+        return len(widths), 2, 2 + len(widths)
+    budget.check_at_most("the number of weight matrices", len(widths) - 1, defaults.MAX_DEPTH,
+                         "use fewer layers (widths, hidden or layers)")
+    biases = sum(widths[1:]) if model.kind == "mlp" else 0
+    return sum(a * b for a, b in zip(widths[:-1], widths[1:])) + biases, widths[0] + widths[-1], sum(widths)
+
+
+def _planned_widths(model: ModelConfig) -> list[int] | None:
+    """The widths a kind's config asks for (for potential: its powers; for a drawn dln: the largest draw)."""
+    def ints(value: Any) -> list[int] | None:
+        value = [value] if _is_int(value) else value
+        return value if isinstance(value, list) and value and all(_is_int(v) and v >= 0 for v in value) else None
+
+    kind, hidden = model.kind, model.hidden
+    if kind == "potential":
+        return ints([1, 2] if model.powers is None else model.powers)
+    if kind == "dln" and model.widths is None:
+        layers, width_range = ints(model.layers), ints(model.width_range)
+        if layers is None or width_range is None or len(layers) != 2 or len(width_range) != 2:
+            return None
+        budget.check_at_most("layers (its upper end)", layers[1], defaults.MAX_DEPTH, "draw fewer weight matrices")
+        return [width_range[1]] * (layers[1] + 1)
+    if kind == "dln":
+        return ints(model.widths)
+    if kind == "rrr":
+        return ints([model.input_dim, hidden, model.output_dim])
+    if kind == "tanh":
+        return ints([1, 2 if hidden is None else hidden, 1])
+    if kind == "mlp":
+        inner = ints([16] if hidden is None else hidden)
+        return None if inner is None else [model.input_dim or 4, *inner, model.output_dim or 3]
+    return None
 
 
 # Which ModelConfig fields each kind reads (others must stay unset, so a typo'd combination fails loudly).

@@ -1,0 +1,56 @@
+"""`python -m llc_core refine CONFIG.json --groups layer|head`: the refined LLC of every group at once."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import threading
+
+from llc_core.config import RefineConfig, RunConfig, read_config_text
+from llc_core.errors import LLCInputError
+from llc_core.studies.refined import run_groups
+
+
+def add_parser(commands) -> None:
+    cmd = commands.add_parser(
+        "refine", help="refined LLCs: λ̂ of every layer, attention head or named group, in one computation",
+        description="CONFIG.json is a RunConfig; its refine.groups (or --groups) says which groups, refine.data an "
+                    "optional data subset. Each group's chains move only its parameters; the rest stay at w*.")
+    cmd.add_argument("config", help="path to a RunConfig JSON file, or - for stdin")
+    cmd.add_argument("--groups", help='"layer", "head", or JSON such as \'{"first": ["0.*"], "last": ["2.*"]}\'')
+    cmd.add_argument("--json", action="store_true", help="print the result JSON instead of a table")
+    cmd.set_defaults(handler=main)
+
+
+def main(args) -> int:
+    try:
+        config = RunConfig.from_json(read_config_text(args.config))
+        if args.groups:
+            groups = args.groups if args.groups in ("layer", "head") else json_groups(args.groups)
+            config.refine = dataclasses.replace(config.refine or RefineConfig(), groups=groups)
+        try:
+            result = run_groups(config, stop=threading.Event())
+        except KeyboardInterrupt:  # pragma: no cover - interactive only
+            return 130
+    except LLCInputError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
+    if args.json:
+        sys.stdout.write(result.to_json() + "\n")
+    else:
+        sys.stdout.write(result.table() + "\n")
+        sys.stdout.write(f"{result.chains_per_group} chains per group, n = {result.n}, nβ = {result.nbeta:.4g}, "
+                         f"ε = {result.step_size if result.step_size is None else f'{result.step_size:.3g}'}, "
+                         f"{result.wall_time_s:.1f} s\n")
+    return 0
+
+
+def json_groups(text: str) -> dict:
+    try:
+        groups = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise LLCInputError(f"--groups is not \"layer\", \"head\" or valid JSON: {err.msg}") from None
+    if not isinstance(groups, dict):
+        raise LLCInputError("--groups JSON must be an object of name → list of parameter name patterns")
+    return groups

@@ -1,0 +1,213 @@
+"""Issue 16: every malformed config exits 2 with one line, every run is bounded before it allocates
+(llc_core/budget.py), a stop ends a run within about a second, Ctrl-C prints the partial result."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from llc_core import LLCInputError, RunConfig, budget, defaults
+from llc_core.cli import main
+from llc_core.runner import check_config, run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(argv: list[str]) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        rc = main(argv)
+    return rc, err.getvalue()
+
+
+def assert_one_line_error(rc: int, err: str) -> str:
+    assert rc == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+ISSUE_CONFIGS = {  # issue 16's repros, each with a word its message must contain
+    '{"data": {"noise_scale": 0}}': "noise_scale",
+    '{"model": {"kind": []}}': "model.kind",
+    '{"sampler": {"seed": 1000000000000000000000000000000}}': "seed",
+    '{"sampler": {"nbeta": 1e-300}}': "nbeta",
+    '{"sampler": {"start_spread": 1e300}}': "start_spread",
+    '{"device": ["cpu"]}': "device",
+    '{"model": {"kind": "checkpoint", "path": 5}}': "model.path",
+    '{"model": {"kind": "checkpoint", "path": "/dev/zero"}}': "not a regular file",
+    '{"model": {"kind": "mlp", "input_dim": 4, "hidden": [10000000]}, "data": {"n": 200}}': "model's size",
+    '{"model": {"kind": "dln", "widths": [100000, 100000]}}': "model's size",
+    '{"model": {"kind": "potential", "powers": ' + json.dumps([1] * 100_000) + '}}': "powers",
+    '{"sampler": {"chains": 1000000}}': "sampler.chains",
+    '{"data": {"n": 10000000000}}': "data.n",
+    '{"sampler": {"steps": 1000000000000}}': "sampler.steps",
+    '{"model": {"kind": "dln", "layers": [1000000, 1000000], "width_range": [2, 3]}}': "layers",
+    '{"model": {"kind": "dln", "widths": [3, 3], "train_steps": 1000000000000}}': "train_steps",
+    "[" * 5000 + "]" * 5000: "nested too deeply",
+}
+
+
+@pytest.mark.parametrize("text", list(ISSUE_CONFIGS))
+def test_every_malformed_config_of_the_issue_exits_2_with_one_line(tmp_path, text):
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    started = time.perf_counter()
+    line = assert_one_line_error(*cli(["run", "--quiet", str(path)]))
+    assert ISSUE_CONFIGS[text] in line
+    assert time.perf_counter() - started < 5  # refused before building anything
+
+
+def test_other_subcommands_refuse_oversized_or_malformed_input(tmp_path):
+    empty = tmp_path / "empty.json"
+    empty.write_text("{}")
+    assert "steps" in assert_one_line_error(*cli(["validate", "smoke", "--sampler", '{"steps": 1e10}']))
+    assert "loss trace" in assert_one_line_error(*cli(["validate", "smoke", "--sampler", '{"steps": 10000000000}']))
+    assert "data.n" in assert_one_line_error(*cli(["compare", str(empty), "--sizes", "10000000000"]))
+    sweep = tmp_path / "sweep.json"
+    sweep.write_text(json.dumps({"run": {"model": {"kind": []}}, "step_sizes": [0.001]}))
+    assert "model.kind" in assert_one_line_error(*cli(["sweep", str(sweep)]))
+    sweep.write_text(json.dumps({"run": {"model": {"kind": "dln", "widths": [30000, 30000]}}, "step_sizes": [1e-3]}))
+    assert "budget" in assert_one_line_error(*cli(["sweep", str(sweep)]))
+
+
+def test_the_budget_names_the_largest_part_and_is_configurable(monkeypatch):
+    huge = RunConfig.from_dict({"sampler": {"chains": 3000, "steps": 1_000_000}})
+    with pytest.raises(LLCInputError, match="loss trace.*lower sampler.steps or sampler.chains.*LLC_MAX_MEMORY_GB"):
+        check_config(huge)
+    monkeypatch.setenv(defaults.MEMORY_LIMIT_ENV, "64")
+    check_config(huge)  # 11 GiB of trace: within a 64 GiB machine's budget
+    monkeypatch.setenv(defaults.MEMORY_LIMIT_ENV, "lots")
+    with pytest.raises(LLCInputError, match="LLC_MAX_MEMORY_GB = 'lots'"):
+        budget.memory_limit_bytes()
+
+
+def test_the_budget_does_not_refuse_the_defaults():
+    for kind in ({"kind": "potential"}, {"kind": "dln", "widths": [10, 10, 10]}, {"kind": "mlp"}, {"kind": "tanh"}):
+        check_config(RunConfig.from_dict({"model": kind}))
+
+
+def test_a_stop_ends_a_run_within_a_second_whatever_snapshot_every():
+    config = RunConfig.from_dict({"model": {"kind": "potential", "powers": [1, 2]}, "data": {"n": 500},
+                                  "sampler": {"steps": 10_000_000, "snapshot_every": 10_000_000, "chains": 2,
+                                              "step_size": 1e-4, "burnin": 0.1}})
+    stop = threading.Event()
+    stopped_at = []
+    timer = threading.Timer(2.0, lambda: (stopped_at.append(time.perf_counter()), stop.set()))
+    timer.start()
+    result = run(config, stop=stop)
+    latency = time.perf_counter() - stopped_at[0]
+    assert result.partial and 0 < result.steps_completed < 10_000_000
+    assert latency < 1.0, latency
+
+
+def test_the_stop_check_leaves_unstopped_runs_identical(monkeypatch):
+    """The clock-based check reads no random numbers: checking on every step changes nothing."""
+    config = RunConfig.from_dict({"model": {"kind": "potential"}, "data": {"n": 300},
+                                  "sampler": {"steps": 300, "chains": 2, "step_size": 1e-3}})
+    first = run(config, stop=threading.Event())
+    monkeypatch.setattr(defaults, "STOP_CHECK_SECONDS", 0.0)
+    second = run(config, stop=threading.Event())
+    assert first.llc_mean == second.llc_mean and first.llc_per_chain == second.llc_per_chain
+
+
+def test_ctrl_c_prints_the_partial_result(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model": {"kind": "potential"}, "data": {"n": 500},
+                                "sampler": {"steps": 10_000_000, "chains": 2, "step_size": 1e-4, "burnin": 0.01}}))
+    proc = subprocess.Popen([sys.executable, "-m", "llc_core", "run", "--quiet", str(path)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)  # torch's import, then sampling
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    result = json.loads(out)
+    assert result["partial"] is True and 0 < result["steps_completed"] < 10_000_000
+
+
+def run_fuzz(seed: int, count: int, timeout: float) -> list[dict]:
+    def limit_memory() -> None:  # torch's import maps ~2 GiB; the budget below keeps runs far under the rest
+        resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))
+
+    env = {**os.environ, defaults.MEMORY_LIMIT_ENV: "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "fuzz_cli.py"), str(seed), str(count), "20"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, preexec_fn=limit_memory)
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert proc.returncode == 0 and lines and lines[-1] == {"done": count}, proc.stderr[-2000:]
+    return lines[:-1]
+
+
+def test_fuzzed_configs_exit_2_with_one_line():
+    """300 malformed configs (seeded) under a 6 GiB address-space limit and a 1 GiB budget: every one is
+    refused with one line, none raises, none hangs (20 s each)."""
+    assert run_fuzz(seed=0, count=300, timeout=120) == []
+
+
+@pytest.mark.slow
+def test_fuzzed_configs_exit_2_with_one_line_long():
+    assert run_fuzz(seed=1, count=3000, timeout=900) == []
+
+
+def test_escape_markdown_leaves_no_link_image_or_html():
+    from markdown_it import MarkdownIt
+
+    from pages.common import escape_markdown
+
+    hostile = "[Session expired, log in again](https://evil.example/login) ![x](http://127.0.0.1:9/t.png) <img src=x>"
+    html = MarkdownIt("commonmark", {"html": True}).render(escape_markdown(hostile))
+    assert "<a" not in html and "<img" not in html, html
+    assert "Session expired, log in again" in html
+
+
+def test_upload_folders_are_removed_with_their_session_and_stale_ones_at_start(tmp_path, monkeypatch):
+    import gc
+    import tempfile
+
+    from pages import common
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    holder = common._Folder(tempfile.mkdtemp(prefix=f"llc-checkpoint-{os.getpid()}-"))
+    path = Path(holder.path)
+    (path / "model.pt").write_bytes(b"x")
+    del holder
+    gc.collect()
+    assert not path.exists()  # the session's state dropped: its folder with it
+    dead = tmp_path / "llc-trajectory-999999999-abc"
+    dead.mkdir()
+    mine = tmp_path / f"llc-checkpoint-{os.getpid()}-abc"
+    mine.mkdir()
+    assert common.remove_stale_uploads() == 1
+    assert not dead.exists() and mine.exists()
+
+
+def test_data_beyond_float32_is_named_as_such_not_as_nan():
+    import numpy as np
+    import torch
+
+    from llc_core import LLCInputError, SamplerConfig, estimate_llc
+    from llc_core.files.datafiles import make_dataset
+
+    x = np.ones((10, 2)) * 1e300
+    with pytest.raises(LLCInputError, match="beyond float32's range"):
+        make_dataset(x, np.ones((10, 1)), "gaussian")
+    with pytest.raises(LLCInputError, match="beyond float32's range.*float64"):
+        estimate_llc(torch.nn.Linear(2, 1), torch.tensor(x), torch.ones(10, 1), SamplerConfig(step_size=1e-4, steps=5))
+
+
+def test_a_device_file_is_read_no_further_than_the_limit():
+    from llc_core import LLCInputError
+    from llc_core.files.safe_read import read_limited
+
+    with pytest.raises(LLCInputError, match="over the 0.00391 MiB limit"):
+        read_limited("/dev/zero", "data file", limit=4096)
