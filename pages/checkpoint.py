@@ -91,7 +91,7 @@ def sources() -> None:
     st.subheader("1 · Files")
     shown = examples()
     if shown:
-        pick, button = st.columns([4, 1], vertical_alignment="bottom")
+        pick, button = st.columns([3, 1], vertical_alignment="bottom")  # the button's label fits at 1024 px
         names = [e["name"] for e in shown]
         chosen = pick.selectbox("Example", names, key=key("example"))
         example = shown[names.index(chosen)]

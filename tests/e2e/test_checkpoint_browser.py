@@ -73,3 +73,23 @@ def test_load_example_on_the_training_run_page(page, app_url, screenshot):
     assert_no_exception(page)
     charts.first.scroll_into_view_if_needed()
     screenshot(page, "trajectory")
+
+
+def test_transformer_example_in_one_click_at_both_widths(page, app_url, screenshot):
+    """The tiny causal transformer (.pt2 + token npz) loads with one click; looked at at 1440 px and on
+    a 1024×768 projector."""
+    for width, height in ((1440, 900), (1024, 768)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.goto(f"{app_url}/checkpoint", wait_until="domcontentloaded")
+        wait_for_app_idle(page)
+        page.get_by_test_id("stSelectbox").first.click()
+        page.get_by_text("Tiny transformer, next-token prediction", exact=False).last.click()
+        wait_for_app_idle(page)
+        button(page, "Load example").click()
+        wait_for_app_idle(page)
+        expect(page.get_by_text("brings its own architecture", exact=False)).to_be_visible()
+        expect(page.get_by_text("next_token loss", exact=False)).to_be_visible()
+        assert_no_exception(page)
+        screenshot(page, f"transformer-example-{width}")
+        page.get_by_text("brings its own architecture", exact=False).scroll_into_view_if_needed()
+        screenshot(page, f"transformer-model-and-data-{width}")
