@@ -81,3 +81,22 @@ def test_result_round_trips_through_json():
     assert again.to_json() == text
     assert again.llc_per_chain == result.llc_per_chain
     assert again.verdicts[0].message == result.verdicts[0].message
+
+
+def test_cli_writes_plain_progress_lines_and_a_summary_when_not_on_a_terminal(tmp_path):
+    # stdout and stderr are pipes here, as in CI or a log file: no carriage-return redraws, and a
+    # one-paragraph summary on stderr beside the JSON on stdout
+    import subprocess
+    import sys
+
+    config = tmp_path / "run.json"
+    config.write_text('{"model": {"kind": "potential", "powers": [1, 2]}, "data": {"n": 500},'
+                      ' "sampler": {"steps": 400, "chains": 2}}')
+    done = subprocess.run([sys.executable, "-m", "llc_core", "run", str(config)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[0].startswith("step ") and 5 <= len(lines) <= 13
+    assert lines[-1].startswith("λ̂ = ") and "the true λ is 0.25" in lines[-1] and "2 chains × 400 steps" in lines[-1]
+    assert json.loads(done.stdout)["steps_completed"] == 400

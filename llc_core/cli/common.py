@@ -10,7 +10,7 @@ import numpy as np
 
 from llc_core.config import parse_json
 from llc_core.errors import LLCInputError
-from llc_core.result import Snapshot
+from llc_core.result import RunResult, Snapshot
 
 BAR_WIDTH = 30
 
@@ -67,18 +67,47 @@ def json_object(text: str, what: str) -> dict:
 
 
 def progress_bar(stream: TextIO):
+    """A bar redrawn in place on a terminal; elsewhere (a log file, a pipe, CI) one plain line per tenth
+    of the run, since carriage-return redraws there become one huge line."""
+    interactive = stream.isatty() if hasattr(stream, "isatty") else False
+    logged: set[int] = set()
+
     def show(snapshot: Snapshot) -> None:
         done = snapshot.step / snapshot.total_steps
-        filled = int(BAR_WIDTH * done)
         llc = snapshot.llc_running
         llc_text = f"λ̂ {nanmean(llc):.4g}" if snapshot.step > snapshot.burnin else "burn-in"
-        stream.write(
-            f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {snapshot.step}/{snapshot.total_steps} "
-            f"{snapshot.steps_per_second:.0f} steps/s, {snapshot.seconds_left:.0f}s left, {llc_text}   "
-        )
+        status = (f"{snapshot.step}/{snapshot.total_steps} {snapshot.steps_per_second:.0f} steps/s, "
+                  f"{snapshot.seconds_left:.0f}s left, {llc_text}")
+        if interactive:
+            filled = int(BAR_WIDTH * done)
+            stream.write(f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {status}   ")
+        elif int(10 * done) not in logged:
+            logged.add(int(10 * done))
+            stream.write(f"step {status}\n")
         stream.flush()
 
     return show
+
+
+def summary(result: RunResult) -> str:
+    """One paragraph for a person: λ̂ ± se, the settings it came from, the truth when known, findings."""
+    if result.llc_mean is None:
+        head = "No estimate: every chain diverged."
+    else:
+        se = f" ± {result.llc_se:.2g}" if result.llc_se is not None else ""
+        head = f"λ̂ = {result.llc_mean:.4g}{se}"
+        if result.theoretical_llc is not None:
+            head += f" (the true λ is {result.theoretical_llc:.4g})"
+        head += "."
+    chains = len(result.llc_per_chain)
+    step = f"ε = {result.step_size:.3g}" if result.step_size is not None else "ε per chain"
+    acceptance = ("" if result.mala_acceptance_mean is None
+                  else f", MALA acceptance {result.mala_acceptance_mean:.3f}")
+    settings = (f" {chains} chains × {result.steps_completed} steps ({result.burnin_steps} burn-in), {step}, "
+                f"nβ = {result.nbeta:.4g}, n = {result.n:,}, d = {result.num_params:,}{acceptance}; "
+                f"{result.wall_time_s:.1f} s on {result.device}" + (", stopped early." if result.partial else "."))
+    findings = " ".join(v.message for v in result.verdicts if v.severity != "ok") or "No problems found."
+    return head + settings + " " + findings
 
 
 def nanmean(values) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 
-from llc_core.cli.common import progress_bar, run_interruptibly
+from llc_core.cli.common import progress_bar, run_interruptibly, summary
 from llc_core.config import RunConfig, read_config_text
 from llc_core.errors import LLCInputError
 from llc_core.runner import run
@@ -25,10 +25,13 @@ def main(args) -> int:
         stop = threading.Event()
         progress = None if args.quiet else progress_bar(sys.stderr)
         result = run_interruptibly(lambda: run(config, on_snapshot=progress, stop=stop), stop)
-        if progress is not None:
-            sys.stderr.write("\n")
+        if progress is not None and sys.stderr.isatty():
+            sys.stderr.write("\n")  # end the redrawn bar's line
     except LLCInputError as err:
         sys.stderr.write(f"error: {err}\n")
         return 2
+    if not sys.stdout.isatty() and not args.quiet:
+        # the JSON goes to a file or a pipe: a person watching stderr still reads what came out
+        sys.stderr.write(summary(result) + "\n")
     sys.stdout.write(result.to_json(include_trace=args.trace) + "\n")
     return 0

@@ -62,16 +62,24 @@ def main(args) -> int:
         sweep = sweep_from_args(args)
         total = len(sweep.cells())
 
+        interactive, logged = sys.stderr.isatty(), set()
+
         def show(p: SweepProgress) -> None:
-            if not args.quiet:
-                sys.stderr.write(f"\r{p.cells_done}/{total} cells done, step {p.step}/{p.total_steps}   ")
-                sys.stderr.flush()
+            if args.quiet:
+                return
+            status = f"{p.cells_done}/{total} cells done, step {p.step}/{p.total_steps}"
+            if interactive:
+                sys.stderr.write(f"\r{status}   ")
+            elif (p.cells_done, int(10 * p.fraction)) not in logged:  # a plain line per tenth, for logs
+                logged.add((p.cells_done, int(10 * p.fraction)))
+                sys.stderr.write(status + "\n")
+            sys.stderr.flush()
 
         try:
             result = run_sweep(sweep, on_progress=show)
         except KeyboardInterrupt:  # pragma: no cover - interactive only
             return 130
-        if not args.quiet:
+        if not args.quiet and interactive:
             sys.stderr.write("\n")
     except LLCInputError as err:
         sys.stderr.write(f"error: {err}\n")
