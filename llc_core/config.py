@@ -23,10 +23,10 @@ ALGORITHMS = ("sgld", "mala")
 
 @dataclass
 class SamplerConfig:
-    """SGLD settings (REFERENCE.md §1).
+    """SGLD settings (docs/METHOD.md §1).
 
     step_size: ε, or "auto": adapt ε to `target_acceptance` by dual averaging during the first
-    `calibration_steps` of burn-in, then sample with it fixed (REFERENCE §6). Unset: the model kind's
+    `calibration_steps` of burn-in, then sample with it fixed (docs/METHOD.md §6). Unset: the model kind's
     rule, else one from the curvature at w*. localization: γ. nbeta: nβ (default n / log n).
     burnin: a fraction of `steps` when < 1, else a number of steps. batch_size: m (default
     min(500, n); n means full batch). preconditioner: None, "rmsprop" (adapted during burn-in, then

@@ -4,9 +4,9 @@ Kind-specific recommendations (step size per toy model and so on) live with the 
 `zoo.py`; the values here are the ones that hold for any model.
 """
 
-# SGLD (REFERENCE.md §1, §3)
+# SGLD (docs/METHOD.md §1, §3)
 STEP_SIZE = "auto"  # ε calibrated to the target acceptance; zoo's toy kinds recommend a number instead
-LOCALIZATION = 1.0  # γ: small, so that the likelihood is not swamped (REFERENCE §3)
+LOCALIZATION = 1.0  # γ: small, so that the likelihood is not swamped (docs/METHOD.md §3)
 CHAINS = 8
 STEPS = 2000
 BURNIN = 0.5  # a fraction of `steps` when < 1, a number of steps when >= 1
@@ -14,7 +14,7 @@ BATCH_SIZE = 500  # paper's DLN setting; capped at n
 SEED = 0
 ALGORITHM = "sgld"  # or "mala": full-batch Metropolis-adjusted Langevin, the exact baseline
 
-# "auto" step size (REFERENCE §6): dual averaging on log ε towards ACCEPTANCE_GOAL, with the
+# "auto" step size (docs/METHOD.md §6): dual averaging on log ε towards ACCEPTANCE_GOAL, with the
 # acceptance measured on every step, over this fraction of the steps (at most half the burn-in).
 # Its extra gradients cost ≈ CALIBRATION_FRACTION / (1 + 1/MALA_EVERY + CALIBRATION_FRACTION) ≈ 9%.
 CALIBRATION_FRACTION = 0.1
@@ -28,12 +28,12 @@ MINIBATCH_HEAT_LIMIT = 0.03
 MINIBATCH_HEAT_EVERY = 80  # steps between measurements: one extra gradient, so about 1% of a run
 
 # Diagnostics and streaming
-MALA_EVERY = 20  # acceptance measured on 1 step in 20 (REFERENCE §2): costs one extra gradient in 20
+MALA_EVERY = 20  # acceptance measured on 1 step in 20 (docs/METHOD.md §2): costs one extra gradient in 20
 SNAPSHOT_EVERY = 20  # steps between streamed snapshots (and between divergence/stop checks)
-ACCEPTANCE_TARGET = (0.90, 0.95)  # REFERENCE §2
+ACCEPTANCE_TARGET = (0.90, 0.95)  # docs/METHOD.md §2
 ACCEPTANCE_GOAL = 0.92  # the point inside the band that step-size suggestions aim at
 
-# RMSprop preconditioner (pSGLD, REFERENCE §1)
+# RMSprop preconditioner (pSGLD, docs/METHOD.md §1)
 RMSPROP_ALPHA = 0.99
 RMSPROP_DELTA = 0.1
 

@@ -39,7 +39,7 @@ def rhat_ess(trace: np.ndarray) -> tuple[float | None, float | None]:
 def flatness(trace: np.ndarray, nbeta: float, init_loss: float) -> dict[str, Any]:
     """Compare λ̂ of the first and second half of the sampling window, chain by chain.
 
-    A trace that still rises after burn-in makes λ̂ an under-estimate (REFERENCE §3); the drift
+    A trace that still rises after burn-in makes λ̂ an under-estimate (docs/METHOD.md §3); the drift
     nβ·(mean of 2nd half − mean of 1st half) is judged against its standard error across chains.
     """
     chains, draws = trace.shape

@@ -3,7 +3,7 @@
 Three tabs, each running its work in a worker thread (llc_core.execution.jobs.Job, no Streamlit calls in it)
 that a fragment polls twice a second while it runs:
   Sweep                 llc_core.studies.sweep: λ̂, acceptance, divergence and flatness per cell, a recommendation
-  Rescaling invariance  llc_core.studies.experiments.rescaling_experiment (REFERENCE §5, paper App. O)
+  Rescaling invariance  llc_core.studies.experiments.rescaling_experiment (docs/METHOD.md §5, paper App. O)
   SGLD vs MALA          llc_core.studies.experiments.compare_samplers (paper App. M)
 The sidebar's model (any zoo kind, with the main fields the Estimate page shows) feeds Sweep and
 SGLD vs MALA.
@@ -312,7 +312,7 @@ def sweep_tab(values: dict[str, Any]) -> None:
         eps_count = right.slider("Number of ε values (log-spaced)", 1, 15, key=seed_widget("eps_count", 9))
         left, mid, right = st.columns(3)
         gammas = left.text_input("Localizations γ", key=seed_widget("gammas", "1,10,100"),
-                                 help="Comma-separated, e.g. 1,10,100. REFERENCE §3: keep γ small unless chains wander.")
+                                 help="Comma-separated, e.g. 1,10,100. docs/METHOD.md §3: keep γ small unless chains wander.")
         nbetas = mid.text_input("nβ values (empty: n / log n)", key=seed_widget("nbetas", ""),
                                 help="Optional: sweep the inverse temperature too, e.g. 100,1000.")
         per_cell = right.number_input("Chains per cell", min_value=1, max_value=64, step=1,
@@ -407,7 +407,7 @@ def draw_rescaling(snap: dict[str, Any] | None, running: bool) -> None:
 def rescaling_tab() -> None:
     st.markdown(
         "A two-layer ReLU network computes the same function after W1 → W1/α, b1 → b1/α, W2 → αW2, so its λ "
-        "is the same (REFERENCE §5, paper App. O). In the rescaled coordinates w′ = D·w the loss is "
+        "is the same (docs/METHOD.md §5, paper App. O). In the rescaled coordinates w′ = D·w the loss is "
         "L(D⁻¹w′), and plain SGLD on w becomes SGLD on w′ with the fixed diagonal preconditioner **A = D²**: "
         "1/α² on W1 and b1, α² on W2. With the same seed that chain is the α = 1 chain rescaled step by step, "
         "so λ̂ agrees to rounding. Without A, one fixed ε faces curvatures 10⁸ times apart and the chains "
@@ -530,7 +530,7 @@ st.caption(
     "batched computation, each cell a group of chains) and recommends the cell whose MALA acceptance lies "
     "in 0.90–0.95 (higher for models under 20 parameters, whose few directions each take more of the "
     "rejection) with a flat loss trace, no divergence and λ̂ ≥ 0, at the smallest γ and, among those, the "
-    "largest ε (REFERENCE §2-3). `python -m llc_core sweep CONFIG.json` does the same from the command line.")
+    "largest ε (docs/METHOD.md §2-3). `python -m llc_core sweep CONFIG.json` does the same from the command line.")
 with st.sidebar:
     model_values = sidebar_model()
 

@@ -68,7 +68,7 @@ def dln_csv() -> dict:
     return {"name": "Deep linear network 4 → 3 → 2 (torch .pt + CSV)", "checkpoint": "dln.pt", "data": "dln.csv",
             "loss": "gaussian", "activation": "identity", "target_columns": ["y1", "y2"],
             "about": f"no biases, no activation; full rank, so the true λ is "
-                     f"{float(deep_linear_network([4, 3, 2], 2).llc):g} (REFERENCE §4)"}
+                     f"{float(deep_linear_network([4, 3, 2], 2).llc):g} (docs/METHOD.md §4)"}
 
 
 def classifier_export() -> dict:

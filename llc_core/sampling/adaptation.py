@@ -1,4 +1,4 @@
-"""Step-size adaptation to a target MALA acceptance by dual averaging (REFERENCE.md §6).
+"""Step-size adaptation to a target MALA acceptance by dual averaging (docs/METHOD.md §6).
 
 Hoffman & Gelman's scheme on x = log ε, as in BlackJAX's `optimizers/dual_averaging.py`: an `init`
 and a pure `update`, the state a small named tuple. The sampler runs with ε = exp(x) while adapting

@@ -1,7 +1,7 @@
 """A step size from the curvature at w*: the fallback default for models without a tuned one.
 
 SGLD on a quadratic direction of curvature h is stable for ε h < 4 and biased by a factor
-1/(1 − ε h/4) (REFERENCE.md §4, quadratic check). Taking ε = c / (nβ h_max + γ), with h_max the
+1/(1 − ε h/4) (docs/METHOD.md §4, quadratic check). Taking ε = c / (nβ h_max + γ), with h_max the
 largest Hessian eigenvalue of L_n at w*, keeps that bias below c/4 in every direction.
 """
 
@@ -98,7 +98,7 @@ def step_size_from_curvature(top_eigenvalue: float, nbeta: float, localization: 
 
 # ----------------------------------------------------------------------------- spread-aware rule
 #
-# SGLD's stationary excess of nβ·E[L] on a quadratic direction of curvature h (REFERENCE §4) is
+# SGLD's stationary excess of nβ·E[L] on a quadratic direction of curvature h (docs/METHOD.md §4) is
 # ½ (1/(1 − ε t h/4) − 1) ≈ ε t h/8 (t = nβ). Summed over directions and divided by λ ≈ (number of
 # stiff directions)/2, the relative bias is ≈ ε t ⟨h⟩/4, with ⟨h⟩ the mean curvature; a model whose
 # spectrum is spread (deep linear networks: a few very stiff directions, many soft ones) can take

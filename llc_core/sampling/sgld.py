@@ -1,4 +1,4 @@
-"""SGLD on the localized tempered posterior, as an `init` and a pure `step` (REFERENCE.md §1-2).
+"""SGLD on the localized tempered posterior, as an `init` and a pure `step` (docs/METHOD.md §1-2).
 
 Positions are flat parameter vectors with the chains as the leading dimension, shape (C, d). With
 the potential

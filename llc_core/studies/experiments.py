@@ -1,6 +1,6 @@
 """Two calibration experiments from the paper, as functions the CLI, the app and the tests share.
 
-Rescaling invariance (REFERENCE.md §5, paper App. O). A two-layer ReLU network with biases,
+Rescaling invariance (docs/METHOD.md §5, paper App. O). A two-layer ReLU network with biases,
 f(x) = W2 ReLU(W1 x + b1) + b2, is unchanged by W1 → W1/α, b1 → b1/α, W2 → α W2, and so is λ.
 In the rescaled coordinates w' = D w (D = 1/α on W1, b1; α on W2; 1 on b2) the loss is
 L'(w') = L(D⁻¹ w'), so ∇L' = D⁻¹ ∇L and plain SGLD in w maps to
@@ -14,7 +14,7 @@ W2 entries. That chain is the α = 1 chain multiplied by D, draw by draw (same s
 - The localization term is not invariant: (γ/2)||w' − w'*||² = (γ/2)||D(w − w*)||², a γ of
   γ/α² on W1, b1 and γα² on W2 in the original coordinates. Exact invariance needs γ = 0 (the
   default here); with γ > 0 λ̂ drifts at extreme α.
-- REFERENCE.md §5 and the paper's App. O state the inverse preconditioner (α² on W1, b1 and 1/α²
+- The paper's App. O (and an earlier version of the project's method notes) states the inverse preconditioner (α² on W1, b1 and 1/α²
   on W2 for W1 → W1/α). With that A the stiff rescaled directions get the larger step, and the
   chains diverge already at α = 10 (`method="reference"` reproduces it).
 
@@ -79,7 +79,7 @@ def rescaling_preconditioner(model: nn.Module, alpha: float, method: str = "prec
     """The fixed diagonal A, one entry per parameter in `named_parameters` order.
 
     "preconditioned": A = D² (1/α² on W1, b1; α² on W2; 1 on b2), the exact reparametrization.
-    "reference": the inverse, as REFERENCE.md §5 / the paper state it. "plain": None (A = 1).
+    "reference": the inverse, as the paper states it. "plain": None (A = 1).
     """
     if method == "plain":
         return None

@@ -18,7 +18,7 @@ Two ways to run it:
 
 Per cell: λ̂ ± se across the cell's chains, mean MALA acceptance, fraction of chains diverged, trace
 flatness (`diagnostics.flatness` on the cell's post-burn-in trace with its own nβ) and a negative-λ̂
-flag. `recommend` picks a cell by REFERENCE.md §2-3 and says why, or says what to change.
+flag. `recommend` picks a cell by docs/METHOD.md §2-3 and says why, or says what to change.
 """
 
 from __future__ import annotations
@@ -315,7 +315,7 @@ def cell_problems(cell: CellResult, band: tuple[float, float] = defaults.ACCEPTA
 
 def recommend(cells: Sequence[CellResult], band: tuple[float, float] = defaults.ACCEPTANCE_TARGET,
               default_nbeta: float | None = None) -> tuple[int | None, str]:
-    """The recommended cell (its `index`) and the reason, by REFERENCE.md §2-3.
+    """The recommended cell (its `index`) and the reason, by docs/METHOD.md §2-3.
 
     A cell qualifies when its mean acceptance lies in `band` (0.90-0.95; run_sweep passes
     diagnostics.acceptance_band, higher for models under 20 parameters), its trace is flat after

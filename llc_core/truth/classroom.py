@@ -8,7 +8,7 @@ parameter w* = 0, in one of two families:
 
 For these, the volume V(ε) of the sublevel set {K < ε} inside the prior box [−1, 1]² scales as
 c · ε^λ · (−log ε)^(m−1) (Watanabe), and a sampler of exp(−nβ K) measures λ̂ = nβ · E[K]
-(REFERENCE.md §1, §4): L_n(w) − L_n(w*) is K itself here.
+(docs/METHOD.md §1, §4): L_n(w) − L_n(w*) is K itself here.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Theoretical learning coefficients: the single home for every closed-form ground truth.
 
-Symbols follow the papers (see ``REFERENCE.md`` section 4):
+Symbols follow the papers (see ``docs/METHOD.md`` §4):
 
 * ``λ`` (``llc``) -- the (local) learning coefficient, the real log canonical threshold;
 * ``m`` (``multiplicity``) -- its multiplicity (the order of the pole of the zeta function);
