@@ -23,12 +23,13 @@ from llc_core.refine import ParameterMask, data_rows, mask_from_patterns, parame
 from llc_core.truth import zoo
 
 
-def build_problem(model: ModelConfig, data: DataConfig) -> Problem:
-    """The Problem a model kind and its data describe: a zoo model, or a user's checkpoint and data."""
+def build_problem(model: ModelConfig, data: DataConfig, *, stop: StopRequest = None) -> Problem:
+    """The Problem a model kind and its data describe: a zoo model, or a user's checkpoint and data.
+    `stop` ends a zoo kind's SGD pre-training (train_steps) with an LLCInputError."""
     if model.kind == "checkpoint":
         zoo.check_config(model, data)
         return checkpoint_problem(model, data)
-    return zoo.build_problem(model, data)
+    return zoo.build_problem(model, data, stop=stop)
 
 
 def run(
@@ -45,7 +46,7 @@ def run(
         raise LLCInputError("refine.groups asks for the LLC of every group: run `python -m llc_core refine` "
                             "(llc_core.studies.refined.run_groups); a single run takes refine.parameters")
     check_config(config)
-    problem = build_problem(config.model, config.data)
+    problem = build_problem(config.model, config.data, stop=stop)
     sampler = config.sampler.with_defaults(problem.sampler_defaults)
     kind_step_size = None
     if problem.step_size_rule is not None:

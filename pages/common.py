@@ -171,11 +171,17 @@ LOG = logging.getLogger("llc_explorer")
 _MARKDOWN_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")
 
 
+# where GitHub-flavoured Markdown's autolink literals start (https://…, www.…, a@b.c): Streamlit links those
+# in plain text, after the escapes are resolved, so an invisible word joiner (U+2060) goes in between
+_AUTOLINK_LITERAL = re.compile(r"(?<=:)(?=//)|(?<=www)(?=\.)|(?<=@)", re.IGNORECASE)
+WORD_JOINER = "\u2060"
+
+
 def escape_markdown(text: Any) -> str:
     """Text that came from a user (a URL value, a file name or its contents, an error echoing them) made
     literal for st.error/st.markdown: `[x](https://…)` and `![x](…)` show as typed, never as a link or
-    an image the browser would fetch."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(text))
+    an image the browser would fetch, and a bare https://… or www.… is not linked either."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", _AUTOLINK_LITERAL.sub(WORD_JOINER, str(text)))
 
 
 def show_error(err: BaseException) -> None:

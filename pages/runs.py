@@ -23,7 +23,7 @@ import streamlit as st
 from llc_core import DataConfig, LLCInputError, ModelConfig, RunConfig, default_nbeta
 from llc_core.truth import theory, zoo
 from llc_core import defaults as engine_defaults
-from llc_core.execution import BackgroundRun, Progress
+from llc_core.execution import BackgroundRun, Progress, worker_limit
 from llc_core.result import RunResult
 from pages import charts
 from pages.common import escape_markdown, fmt, fraction_text, widget_key
@@ -192,6 +192,10 @@ def draw_progress(record: RunRecord) -> None:
     latest = progress.latest
     stop_col, bar_col = st.columns([1, 6], vertical_alignment="center")
     stop_col.button("Stop", on_click=record.background.request_stop, help="End the run and keep the draws so far")
+    if progress.status == "waiting":
+        bar_col.progress(0.0, text=f"Waiting for a free worker: this server runs {worker_limit()} at once "
+                                   "(LLC_MAX_WORKERS); yours starts when one finishes")
+        return
     if latest is None:
         bar_col.progress(0.0, text="Starting: building the model and data … 0 steps/s")
         return

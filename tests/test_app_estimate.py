@@ -295,3 +295,21 @@ def test_minibatch_noise_verdict_offers_a_larger_batch():
     assert suggested > 2
     apply.click().run()
     assert widget(at, "batch_size").value == suggested
+
+
+def test_a_run_waits_for_a_free_worker_and_says_so(monkeypatch):
+    """Issue 16: a server runs at most LLC_MAX_WORKERS runs; one beyond that waits, and the page says so."""
+    from llc_core.execution.background import SLOTS, WORKER_LIMIT_ENV
+
+    monkeypatch.setenv(WORKER_LIMIT_ENV, str(SLOTS.busy + 1))
+    assert SLOTS.take()  # every worker of this server busy
+    try:
+        at = open_estimate(TINY)
+        button(at, "Run").click().run()
+        bars = [p.proto.text for p in at.get("progress")]
+        assert any("Waiting for a free worker" in text and "LLC_MAX_WORKERS" in text for text in bars), bars
+        assert at.session_state["est.run"].background.poll().status == "waiting"
+    finally:
+        SLOTS.release()
+    run_until(at, finished)  # the slot is free: the run starts and finishes
+    assert not at.error and any("λ̂ =" in m.value for m in at.markdown)

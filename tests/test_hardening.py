@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import os
@@ -168,6 +169,12 @@ def test_escape_markdown_leaves_no_link_image_or_html():
     html = MarkdownIt("commonmark", {"html": True}).render(escape_markdown(hostile))
     assert "<a" not in html and "<img" not in html, html
     assert "Session expired, log in again" in html
+    # Streamlit's Markdown (remark-gfm) also links bare https://…, www.… and a@b.c in plain text
+    assert "://" not in html
+    for literal in ("https://evil.example", "www.evil.example", "me@evil.example", "HTTP://x"):
+        escaped = escape_markdown(literal)
+        assert "://" not in escaped.replace("\\", "") and "www." not in escaped.replace("\\", "")
+        assert escaped.replace("\\", "").replace("\u2060", "") == literal  # shows as typed
 
 
 def test_upload_folders_are_removed_with_their_session_and_stale_ones_at_start(tmp_path, monkeypatch):
@@ -211,3 +218,144 @@ def test_a_device_file_is_read_no_further_than_the_limit():
 
     with pytest.raises(LLCInputError, match="over the 0.00391 MiB limit"):
         read_limited("/dev/zero", "data file", limit=4096)
+
+
+def _stop_after(seconds: float) -> tuple[threading.Event, list[float]]:
+    stop, stopped_at = threading.Event(), []
+    timer = threading.Timer(seconds, lambda: (stopped_at.append(time.perf_counter()), stop.set()))
+    timer.daemon = True
+    timer.start()
+    return stop, stopped_at
+
+
+def test_a_stop_ends_sgd_pre_training_within_a_second_with_a_clear_error():
+    """Issue 16's repro (/estimate?kind=dln&widths=5,4,3&rank=1&train_steps=...): a stop during SGD
+    pre-training raises LLCInputError rather than estimating at a half-trained w*."""
+    from llc_core.runner import build_problem
+
+    config = RunConfig.from_dict({"model": {"kind": "dln", "widths": [5, 4, 3], "rank": 1,
+                                            "train_steps": defaults.MAX_TRAIN_STEPS}})
+    build_problem(dataclasses.replace(config.model, train_steps=None), config.data)  # lazy imports, warm-up
+    stop, stopped_at = _stop_after(1.5)
+    started = time.perf_counter()
+    with pytest.raises(LLCInputError, match="stopped during SGD pre-training at step [1-9][0-9]* of 10000000"):
+        run(config, stop=stop)
+    assert time.perf_counter() - stopped_at[0] < 1.0 and time.perf_counter() - started < 2.5
+
+
+def test_build_problem_takes_a_callable_stop_and_keeps_its_two_argument_form():
+    from llc_core.config import DataConfig, ModelConfig
+    from llc_core.runner import build_problem
+    from llc_core.truth import zoo
+
+    model, data = ModelConfig(kind="dln", widths=[4, 3, 4], rank=2, train_steps=50_000_000 // 10), DataConfig(n=300)
+    started = time.perf_counter()
+    with pytest.raises(LLCInputError, match="stopped during SGD pre-training"):
+        zoo.build_problem(model, data, stop=lambda: time.perf_counter() - started > 0.5)
+    assert time.perf_counter() - started < 2.0
+    small = ModelConfig(kind="dln", widths=[4, 3, 4], rank=2, train_steps=30)
+    plain, never = build_problem(small, data), build_problem(small, data, stop=threading.Event())
+    assert all(bool((p == q).all()) for p, q in zip(plain.model.parameters(), never.model.parameters()))
+    assert plain.info["train_loss"] == never.info["train_loss"]
+
+
+def test_a_stop_ends_a_trajectory_training_within_a_second():
+    from llc_core.studies.trajectory import TrainingConfig, train_model
+
+    stop, stopped_at = _stop_after(0.5)
+    started = time.perf_counter()
+    module, checkpoints, _, _ = train_model(TrainingConfig(task="dln", steps=10_000_000, checkpoints=3), stop.is_set)
+    assert time.perf_counter() - stopped_at[0] < 1.0 and time.perf_counter() - started < 2.0
+    assert [c.step for c in checkpoints] == [0]  # stopped long before the middle checkpoint
+
+
+def _torch_pickle_with_setstate() -> bytes:
+    """A torch.save zip whose data.pkl BUILDs a Parameter with the state 1: torch's weights-only
+    unpickler hands it to Parameter.__setstate__, which raises TypeError inside torch.load."""
+    import zipfile
+    from collections import OrderedDict
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(OrderedDict(w=torch.zeros(2)), buffer)
+    body = b"\x80\x02ctorch.nn.parameter\nParameter\n)RK\x01b."  # Parameter(); BUILD with state 1
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            dst.writestr(info, body if info.filename.endswith("data.pkl") else src.read(info))
+    return out.getvalue()
+
+
+def _npz_claiming(shape: tuple[int, ...]) -> bytes:
+    import zipfile
+
+    header = ("{'descr': '<f8', 'fortran_order': False, 'shape': %r, }" % (shape,)).encode()
+    header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+    npy = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + b"\x00" * 64
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("x.npy", npy)
+        archive.writestr("y.npy", npy)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("case", ["setstate pickle", "200 KB CSV field", "npz claiming 10^10 rows"])
+def test_hostile_uploads_are_refused_with_one_clear_message(case):
+    """Issue 16: each of these showed a traceback on the Checkpoint page (TypeError, _csv.Error, MemoryError)."""
+    from llc_core.files.checkpoint import load_checkpoint
+    from llc_core.files.datafiles import read_arrays
+
+    if case == "setstate pickle":
+        with pytest.raises(LLCInputError, match="checkpoint") as err:
+            load_checkpoint(_torch_pickle_with_setstate())
+    elif case == "200 KB CSV field":
+        with pytest.raises(LLCInputError, match="CSV") as err:
+            read_arrays(b"x,y\n" + b"1," + b"9" * 200_000 + b"\n2,3\n")
+    else:
+        with pytest.raises(LLCInputError, match=r"^the .npz array 'x' claims shape \(10000000000, 3\)") as err:
+            read_arrays(_npz_claiming((10**10, 3)))
+    assert "Traceback" not in str(err.value) and len(str(err.value)) < 400
+
+
+def test_a_server_runs_at_most_its_worker_limit_and_the_others_wait(monkeypatch):
+    from llc_core.execution.background import SLOTS, WORKER_LIMIT_ENV, BackgroundRun, worker_limit
+
+    started: list[int] = []
+
+    def waits_for_stop(config, on_snapshot=None, stop=None):
+        started.append(1)
+        while not stop():
+            time.sleep(0.02)
+        raise LLCInputError("stopped")
+
+    def until(condition, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+
+    busy_before = SLOTS.busy  # runs of other tests still ending
+    monkeypatch.setenv(WORKER_LIMIT_ENV, str(busy_before + 2))
+    assert worker_limit() == busy_before + 2
+    runs = [BackgroundRun(RunConfig.from_dict({}), waits_for_stop, worker="thread").start() for _ in range(3)]
+    until(lambda: len(started) == 2)
+    time.sleep(0.3)
+    assert len(started) == 2 and runs[2].poll().status == "waiting" and not runs[2].poll().finished
+    runs[0].request_stop()  # a worker frees up: the waiting run starts
+    until(lambda: len(started) == 3)
+    assert runs[2].poll().status != "waiting"
+
+    monkeypatch.setenv(WORKER_LIMIT_ENV, str(busy_before + 2))  # runs 1 and 2 hold both slots
+    queued = BackgroundRun(RunConfig.from_dict({}), waits_for_stop, worker="thread").start()
+    assert queued.poll().status == "waiting"
+    queued.request_stop()  # stopped while waiting: ends at once, having run nothing
+    progress = queued.join(2.0)
+    assert progress.status == "failed" and "waiting for a free worker" in progress.error and len(started) == 3
+    for run_ in runs:
+        run_.request_stop()
+        run_.join(5.0)
+    until(lambda: SLOTS.busy == busy_before)
+    monkeypatch.setenv(WORKER_LIMIT_ENV, "lots")
+    with pytest.raises(ValueError, match="LLC_MAX_WORKERS"):
+        worker_limit()

@@ -4,7 +4,7 @@
 thread for sweeps, validation suites and comparisons). No Streamlit here: the app only polls.
 """
 
-from llc_core.execution.background import BackgroundRun, Progress, worker_threads
+from llc_core.execution.background import BackgroundRun, Progress, worker_limit, worker_threads
 from llc_core.execution.jobs import Job
 
-__all__ = ["BackgroundRun", "Job", "Progress", "worker_threads"]
+__all__ = ["BackgroundRun", "Job", "Progress", "worker_limit", "worker_threads"]

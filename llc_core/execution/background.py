@@ -11,6 +11,10 @@ fraction of a second; never from a plain fork of the multi-threaded server. It r
 sends what it sampled over a pipe a few times a second; a receiver thread here keeps the Progress.
 A run function that cannot be pickled (a lambda, a local function) runs in a thread of this
 process instead, as does every run under LLC_WORKER=thread.
+
+A server runs at most `worker_limit()` workers at once ($LLC_MAX_WORKERS, by default one per CPU
+core): a run started beyond that waits, with status "waiting", until one finishes (or until it is
+stopped or abandoned, which ends it without running anything).
 """
 
 from __future__ import annotations
@@ -44,6 +48,46 @@ PROCESS_NAME = "llc-run"
 SEND_SECONDS = 0.1  # a worker process sends what it sampled at most this often (the UI polls every 0.4 s)
 RECEIVE_WAIT = 0.25  # the receiver thread checks for abandonment at least this often
 EXIT_WAIT = 10.0  # after its last message, a worker process gets this long to exit before it is killed
+WORKER_LIMIT_ENV = "LLC_MAX_WORKERS"  # workers (processes or threads) running at once in this server
+SLOT_WAIT = 0.1  # a waiting run checks for a stop or abandonment at least this often
+
+
+def worker_limit() -> int:
+    """How many runs may sample at once in this process: $LLC_MAX_WORKERS, else one per CPU core."""
+    text = os.environ.get(WORKER_LIMIT_ENV, "").strip()
+    if not text:
+        return max(1, os.cpu_count() or 1)
+    try:
+        return max(1, int(text))
+    except ValueError:
+        raise ValueError(f"{WORKER_LIMIT_ENV} must be a whole number ≥ 1, got {text!r}") from None
+
+
+class WorkerSlots:
+    """The server's count of running workers, at most worker_limit() (read at every take)."""
+
+    def __init__(self) -> None:
+        self._free = threading.Condition()
+        self.busy = 0
+
+    def take(self, give_up: Callable[[], bool] | None = None) -> bool:
+        """Take a slot: at once (False if none is free) without `give_up`, else wait until one is
+        free (True) or give_up() holds (False)."""
+        with self._free:
+            while self.busy >= worker_limit():
+                if give_up is None or give_up():
+                    return False
+                self._free.wait(SLOT_WAIT)
+            self.busy += 1
+            return True
+
+    def release(self) -> None:
+        with self._free:
+            self.busy -= 1
+            self._free.notify()
+
+
+SLOTS = WorkerSlots()
 
 
 @dataclass
@@ -54,7 +98,7 @@ class Progress:
     over that snapshot's window, the running λ̂ per chain, and the running acceptance per chain.
     """
 
-    status: str = "starting"  # starting, running, done, stopped, failed
+    status: str = "starting"  # waiting (for a free worker), starting, running, done, stopped, failed
     latest: Snapshot | None = None
     history_step: np.ndarray = field(default_factory=lambda: np.zeros(0))
     history_loss: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
@@ -102,18 +146,45 @@ class BackgroundRun:
             self._thread = threading.Thread(target=self._work, name="llc-run", daemon=True)
         self._process = None
         self._conn = None
+        self._has_slot = False
 
     def start(self) -> "BackgroundRun":
-        if self.worker == "process":
-            context = worker_context()
-            self._conn, child_conn = context.Pipe(duplex=False)
-            self._process = context.Process(
-                target=_child_main, name=PROCESS_NAME, daemon=True,
-                args=(self._run_fn, self.config, child_conn, self._stop, self._threads))
-            self._process.start()
-            child_conn.close()  # the child holds the writing end now: its exit is our EOF
+        self._has_slot = SLOTS.take()
+        if not self._has_slot:
+            self._progress.status = "waiting"
+        elif self.worker == "process":
+            self._launch()
         self._thread.start()
         return self
+
+    def _launch(self) -> None:
+        context = worker_context()
+        self._conn, child_conn = context.Pipe(duplex=False)
+        self._process = context.Process(
+            target=_child_main, name=PROCESS_NAME, daemon=True,
+            args=(self._run_fn, self.config, child_conn, self._stop, self._threads))
+        self._process.start()
+        child_conn.close()  # the child holds the writing end now: its exit is our EOF
+
+    def _wait_for_slot(self) -> bool:
+        """In the worker's thread: wait for a free worker and start it; False (the run ended as failed,
+        nothing run) when stopped or abandoned first."""
+        if not self._has_slot:
+            self._has_slot = SLOTS.take(lambda: self._stop.is_set() or self._abandoned_now())
+            if not self._has_slot:
+                self._finish("failed", error="stopped while waiting for a free worker: nothing was run")
+                return False
+            with self._lock:
+                self._progress.status = "starting"
+            if self.worker == "process":
+                try:
+                    self._launch()
+                except Exception as err:
+                    SLOTS.release()
+                    log.exception("could not start a worker process")
+                    self._finish("failed", error=f"internal error ({type(err).__name__}: {err}); please report it")
+                    return False
+        return True
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -173,6 +244,14 @@ class BackgroundRun:
     # ------------------------------------------------------------------ thread worker
 
     def _work(self) -> None:
+        if not self._wait_for_slot():
+            return
+        try:
+            self._sample_here()
+        finally:
+            SLOTS.release()
+
+    def _sample_here(self) -> None:
         def should_stop() -> bool:
             return self._stop.is_set() or self._abandoned_now()
 
@@ -187,6 +266,14 @@ class BackgroundRun:
     # ------------------------------------------------------------------ process worker
 
     def _receive(self) -> None:
+        if not self._wait_for_slot():
+            return
+        try:
+            self._receive_messages()
+        finally:
+            SLOTS.release()
+
+    def _receive_messages(self) -> None:
         """In this process: apply the worker's messages to the progress until it finishes or dies."""
         conn, process = self._conn, self._process
         finished = False

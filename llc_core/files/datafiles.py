@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import zipfile
 from dataclasses import dataclass, field
@@ -84,8 +85,12 @@ def _npz_arrays(data: bytes) -> dict[str, np.ndarray]:
             if len(infos) > MAX_NPZ_MEMBERS or sum(i.file_size for i in infos) > safe_read.MAX_FILE_BYTES:
                 raise LLCInputError(f"the .npz unpacks to more than {safe_read.MAX_FILE_BYTES / 2**20:.0f} MiB or "
                                     f"{MAX_NPZ_MEMBERS} arrays: upload a smaller dataset")
+            for info in infos:
+                _check_npy_header(archive, info)
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
+    except LLCInputError:  # a ValueError too: ours already says what is wrong
+        raise
     except ValueError as err:
         if "pickle" in str(err).lower() or "object" in str(err).lower():
             raise LLCInputError("the .npz holds Python objects (dtype=object), which would need unpickling: "
@@ -93,6 +98,23 @@ def _npz_arrays(data: bytes) -> dict[str, np.ndarray]:
         raise LLCInputError(f"the .npz is corrupt ({err}): save it again with np.savez") from None
     except (zipfile.BadZipFile, OSError, EOFError, KeyError) as err:
         raise LLCInputError(f"the .npz is corrupt or truncated ({err}): save it again with np.savez") from None
+
+
+def _check_npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    """Refuse, before np.load allocates it, an array whose header claims more bytes than its member holds
+    (a header saying shape (10^10, 3) in a file of a few bytes would allocate 224 GiB)."""
+    if not info.filename.endswith(".npy"):
+        return
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(member, max_header_size=10_000)
+    if dtype.hasobject:
+        return  # np.load(allow_pickle=False) refuses it with its own message
+    claimed = math.prod(shape) * dtype.itemsize
+    if claimed > info.file_size:
+        raise LLCInputError(f"the .npz array {info.filename[:-4]!r} claims shape {tuple(shape)} ({claimed / 2**30:.3g} GiB) "
+                            f"but its file holds {info.file_size} bytes: the .npz is corrupt; save it again with np.savez")
 
 
 def _torch_arrays(obj: Any) -> dict[str, np.ndarray]:
@@ -111,7 +133,11 @@ def _csv_columns(data: bytes) -> dict[str, np.ndarray]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise LLCInputError("the CSV is not UTF-8 text: save it as UTF-8") from None
-    rows = [row for row in csv.reader(io.StringIO(text)) if row and any(cell.strip() for cell in row)]
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text)) if row and any(cell.strip() for cell in row)]
+    except csv.Error as err:  # a field over csv's limit (128 KiB), a NUL byte, ...
+        raise LLCInputError(f"the CSV cannot be read ({str(err)[:120]}): save plain comma-separated numbers "
+                            "with a header row") from None
     if len(rows) < 3:
         raise LLCInputError("the CSV needs a header row and at least 2 data rows")
     header = [cell.strip() for cell in rows[0]]
@@ -127,7 +153,7 @@ def _csv_columns(data: bytes) -> dict[str, np.ndarray]:
             try:
                 values[line - 2, column] = float(cell)
             except ValueError:
-                raise LLCInputError(f"CSV line {line}, column {header[column]!r}: {cell!r} is not a number") from None
+                raise LLCInputError(f"CSV line {line}, column {header[column]!r}: {cell[:40]!r}{'…' if len(cell) > 40 else ''} is not a number") from None
     return {name: values[:, i] for i, name in enumerate(header)}
 
 

@@ -240,8 +240,12 @@ def torch_load_weights_only(data: bytes, what: str) -> Any:
                             f"({first_line(err)[:120]}…): save plain tensors with torch.save(model.state_dict(), path) "
                             "or safetensors") from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, IndexError) as err:
-        raise LLCInputError(f"the {what} is corrupt or truncated ({first_line(err)}): save it again and "
+        raise LLCInputError(f"the {what} is corrupt or truncated ({first_line(err)[:120]}): save it again and "
                             "re-upload") from None
+    except (TypeError, AttributeError) as err:  # e.g. a BUILD whose state __setstate__ or set_() refuses
+        raise LLCInputError(f"the {what} is not a plain torch.save file of tensors, or it is corrupt "
+                            f"({type(err).__name__}: {first_line(err)[:120]}): save plain tensors with "
+                            "torch.save(model.state_dict(), path) or safetensors") from None
 
 
 def unsafe_globals(data: bytes) -> list[str]:

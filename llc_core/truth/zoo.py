@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from typing import Any
 
 import torch
@@ -53,11 +54,12 @@ from llc_core import budget, defaults
 from llc_core.truth import theory
 from llc_core.config import DataConfig, ModelConfig, check_seed, check_types
 from llc_core.errors import LLCInputError
+from llc_core.estimator import StopRequest, stop_checker
 from llc_core.problem import Problem
 
 KINDS = ("potential", "dln", "rrr", "tanh", "mlp")
 
-# Kind defaults (REFERENCE §3, and the measurements in README.md "Validation"). A step size no kind
+# Kind defaults (docs/METHOD.md §3, and the measurements in README.md "Validation"). A step size no kind
 # recommends is "auto" (defaults.STEP_SIZE), calibrated from the curvature rule's ε (curvature.py).
 # Toy models (d ≤ 10) cost little per step whatever the chain count, and their λ̂ is noisy
 # (Var(nβ K) ≈ λ per draw, so a 3% standard error needs thousands of independent draws): many
@@ -108,15 +110,16 @@ def relu_mlp(widths: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def build_problem(model: ModelConfig, data: DataConfig) -> Problem:
+def build_problem(model: ModelConfig, data: DataConfig, *, stop: StopRequest = None) -> Problem:
     """The Problem of a zoo kind (KINDS): its model, data drawn from it, w* and the truth when known.
-    Kind "checkpoint" (a user's files) is built by `llc_core.build_problem`."""
+    Kind "checkpoint" (a user's files) is built by `llc_core.build_problem`. `stop` (an Event or a
+    callable, as estimate_llc takes) ends SGD pre-training (`train_steps`) with an LLCInputError."""
     check_config(model, data)
     if model.kind == "checkpoint":
         raise LLCInputError("model kind \"checkpoint\" is built from files: use llc_core.build_problem")
     problem = _BUILDERS[model.kind](model, data)
     if model.train_steps:
-        _train(problem, model, data)
+        _train(problem, model, data, stop=stop)
     return problem
 
 
@@ -529,8 +532,12 @@ def _mlp(model: ModelConfig, data: DataConfig) -> Problem:
 # --------------------------------------------------------------------------- SGD-trained point
 
 
-def _train(problem: Problem, model: ModelConfig, data: DataConfig) -> None:
-    """Replace w* in `problem.model` by the point SGD (momentum 0.9) reaches from a fresh init."""
+def _train(problem: Problem, model: ModelConfig, data: DataConfig, *, stop: StopRequest = None) -> None:
+    """Replace w* in `problem.model` by the point SGD (momentum 0.9) reaches from a fresh init.
+
+    The stop request is read every defaults.STOP_CHECK_SECONDS of wall time (the clock draws no
+    random numbers, so an unstopped training is unchanged). A stop raises LLCInputError: a λ̂ at a
+    half-trained point would be an estimate at a w* nobody asked for, and no sampling has begun."""
     from llc_core.sampling.curvature import top_hessian_eigenvalue
     from llc_core.losses import make_nll
 
@@ -562,7 +569,15 @@ def _train(problem: Problem, model: ModelConfig, data: DataConfig) -> None:
     n = problem.inputs.shape[0]
     batch = min(500, n)
     final = float("nan")
+    stop_requested = stop_checker(stop)
+    next_check = time.perf_counter()  # the first step looks, then every STOP_CHECK_SECONDS
     for step in range(steps):
+        if time.perf_counter() >= next_check:
+            next_check = time.perf_counter() + defaults.STOP_CHECK_SECONDS
+            if stop_requested():
+                raise LLCInputError(f"stopped during SGD pre-training at step {step} of {steps} (train_steps), "
+                                    "before any sampling: nothing was estimated; start again, with fewer "
+                                    "train_steps to finish sooner")
         index = torch.randint(0, n, (batch,), generator=generator)
         loss = nll(student(problem.inputs[index]), problem.targets[index]).mean()
         optimizer.zero_grad()
