@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from typing import Any
 
 import altair as alt
@@ -220,3 +221,52 @@ def calibration_chart(calibration: dict[str, Any]) -> alt.VConcatChart:
     accepted = alt.Chart(frame).mark_line(color="gray", opacity=0.7).encode(
         x=x, y=alt.Y("acceptance:Q", scale=alt.Scale(domain=[0, 1]), title="MALA acceptance"))
     return alt.vconcat(step, (accepted + goal).properties(height=140))
+
+
+# ====================================================================== refined LLCs (drawn once)
+
+GROUP_LABEL_CHARS = 24  # longer group names are cut with "…" so that the y axis fits at 1024 px
+
+
+def short_label(name: str, most: int = GROUP_LABEL_CHARS) -> str:
+    return name if len(name) <= most else name[:most - 1] + "…"
+
+
+def refined_frame(groups: list) -> pd.DataFrame:
+    """One row per group (llc_core.studies.refined.GroupLLC): its label, λ̂, λ̂ ± 2 se and moving parameters."""
+    rows = []
+    for g in groups:
+        llc = float("nan") if g.llc_mean is None else float(g.llc_mean)
+        se = 0.0 if g.llc_se is None else float(g.llc_se)
+        rows.append({"label": short_label(g.name), "group": g.name, "λ̂": llc, "se": g.llc_se,
+                     "low": llc - 2 * se, "high": llc + 2 * se, "moving parameters": int(g.moving_params),
+                     "acceptance": g.acceptance})
+    labels = [r["label"] for r in rows]
+    for i, row in enumerate(rows):  # two names cut to the same label stay two bars
+        if labels.count(row["label"]) > 1:
+            row["label"] = f"{short_label(row['group'], GROUP_LABEL_CHARS - 4)} #{i + 1}"
+    return pd.DataFrame(rows, columns=["label", "group", "λ̂", "se", "low", "high", "moving parameters", "acceptance"])
+
+
+def refined_chart(frame: pd.DataFrame, full_llc: float | None = None) -> alt.LayerChart:
+    """Horizontal bars of the groups' refined λ̂ with ± 2 se error bars and, when known, a rule at the
+    full model's λ̂ with its label. A group without a finite λ̂ gets no bar."""
+    drawn = frame[np.isfinite(frame["λ̂"])]
+    y = alt.Y("label:N", sort=list(frame["label"]), title=None, axis=alt.Axis(labelLimit=220))
+    tooltip = ["group:N", alt.Tooltip("λ̂:Q", format=".4g"), alt.Tooltip("se:Q", title="se", format=".2g"),
+               alt.Tooltip("moving parameters:Q", format=","), alt.Tooltip("acceptance:Q", format=".3f")]
+    x = alt.X("λ̂:Q", title="refined λ̂ (± 2 se)")
+    layers = [
+        alt.Chart(drawn).mark_bar(color="#4c78a8", opacity=0.85).encode(x=x, y=y, tooltip=tooltip),
+        alt.Chart(drawn).mark_rule(color="#1f1f1f", strokeWidth=1.5).encode(x="low:Q", x2="high:Q", y=y,
+                                                                             tooltip=tooltip),
+    ]
+    if full_llc is not None and math.isfinite(full_llc):
+        full = pd.DataFrame({"value": [full_llc], "what": [f"full λ̂ = {full_llc:.4g}"]})
+        rule = alt.Chart(full).mark_rule(color="#d62728", strokeDash=[6, 3], strokeWidth=2)
+        layers.append(rule.encode(x="value:Q", tooltip=["what:N"]))
+        layers.append(alt.Chart(full).mark_text(color="#d62728", align="center", baseline="bottom", dy=-4).encode(
+            x="value:Q", y=alt.value(0), text="what:N"))
+    height = max(220, 32 * len(frame))
+    title = alt.Title("Refined λ̂ per group (only that group moves)", offset=18)
+    return alt.layer(*layers).properties(height=height, title=title)

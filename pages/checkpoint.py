@@ -8,17 +8,23 @@ Estimate page's (pages/runs.py). Every problem with a file is an LLCInputError s
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import streamlit as st
+import torch
 
 from llc_core import DataConfig, LLCInputError, ModelConfig, RunConfig, SamplerConfig, build_problem
 from llc_core import defaults as engine_defaults
+from llc_core.config import RefineConfig
+from llc_core.execution import Job
+from llc_core.refine import head_groups
+from llc_core.studies import run_groups
 from llc_core.files import checkpoint as ckpt
 from llc_core.files import datafiles
 from llc_core.files import MAX_FILE_BYTES
-from pages import common, runs
+from pages import charts, common, runs
 
 common.require_entry_point()
 
@@ -29,6 +35,14 @@ DATA_TYPES = ["npz", "safetensors", "pt", "csv"]
 EXPORT_HELP = ("A custom architecture (convolutions, attention, normalisation, embeddings): export it once with "
                "`torch.export.save(torch.export.export(model.eval(), (x[:2],), dynamic_shapes=({0: "
                "torch.export.Dim('batch')},)), 'model.pt2')` and upload the .pt2.")
+REFINE_JOB = "ckpt.refine_job"
+POLL_SECONDS = 0.5
+GROUPINGS = {"layer": "per layer", "head": "per attention head"}
+REFINED_ABOUT = (
+    "A **refined LLC** samples only one group's parameters (a layer, or one attention head) while every other "
+    "parameter stays exactly at the trained w*. It measures the effective dimension that group adds around w*: "
+    "how many directions of that group the loss really constrains. Refined LLCs are **not shares** of the full "
+    "λ̂: parameters interact, so the groups' values need not add up to it (their sum may be larger or smaller).")
 LOSS_LABELS = {"gaussian": "Gaussian (MSE) with noise σ", "cross_entropy": "Cross-entropy (class labels)",
                "next_token": "Next-token cross-entropy (token sequences)"}
 
@@ -215,6 +229,137 @@ def sampler_section() -> SamplerConfig:
                          localization=float(localization), nbeta=nbeta or None)
 
 
+# ====================================================================== 5 · refined LLCs per group
+
+
+def groupings(model) -> list[str]:
+    """"layer" always; "head" when the model has an nn.MultiheadAttention (llc_core.refine.head_groups)."""
+    try:
+        head_groups(model)
+    except LLCInputError:
+        return ["layer"]
+    return ["layer", "head"]
+
+
+def refine_work(config: RunConfig):
+    """The job's work: run_groups in the worker thread (no st.* there). An error comes back as the result,
+    so that the page shows it with common.show_error, by its type."""
+    def work(report, stop):
+        try:
+            return run_groups(config, on_snapshot=lambda snap: report("progress", (snap.step, snap.total_steps)),
+                              stop=stop)
+        except Exception as err:  # noqa: BLE001 - shown on the page by common.show_error
+            return err
+    return work
+
+
+def load_jvp_decompositions() -> None:
+    """One tiny forward-mode derivative here, in the page's thread: torch loads its jvp decompositions
+    (torch.jit.script, so ast.parse) on first use, and the worker's ε from the curvature would otherwise do
+    it while another thread parses, which CPython 3.11 answers with "AST constructor recursion depth
+    mismatch"."""
+    torch.func.jvp(lambda x: x * x, (torch.ones(1),), (torch.ones(1),))
+
+
+def start_refined(config: RunConfig) -> None:
+    load_jvp_decompositions()
+    old = st.session_state.get(REFINE_JOB)
+    if old is not None and old.alive:
+        old.request_stop()
+    st.session_state[REFINE_JOB] = Job(refine_work(config), name="llc-refine").start()
+
+
+def full_llc(config: RunConfig | None) -> float | None:
+    """The full λ̂ of this page's finished run, when it was of the same model and data."""
+    record = runs.current_run(PAGE)
+    result = record.result if record is not None else None
+    if result is None or result.partial or config is None:
+        return None
+    if record.config.model != config.model or record.config.data != config.data:
+        return None
+    return result.llc_mean
+
+
+def draw_refined(result, full: float | None) -> None:
+    if isinstance(result, BaseException):
+        common.show_error(result)
+        return
+    if result.partial:
+        st.info("Stopped before the end: nothing was kept. Press **Estimate per group** to run it again.")
+        return
+    frame = charts.refined_frame(result.groups)
+    chart = charts.refined_chart(frame, full)
+    # the element's height: the plot area's, plus the title, the rule's label and the x axis
+    st.altair_chart(chart, width="stretch", height=int(chart.height) + 130)
+    st.caption(f"{len(result.groups)} groups × {result.chains_per_group} chains, n = {result.n:,}, "
+               f"nβ = {result.nbeta:.4g}, ε = {common.fmt(result.step_size, 3)}; {result.wall_time_s:.1f} s"
+               + (f"; the red line is the full model's λ̂ = {full:.4g}" if full is not None else
+                  "; estimate the full λ̂ above to see it beside the groups")
+               + (f". Verdicts of the shared run: {', '.join(result.verdicts)}" if result.verdicts else ""))
+    table = frame[["group", "moving parameters", "λ̂", "se", "acceptance"]]
+    st.dataframe(table, hide_index=True, width="stretch")
+
+
+def refined_live(config: RunConfig | None) -> None:
+    """The job's state: polled by a fragment while it runs (with Stop), drawn once when it has finished."""
+    job: Job | None = st.session_state.get(REFINE_JOB)
+    if job is None:
+        return
+    if not job.alive:
+        snap = job.snapshot()
+        if snap["error"]:
+            common.show_error(RuntimeError(snap["error"]))
+        elif snap["result"] is not None:
+            draw_refined(snap["result"], full_llc(config))
+        return
+
+    @st.fragment(run_every=POLL_SECONDS)
+    def poll() -> None:
+        snap = job.snapshot()
+        if not snap["running"]:
+            st.rerun()  # the whole page, so that the finished view replaces this one
+        step, total = snap["progress"] or (0, 1)
+        st.progress(min(step / max(total, 1), 1.0), text=f"Sampling every group at once: step {step:,} of {total:,}")
+        if st.button("Stop", key=key("refine_stop"), disabled=job.stop_requested, help="Nothing partial is kept"):
+            job.request_stop()
+
+    poll()
+
+
+def checked_problem(config: RunConfig):
+    """build_problem(config), kept while a refine job runs: loading a .pt2 calls ast.parse, and two threads
+    parsing at once corrupt CPython 3.11's AST recursion counter (SystemError in every later parse), so the
+    page does not load the model again while the job's thread loads it."""
+    job: Job | None = st.session_state.get(REFINE_JOB)
+    kept = st.session_state.get(key("problem"))
+    text = json.dumps(config.to_dict(), sort_keys=True, default=str)
+    if job is not None and job.alive and kept is not None and kept[0] == text:
+        return kept[1]
+    problem = build_problem(config.model, config.data)
+    st.session_state[key("problem")] = (text, problem)
+    return problem
+
+
+def refined_section(config: RunConfig, model) -> None:
+    st.subheader("5 · Where does the complexity live?")
+    st.markdown(REFINED_ABOUT)
+    offered = groupings(model)
+    left, right = st.columns(2)
+    grouping = left.radio("Groups", offered, format_func=GROUPINGS.get, horizontal=True,
+                          key=seeded("refine_groups", "layer", offered),
+                          help="Per attention head is offered when the model has an nn.MultiheadAttention.")
+    per_group = right.number_input("Chains per group", min_value=1, max_value=64, step=1,
+                                   key=seeded("refine_chains", 4),
+                                   help="Steps, ε, γ and nβ are the sampler's above; all groups run as one computation.")
+    job: Job | None = st.session_state.get(REFINE_JOB)
+    if st.button("Estimate per group", type="primary", key=key("refine_start"),
+                 disabled=job is not None and job.alive):
+        sampler = dataclasses.replace(config.sampler, chains=int(per_group))
+        start_refined(dataclasses.replace(config, sampler=sampler, refine=RefineConfig(groups=grouping)))
+        st.rerun()
+    refined_live(config)
+
+
 st.title("Inspect a checkpoint")
 st.caption("Upload a trained model and its data, or load an example, and estimate its local learning coefficient. "
            "Files are read without running any code from them: pickles that would import anything beyond tensors "
@@ -223,6 +368,7 @@ st.caption("Upload a trained model and its data, or load an example, and estimat
 sources()
 model_path, data_path = st.session_state.get(key("model_path")), st.session_state.get(key("data_path"))
 config = None
+problem = None
 if model_path is None:
     st.info("Load an example or upload weights to begin.")
 else:
@@ -234,13 +380,13 @@ else:
             spec, activation = architecture
             config = RunConfig(model=ModelConfig(kind="checkpoint", path=model_path, architecture=spec,
                                                  activation=activation), data=data, sampler=sampler)
-            problem = build_problem(config.model, config.data)  # every check of model against data, before Run
+            problem = checked_problem(config)  # every check of model against data, before Run
             st.caption(f"n = {problem.inputs.shape[0]:,} samples, inputs {tuple(problem.inputs.shape[1:])}, "
                        f"targets {tuple(problem.targets.shape[1:]) or 'labels'}, d = {problem.num_params:,} parameters, "
                        f"{problem.loss} loss")
     except Exception as err:  # noqa: BLE001 - an input problem's message, or a bug's id (common.show_error)
         common.show_error(err)
-        config = None
+        config = problem = None
 
 record = runs.current_run(PAGE)
 running = record is not None and record.running
@@ -249,3 +395,5 @@ if st.button("Estimate λ̂", type="primary", disabled=config is None or running
     st.rerun()
 if record is not None or config is not None:
     runs.run_panel(PAGE)
+if config is not None and problem is not None:
+    refined_section(config, problem.model)

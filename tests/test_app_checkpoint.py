@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from apptest_helpers import run_until, shown
+from apptest_helpers import chart_count, run_until, shown
 
 from llc_core import RunConfig, run
 from pages.common import escape_markdown
@@ -146,3 +147,39 @@ def test_cnn_and_transformer_examples_load_in_one_click(example, inputs, loss):
     assert any("brings its own architecture" in s.value for s in at.success)
     assert any(inputs in c.value and f"{loss} loss" in c.value for c in at.caption), [c.value for c in at.caption]
     assert at.session_state["ckpt.loss"] == loss
+
+
+def test_refined_llc_per_layer_of_the_cnn_example():
+    """Section 5: "Estimate per group" runs llc_core.studies.run_groups in a worker and draws one bar per layer."""
+    at = open_page("pages/checkpoint.py")
+    at.selectbox(key="ckpt.example").set_value("Small CNN on 8×8 digits (.pt2 + safetensors)").run()
+    click(at, "Load example")
+    assert at.radio(key="ckpt.refine_groups").options == ["per layer"]  # no nn.MultiheadAttention in a CNN
+    at.number_input(key="ckpt.steps").set_value(100).run()
+    at.number_input(key="ckpt.refine_chains").set_value(2).run()
+    click(at, "Estimate per group")
+    run_until(at, lambda at: len(at.dataframe) > 0, timeout=240)
+    assert not at.error, [shown(e.value) for e in at.error]
+    table = at.dataframe[0].value
+    assert list(table["group"]) == ["net.0", "net.3", "net.7"]  # conv, conv, linear: the layers with parameters
+    assert table["λ̂"].notna().all() and all(abs(v) < float("inf") for v in table["λ̂"])
+    assert sum(table["moving parameters"]) == 1898
+    assert chart_count(at) >= 1
+    result = at.session_state["ckpt.refine_job"].snapshot()["result"]
+    assert [g.llc_mean for g in result.groups] == list(table["λ̂"])
+    assert result.chains_per_group == 2 and not result.partial
+
+
+def test_refined_chart_truncates_long_names_and_marks_the_full_llc():
+    from llc_core.studies.refined import GroupLLC
+    from pages import charts
+
+    groups = [GroupLLC("a" * 60, 10, 1.5, 0.1, [1.4, 1.6], 0.9), GroupLLC("a" * 60 + "b", 5, 2.0, None, [2.0], None),
+              GroupLLC("fc2", 3, None, None, [None], None)]
+    frame = charts.refined_frame(groups)
+    assert frame["label"].str.len().max() <= charts.GROUP_LABEL_CHARS and frame["label"].is_unique
+    spec = charts.refined_chart(frame, full_llc=3.25).to_dict()
+    assert spec["height"] >= 220
+    assert any(layer["mark"]["type"] == "text" for layer in spec["layer"])
+    assert "full λ̂ = 3.25" in json.dumps(spec, ensure_ascii=False)
+    assert len(charts.refined_chart(frame).to_dict()["layer"]) == 2  # no full run: bars and error bars only

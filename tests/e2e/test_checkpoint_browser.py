@@ -93,3 +93,44 @@ def test_transformer_example_in_one_click_at_both_widths(page, app_url, screensh
         screenshot(page, f"transformer-example-{width}")
         page.get_by_text("brings its own architecture", exact=False).scroll_into_view_if_needed()
         screenshot(page, f"transformer-model-and-data-{width}")
+
+
+def test_refined_llc_per_layer_at_both_widths(page, app_url, screenshot):
+    """Section 5 on the small CNN example: after a full estimate, "Estimate per group" draws one bar per
+    layer beside a rule at the full λ̂; the chart is looked at at 1440×900 and on a 1024×768 projector."""
+    page.set_viewport_size({"width": 1440, "height": 900})
+    page.goto(f"{app_url}/checkpoint", wait_until="domcontentloaded")
+    wait_for_app_idle(page)
+    page.get_by_test_id("stSelectbox").first.click()
+    page.get_by_text("Small CNN on 8×8 digits", exact=False).last.click()
+    wait_for_app_idle(page)
+    button(page, "Load example").click()
+    wait_for_app_idle(page)
+    expect(page.get_by_text("5 · Where does the complexity live?")).to_be_visible()
+    for label, value in (("Steps", "100"), ("Chains per group", "2")):
+        field = page.get_by_label(label, exact=True)
+        field.fill(value)
+        field.press("Enter")
+        wait_for_app_idle(page)
+    button(page, "Estimate λ̂").click()  # the full λ̂ first: the groups' chart then marks it
+    full = page.get_by_text(re.compile(r"^λ̂ = [-0-9.]+ ± "))
+    wait_while_running(page, lambda: full.count() > 0, RUN_LIMIT_S, "the full λ̂")
+    wait_for_app_idle(page)
+    button(page, "Estimate per group").click()
+    done = page.get_by_text(re.compile(r"^3 groups × 2 chains"))  # the caption under the finished chart
+    wait_while_running(page, lambda: done.count() > 0 and not button(page, "Stop").count(), RUN_LIMIT_S,
+                       "the refined LLCs")
+    wait_for_app_idle(page)
+    assert_no_exception(page)
+    assert not page.get_by_test_id("stAlertContentError").count()
+    expect(page.get_by_text("the red line is the full model's λ̂", exact=False)).to_be_visible()
+    chart = page.get_by_test_id("stVegaLiteChart").last
+    for width, height in ((1440, 900), (1024, 768)):
+        page.set_viewport_size({"width": width, "height": height})
+        wait_for_app_idle(page)
+        chart.scroll_into_view_if_needed()
+        page.wait_for_timeout(500)  # the chart re-lays out at the new width
+        box = chart.bounding_box()
+        assert box is not None and box["height"] >= 220, box
+        expect(chart.locator("svg, canvas").first).to_be_visible()
+        screenshot(page, f"refined-per-layer-{width}")
