@@ -7,6 +7,7 @@ import json
 import sys
 import threading
 
+from llc_core.cli.common import run_interruptibly
 from llc_core.config import RefineConfig, RunConfig, read_config_text
 from llc_core.errors import LLCInputError
 from llc_core.studies.refined import run_groups
@@ -29,10 +30,8 @@ def main(args) -> int:
         if args.groups:
             groups = args.groups if args.groups in ("layer", "head") else json_groups(args.groups)
             config.refine = dataclasses.replace(config.refine or RefineConfig(), groups=groups)
-        try:
-            result = run_groups(config, stop=threading.Event())
-        except KeyboardInterrupt:  # pragma: no cover - interactive only
-            return 130
+        stop = threading.Event()
+        result = run_interruptibly(lambda: run_groups(config, stop=stop), stop)  # Ctrl-C keeps the partial result
     except LLCInputError as err:
         sys.stderr.write(f"error: {err}\n")
         return 2
