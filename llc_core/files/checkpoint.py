@@ -174,10 +174,12 @@ def load_export(data: bytes) -> nn.Module:
         except Exception as err:  # torch raises many types for a damaged or foreign archive
             raise LLCInputError(f"the .pt2 program cannot be loaded ({type(err).__name__}: {first_line(err)}): "
                                 "save it with torch.export.save from the same or an older torch version") from None
-    try:
-        module = program.module()
-    except Exception as err:
-        raise LLCInputError(f"the .pt2 program cannot be turned into a module ({first_line(err)})") from None
+        # still under the lock: module() compiles the program's guard code with ast.parse, which is not
+        # safe in two threads at once on Python 3.11 (two sessions loading programs together)
+        try:
+            module = program.module()
+        except Exception as err:
+            raise LLCInputError(f"the .pt2 program cannot be turned into a module ({first_line(err)})") from None
     if not any(True for _ in module.parameters()):
         raise LLCInputError("the .pt2 program has no parameters to sample: export the model with its weights "
                             "as parameters (not buffers or constants)")
