@@ -89,6 +89,14 @@ def progress_bar(stream: TextIO):
     return show
 
 
+def print_result(result, as_json: bool, footer: str) -> None:
+    """A study's result on stdout: its JSON, or its table and a one-line footer of the settings."""
+    if as_json:
+        sys.stdout.write(result.to_json() + "\n")
+    else:
+        sys.stdout.write(result.table() + "\n" + footer + "\n")
+
+
 def summary(result: RunResult) -> str:
     """One paragraph for a person: λ̂ ± se, the settings it came from, the truth when known, findings."""
     if result.llc_mean is None:

@@ -7,7 +7,7 @@ import json
 import sys
 import threading
 
-from llc_core.cli.common import run_interruptibly
+from llc_core.cli.common import print_result, run_interruptibly
 from llc_core.config import RefineConfig, RunConfig, read_config_text
 from llc_core.errors import LLCInputError
 from llc_core.studies.refined import run_groups
@@ -35,13 +35,9 @@ def main(args) -> int:
     except LLCInputError as err:
         sys.stderr.write(f"error: {err}\n")
         return 2
-    if args.json:
-        sys.stdout.write(result.to_json() + "\n")
-    else:
-        sys.stdout.write(result.table() + "\n")
-        sys.stdout.write(f"{result.chains_per_group} chains per group, n = {result.n}, nβ = {result.nbeta:.4g}, "
-                         f"ε = {result.step_size if result.step_size is None else f'{result.step_size:.3g}'}, "
-                         f"{result.wall_time_s:.1f} s\n")
+    step = "per chain" if result.step_size is None else f"{result.step_size:.3g}"
+    print_result(result, args.json, f"{result.chains_per_group} chains per group, n = {result.n}, "
+                                    f"nβ = {result.nbeta:.4g}, ε = {step}, {result.wall_time_s:.1f} s")
     return 0
 
 

@@ -6,7 +6,7 @@ import dataclasses
 import sys
 import threading
 
-from llc_core.cli.common import run_interruptibly
+from llc_core.cli.common import print_result, run_interruptibly
 from llc_core.config import parse_json
 from llc_core.errors import LLCInputError
 from llc_core.files.checkpoint import parse_architecture
@@ -52,12 +52,9 @@ def main(args) -> int:
     except LLCInputError as err:
         sys.stderr.write(f"error: {err}\n")
         return 2
-    if args.json:
-        sys.stdout.write(result.to_json() + "\n")
-    else:
-        sys.stdout.write(result.table() + "\n")
-        sys.stdout.write(f"ε = {result.step_size:.3g} (calibrated on {result.calibrated_on}), nβ = {result.nbeta:.4g}, "
-                         f"γ = {result.localization:g}, {result.sampler['chains']} chains × {result.sampler['steps']} steps\n")
+    print_result(result, args.json, f"ε = {result.step_size:.3g} (calibrated on {result.calibrated_on}), "
+                                    f"nβ = {result.nbeta:.4g}, γ = {result.localization:g}, "
+                                    f"{result.sampler['chains']} chains × {result.sampler['steps']} steps")
     return 0
 
 

@@ -45,7 +45,7 @@ from llc_core.files import datafiles
 from llc_core.files.huggingface import LanguageModelLogits, check_token_inputs, is_model_directory, load_huggingface
 from llc_core.problem import Problem
 from llc_core.files import safe_read
-from llc_core.files.safe_read import (file_kind, first_line, load_safetensors, read_limited, too_large,
+from llc_core.files.safe_read import (few, file_kind, first_line, load_safetensors, read_limited, too_large,
                                       torch_load_weights_only, wrong_type_error)
 
 
@@ -423,19 +423,14 @@ def map_state_dict(spec: Any, state_dict: dict[str, Tensor]) -> dict[str, Tensor
     if missing or unexpected or wrong:
         parts = []
         if missing:
-            parts.append(f"missing {_few(missing)}")
+            parts.append(f"missing {few(missing)}")
         if unexpected:
-            parts.append(f"unexpected {_few(unexpected)}")
+            parts.append(f"unexpected {few(unexpected)}")
         if wrong:
-            parts.append(f"shape mismatch {_few(wrong)}")
+            parts.append(f"shape mismatch {few(wrong)}")
         raise LLCInputError("the checkpoint does not fit the architecture: " + "; ".join(parts)
                             + ". Fix the architecture (layer names, sizes, bias) or upload the matching checkpoint")
     return {module_key: state_dict[file_key].detach().float() for file_key, (module_key, _) in expected.items()}
-
-
-def _few(items: list[str], most: int = 6) -> str:
-    shown = ", ".join(items[:most])
-    return f"[{shown}{f', … {len(items) - most} more' if len(items) > most else ''}]"
 
 
 def load_weights(module: nn.Module, weights: dict[str, Tensor]) -> nn.Module:
@@ -474,8 +469,8 @@ def weights_for(module: nn.Module, checkpoint: LoadedCheckpoint, architecture: A
     wrong = [f"{k}: {tuple(checkpoint.state_dict[k].shape)} vs {tuple(p.shape)}" for k, p in params.items()
              if k in checkpoint.state_dict and checkpoint.state_dict[k].shape != p.shape]
     if missing or unexpected or wrong:
-        raise LLCInputError(f"this checkpoint is not of the same model as the first: missing {_few(missing)}, "
-                            f"unexpected {_few(unexpected)}, shape mismatch {_few(wrong)}")
+        raise LLCInputError(f"this checkpoint is not of the same model as the first: missing {few(missing)}, "
+                            f"unexpected {few(unexpected)}, shape mismatch {few(wrong)}")
     return {k: checkpoint.state_dict[k].detach().float() for k in params}
 
 

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from llc_core.errors import LLCInputError
 from llc_core.files import safe_read
-from llc_core.files.safe_read import (HF_CONFIG_NAME, HF_SHARD_PATTERN, first_line, load_safetensors,
+from llc_core.files.safe_read import (HF_CONFIG_NAME, HF_SHARD_PATTERN, few, first_line, load_safetensors,
                                       read_limited, read_zip_members, sniff, too_large, torch_load_weights_only,
                                       zip_member_is_junk, zip_names)
 
@@ -386,7 +386,7 @@ def standard_names(file_state: dict[str, Tensor], skeleton: nn.Module,
     if legacy:
         notes.append(f"{legacy} LayerNorm gamma/beta tensors read as weight/bias")
     if unused:
-        notes.append(f"tensors of heads {architecture.model_class} does not have, not used: {_few(sorted(unused))}")
+        notes.append(f"tensors of heads {architecture.model_class} does not have, not used: {few(sorted(unused))}")
     return state, notes
 
 
@@ -420,13 +420,13 @@ def fit_state_dict(skeleton: nn.Module, file_state: dict[str, Tensor]) -> tuple[
     buffers = {name for name, _ in skeleton.named_buffers()}
     own_buffers = [k for k in expected if k not in state and k in buffers]
     if dropped or own_buffers:
-        notes.append(f"constant buffers made by the model, not read: {_few(dropped + own_buffers)}")
+        notes.append(f"constant buffers made by the model, not read: {few(dropped + own_buffers)}")
     missing = [k for k in expected if k not in state and k not in own_buffers]
     unexpected = [k for k in state if k not in expected]
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}" for k in expected
              if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
     if missing or unexpected or wrong:
-        parts = [f"{label} {_few(items)}" for label, items in
+        parts = [f"{label} {few(items)}" for label, items in
                  (("missing", missing), ("unexpected", unexpected), ("shape mismatch", wrong)) if items]
         raise LLCInputError("the weights do not fit the model config.json describes: " + "; ".join(parts)
                             + ". Upload the config.json saved with these weights")
@@ -441,11 +441,6 @@ def _tied_groups(module: nn.Module) -> list[list[str]]:
     return [names for names in by_id.values() if len(names) > 1]
 
 
-def _few(items: list[str], most: int = 6) -> str:
-    shown = ", ".join(items[:most])
-    return f"[{shown}{f', … {len(items) - most} more' if len(items) > most else ''}]"
-
-
 # ====================================================================== entry points
 
 
@@ -456,7 +451,7 @@ def load_huggingface(source: bytes | str | os.PathLike) -> tuple[LanguageModelLo
     state_dict, weight_notes = read_weights(files)
     module, model_notes = build_model(raw_config, architecture, state_dict)
     ignored = [n for n in files.ignored if not n.startswith(".")]
-    unread = [f"not read: {_few(ignored)}"] if ignored else []
+    unread = [f"not read: {few(ignored)}"] if ignored else []
     return module, [module.describe(), *notes, *weight_notes, *model_notes, *unread]
 
 

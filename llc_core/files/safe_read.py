@@ -48,6 +48,12 @@ def read_limited(source: bytes | str | os.PathLike, what: str = "file", limit: i
     return data
 
 
+def few(items: list[str], most: int = 6) -> str:
+    """A list for a message: its first `most` items and how many more there are."""
+    shown = ", ".join(items[:most])
+    return f"[{shown}{f', … {len(items) - most} more' if len(items) > most else ''}]"
+
+
 def too_large(what: str, size: int, limit: int) -> str:
     # a bounded read stops at limit + 1 bytes: then only "over" is known, not the size
     amount = "over" if size == limit + 1 else f"{size / 2**20:.3g} MiB, over"

@@ -37,7 +37,7 @@ from llc_core.files import safe_read
 from llc_core.config import DataConfig, SamplerConfig, build_config, reject_unknown_keys
 from llc_core.files.datafiles import Dataset, dataset_for, make_dataset, check_fits
 from llc_core.errors import LLCInputError
-from llc_core.estimator import default_nbeta, estimate_llc
+from llc_core.estimator import default_nbeta, estimate_llc, stop_checker
 from llc_core.execution.jobs import Job
 from llc_core.result import RunResult, Snapshot
 
@@ -196,7 +196,7 @@ def estimate_trajectory(
     """
     if not checkpoints:
         raise LLCInputError("no checkpoints to estimate: give at least one")
-    should_stop = stop.is_set if isinstance(stop, threading.Event) else (stop or (lambda: False))
+    should_stop = stop_checker(stop)
     ordered = sorted(checkpoints, key=lambda c: c.step)
     final = ordered[-1]
     requested = sampler.step_size  # read before with_defaults, which may fill in "auto"
@@ -496,7 +496,7 @@ def prepare(config: TrajectoryConfig, stop: Callable[[], bool] | None = None
 
 def run_trajectory(config: TrajectoryConfig, on_point=None, on_snapshot=None, stop=None,
                    on_status: Callable[[str], None] | None = None) -> TrajectoryResult:
-    should_stop = stop.is_set if isinstance(stop, threading.Event) else (stop or (lambda: False))
+    should_stop = stop_checker(stop)
     if on_status:
         on_status("training" if config.training is not None else "loading")
     module, checkpoints, dataset, info = prepare(config, should_stop)
