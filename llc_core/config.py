@@ -16,7 +16,11 @@ from typing import Any, Union
 from llc_core import budget, defaults
 from llc_core.errors import LLCInputError
 
-Preconditioner = Union[None, str, list]  # None, "rmsprop", or a fixed diagonal (one float per parameter)
+Preconditioner = Union[None, str, list]  # None, "rmsprop", "rmsprop-local", or a fixed diagonal (one float per parameter)
+LOCAL_RMSPROP = "rmsprop-local"  # Hitchcock & Hoogland's RMSprop-SGLD (docs/METHOD.md §7)
+SCALED_LOCAL_RMSPROP = "rmsprop-local-scaled"  # the same with V₀ = nβ h_max (docs/METHOD.md §7)
+LOCAL_RMSPROPS = (LOCAL_RMSPROP, SCALED_LOCAL_RMSPROP)
+ADAPTIVE_PRECONDITIONERS = ("rmsprop", *LOCAL_RMSPROPS)
 AUTO = "auto"  # step_size: calibrate ε to the target acceptance (dual averaging)
 ALGORITHMS = ("sgld", "mala")
 
@@ -29,8 +33,9 @@ class SamplerConfig:
     `calibration_steps` of burn-in, then sample with it fixed (docs/METHOD.md §6). Unset: the model kind's
     rule, else one from the curvature at w*. localization: γ. nbeta: nβ (default n / log n).
     burnin: a fraction of `steps` when < 1, else a number of steps. batch_size: m (default
-    min(500, n); n means full batch). preconditioner: None, "rmsprop" (adapted during burn-in, then
-    frozen) or a fixed diagonal A. algorithm: "sgld", or "mala" (full batch, with accept/reject: the
+    min(500, n); n means full batch). preconditioner: None, "rmsprop" (pSGLD's) or "rmsprop-local"
+    (Hitchcock & Hoogland's variant, docs/METHOD.md §7), both adapted during burn-in and then frozen,
+    or a fixed diagonal A. algorithm: "sgld", or "mala" (full batch, with accept/reject: the
     exact baseline). start_spread: None (every chain starts at w*), or σ > 0: every second chain
     starts at w* + σ·rms(tensor of w*)·N(0, 1) per parameter tensor (σ itself for an all-zero
     tensor), so that chains reach the posterior from two sides and a gap between the two groups
@@ -129,8 +134,8 @@ class SamplerConfig:
                 raise LLCInputError(
                     f"algorithm \"mala\" uses the full dataset: leave batch_size out or set it to n = {n}"
                 )
-            if self.preconditioner == "rmsprop":
-                raise LLCInputError("algorithm \"mala\" needs a fixed preconditioner: use null or a list, not \"rmsprop\"")
+            if self.preconditioner in ADAPTIVE_PRECONDITIONERS:
+                raise LLCInputError(f"algorithm \"mala\" needs a fixed preconditioner: use null or a list, not {self.preconditioner!r}")
         _finite_number("target_acceptance", self.target_acceptance)
         if not 0 < self.target_acceptance < 1:
             raise LLCInputError(f"target_acceptance = {self.target_acceptance} must lie strictly between 0 and 1: 0.92 is the usual goal")
@@ -165,10 +170,11 @@ class SamplerConfig:
 
     def validate_preconditioner(self, num_params: int | None = None) -> None:
         p = self.preconditioner
-        if p is not None and p != "rmsprop":
+        if p is not None and p not in ADAPTIVE_PRECONDITIONERS:
             if not isinstance(p, (list, tuple)):
                 raise LLCInputError(
-                    f"preconditioner = {p!r}: use null, \"rmsprop\", or a list with one positive number per parameter"
+                    f"preconditioner = {p!r}: use null, \"rmsprop\", \"rmsprop-local\", or a list with one positive "
+                    "number per parameter"
                 )
             if num_params is not None and len(p) != num_params:
                 raise LLCInputError(f"preconditioner has {len(p)} entries but the model has {num_params} parameters")

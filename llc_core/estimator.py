@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from llc_core import defaults
 from llc_core.bookkeeping import Divergence, Ending, RunFacts, Tally, run_result
-from llc_core.config import SamplerConfig
+from llc_core.config import LOCAL_RMSPROP, LOCAL_RMSPROPS, SCALED_LOCAL_RMSPROP, SamplerConfig
 from llc_core.errors import LLCInputError
 from llc_core.batching import batched_loss_and_grad
 from llc_core.model_function import (ModelFunction, Parameters, available_devices, check_data, copy_parameters,
@@ -33,7 +33,7 @@ from llc_core.result import RunResult, Snapshot
 from llc_core.sampling.adaptation import effective_target
 from llc_core.sampling.curvature import step_size_from_curvature, top_hessian_eigenvalue
 from llc_core.sampling.mala import MALA
-from llc_core.sampling.sgld import SGLD, RMSprop
+from llc_core.sampling.sgld import SGLD, RMSprop, local_rmsprop
 from llc_core.schedule import Move, Schedule
 from llc_core.stream import DataStream, MinibatchWalk
 
@@ -217,6 +217,7 @@ class RunPlan:
     calibration: int  # steps of "auto" calibration
     chain_values: dict[str, Tensor]  # per-chain ε, γ or nβ, (C,) each
     mask: Tensor | None = None  # (C, d): 1 where a chain moves (refined LLCs), None when all move
+    plain_step_size: float | None = None  # plain SGLD's ε for this model, when "rmsprop-local" derived its own from it
 
     @property
     def mala(self) -> bool:
@@ -246,8 +247,11 @@ def plan_run(sampler: SamplerConfig, function: ModelFunction, per_chain: Mapping
     if "step_size" in chain_values:
         sampler = dataclasses.replace(sampler, step_size=None)
     step_size = None if sampler.step_size is None or sampler.auto_step_size else float(sampler.step_size)
+    plain_step_size = None
     if step_size is None and "step_size" not in chain_values:
         step_size = first_step_size(sampler, function, (nbeta, localization), initial_step_size)
+        if sampler.preconditioner in LOCAL_RMSPROPS:
+            plain_step_size, step_size = step_size, local_rmsprop_step_size(step_size)
         if not sampler.auto_step_size:
             sampler = dataclasses.replace(sampler, step_size=step_size)
     if "nbeta" in chain_values:
@@ -256,7 +260,7 @@ def plan_run(sampler: SamplerConfig, function: ModelFunction, per_chain: Mapping
     else:
         nbeta_chains = np.full(sampler.chains, float(nbeta))
     return RunPlan(sampler, sampler.chains, batch_size, batch_size == n, nbeta, nbeta_chains, localization,
-                   step_size, sampler.calibration_steps_used(), chain_values)
+                   step_size, sampler.calibration_steps_used(), chain_values, plain_step_size=plain_step_size)
 
 
 def first_step_size(sampler: SamplerConfig, function: ModelFunction, temperature: tuple[float, float],
@@ -270,6 +274,15 @@ def first_step_size(sampler: SamplerConfig, function: ModelFunction, temperature
     return step_size_from_curvature(top, *temperature)
 
 
+def local_rmsprop_step_size(plain: float) -> float:
+    """The starting ε of "rmsprop-local" from plain SGLD's ε (docs/METHOD.md §7): √ε_plain.
+
+    Plain SGLD's ε ≈ 1/(nβ h_max) keeps the stiffest direction stable. With A = 1/√V̂ and V̂ ≈ g² ≈
+    nβ h in a direction of curvature h at equilibrium, the preconditioned step is ε/√(nβ h), so the
+    same stability needs ε ≈ 1/√(nβ h_max) = √ε_plain; "auto" then tunes it to the acceptance goal."""
+    return math.sqrt(plain)
+
+
 def make_kernel(plan: RunPlan, function: ModelFunction) -> SGLD | MALA:
     values, w = plan.chain_values, function.w_star
     return (MALA if plan.mala else SGLD)(
@@ -278,7 +291,7 @@ def make_kernel(plan: RunPlan, function: ModelFunction) -> SGLD | MALA:
         step_size=values.get("step_size", plan.step_size),
         localization=values.get("localization", float(plan.localization)),
         nbeta=values.get("nbeta", float(plan.nbeta)),
-        preconditioner=preconditioner(plan.sampler.preconditioner, w.device, w.dtype),
+        preconditioner=preconditioner(plan.sampler.preconditioner, w.device, w.dtype, plan.plain_step_size),
         **({"mask": plan.mask} if plan.mask is not None else {}),
     )
 
@@ -342,10 +355,17 @@ def per_chain_settings(per_chain, chains: int, device: torch.device, dtype: torc
     return values
 
 
-def preconditioner(spec, device: torch.device, dtype: torch.dtype) -> Tensor | RMSprop | None:
-    """A's spec: None (A = 1), "rmsprop", or a fixed diagonal (d values)."""
+def preconditioner(spec, device: torch.device, dtype: torch.dtype,
+                   plain_step_size: float | None = None) -> Tensor | RMSprop | None:
+    """A's spec: None (A = 1), "rmsprop" (pSGLD), "rmsprop-local" (Hitchcock & Hoogland's variant,
+    docs/METHOD.md §7), or a fixed diagonal (d values)."""
     if spec is None:
         return None
     if spec == "rmsprop":
         return RMSprop(defaults.RMSPROP_ALPHA, defaults.RMSPROP_DELTA)
+    if spec == LOCAL_RMSPROP:
+        return local_rmsprop()
+    if spec == SCALED_LOCAL_RMSPROP:
+        # V₀ on the scale of g² in the stiffest direction at equilibrium, nβ h_max ≈ 1/ε_plain
+        return local_rmsprop(initial=1.0 / plain_step_size if plain_step_size else 1.0)
     return torch.as_tensor(spec, device=device, dtype=dtype)

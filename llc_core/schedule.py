@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from llc_core import defaults, diagnostics
+from llc_core import defaults
 from llc_core.bookkeeping import Divergence, Tally
 from llc_core.sampling import adaptation
 from llc_core.sampling.sgld import SGLD
@@ -78,7 +78,7 @@ class Schedule:
         if t not in self.recheck_at:
             return kernel
         if self.burnin_acceptance:
-            kernel, check = recheck_acceptance(kernel, self.burnin_acceptance, tally.alive, self.num_params)
+            kernel, check = recheck_acceptance(kernel, self.burnin_acceptance, tally.alive, self.target)
             self.acceptance_recheck = [*(self.acceptance_recheck or []), check]
             self.burnin_acceptance = []
         if self.burnin_heat and self.heat_measurable:
@@ -148,17 +148,21 @@ def accept_or_reject(kernel, move: Move, divergence: Divergence):
     return state
 
 
-def recheck_acceptance(kernel, acceptances: list[Tensor], alive: Tensor, num_params: int):
+def recheck_acceptance(kernel, acceptances: list[Tensor], alive: Tensor, target: float):
     """Lower ε when the acceptance measured during burn-in (on the run's changing minibatches, which
-    if anything inflates it) fell below the band. Calibration sees chains near w*; at highly singular
-    points the curvature grows as the chains spread out, and dln-deepest cases ended at 0.59-0.81."""
+    if anything inflates it) fell below the band around the run's own goal `target` (the band's low
+    end allows 1.25 times the goal's rejection rate: 0.90 for the goal 0.92, docs/METHOD.md §2).
+    Calibration sees chains near w*; at highly singular points the curvature grows as the chains
+    spread out, and dln-deepest cases ended at 0.59-0.81."""
     if not bool(alive.any()):
         return kernel, None
     acceptance = float(torch.stack(acceptances)[:, alive].mean())
     report = {"acceptance": acceptance, "step_size_before": float(kernel.step_size)}
-    if acceptance < diagnostics.acceptance_band(num_params)[0]:
-        kernel = dataclasses.replace(
-            kernel, step_size=diagnostics.suggested_step_size(float(kernel.step_size), acceptance, num_params))
+    low_goal, goal = defaults.ACCEPTANCE_TARGET[0], defaults.ACCEPTANCE_GOAL
+    if acceptance < 1 - (1 - target) * (1 - low_goal) / (1 - goal):
+        # Langevin rejection grows like ε^(3/2) (diagnostics.suggested_step_size), at most ×10 per recheck
+        factor = ((1.0 - target) / max(1.0 - acceptance, 1e-6)) ** (2.0 / 3.0)
+        kernel = dataclasses.replace(kernel, step_size=float(kernel.step_size) * min(max(factor, 0.1), 10.0))
     report["step_size_after"] = float(kernel.step_size)
     return kernel, report
 

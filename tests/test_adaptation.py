@@ -89,3 +89,26 @@ def test_one_step_size_per_chain():
     assert mixed.mala_acceptance_per_chain[1] < mixed.mala_acceptance_per_chain[0]
     with pytest.raises(LLCInputError, match="2 chains"):
         estimate_llc(model, x, y, base, per_chain={"step_size": [1e-3]})
+
+
+def test_burnin_recheck_keeps_to_the_runs_own_acceptance_goal():
+    # schedule.recheck_acceptance lowers ε when burn-in acceptance falls below the band around the
+    # run's goal: low end 1 − 1.25 (1 − goal), i.e. 0.90 for 0.92 (the same ε as the diagnostics'
+    # suggestion there) and 0.625 for a goal of 0.7, which a run that asked for 0.7 must not be cut at.
+    import torch
+
+    from llc_core import diagnostics
+    from llc_core.sampling.sgld import SGLD
+    from llc_core.schedule import recheck_acceptance
+
+    kernel = SGLD(lambda w, b: (w.sum(-1), torch.ones_like(w)), torch.zeros(3), 1e-3, 1.0, 10.0)
+    alive = torch.ones(2, dtype=torch.bool)
+
+    def recheck(acceptance, target):
+        return recheck_acceptance(kernel, [torch.full((2,), acceptance)], alive, target)[0].step_size
+
+    assert recheck(0.91, 0.92) == 1e-3
+    assert recheck(0.85, 0.92) == pytest.approx(diagnostics.suggested_step_size(1e-3, 0.85, 100))
+    assert recheck(0.65, 0.7) == 1e-3
+    assert recheck(0.5, 0.7) == pytest.approx(1e-3 * (0.3 / 0.5) ** (2 / 3))
+    assert recheck(0.0, 0.99) == pytest.approx(1e-4)  # (0.01)^(2/3) = 0.046, but at most ×10 per recheck

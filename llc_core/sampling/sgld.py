@@ -9,8 +9,11 @@ one step is
 
     w ← w − (ε/2) A ∇U(w) + N(0, ε A)
 
-with A = 1 (plain SGLD), a fixed diagonal A, or the RMSprop preconditioner A = 1/(δ + √V),
-V ← αV + (1 − α) ∇U ⊙ ∇U (pSGLD, the Γ correction dropped). ε, γ and nβ are numbers shared by all
+with A = 1 (plain SGLD), a fixed diagonal A, or an RMSprop preconditioner A = 1/(δ + √V̂) in one of
+two variants (docs/METHOD.md §1, §7): pSGLD's, V ← αV + (1 − α) ∇U ⊙ ∇U from V = 0 (α = 0.99,
+δ = 0.1), and the local one of Hitchcock & Hoogland (arXiv 2507.21449), V from g = nβ∇L_B alone,
+V₀ = 1, bias-corrected V̂ = V/(1 − α^t), α = 0.999, δ = 1e-8. Both drop the Γ correction, which is
+harmless here: the preconditioner adapts during burn-in only and is frozen for the draws. ε, γ and nβ are numbers shared by all
 chains, or tensors of shape (C,) with one value per chain (a calibration sweep runs its grid cells as
 chains of one batched computation). The step can also measure the MALA
 acceptance probability of its own move (paper App. H.1): the Langevin proposal's Metropolis ratio,
@@ -31,7 +34,8 @@ LossAndGrad = Callable[[Tensor, Any], tuple[Tensor, Tensor]]
 
 class SGLDState(NamedTuple):
     position: Tensor  # w, (C, d)
-    square_avg: Tensor | None  # RMSprop's V, (C, d); None unless the preconditioner is RMSprop
+    square_avg: Tensor | None  # RMSprop's S, (C, d) (see RMSprop); None unless the preconditioner is RMSprop
+    count: Tensor | None = None  # RMSprop updates of each chain, (C,); only for a bias-corrected RMSprop
 
 
 class SGLDInfo(NamedTuple):
@@ -42,10 +46,43 @@ class SGLDInfo(NamedTuple):
 
 @dataclass(frozen=True)
 class RMSprop:
-    """pSGLD's adaptive diagonal preconditioner: α is the decay of V, δ keeps A bounded."""
+    """An adaptive diagonal preconditioner A = 1/(δ + √V̂): α is the decay of V, δ keeps A bounded.
+
+    The defaults are pSGLD's (Li et al. 2016): V from ∇U, V₀ = 0, no bias correction.
+    `loss_only` takes V from g = nβ∇L_B alone (the localization term left out), `initial` is V₀ and
+    `bias_correction` divides by 1 − α^t: Hitchcock & Hoogland's variant (`local_rmsprop`). The state
+    keeps S = (1 − α) Σ_s α^(t−s) g_s² (started at 0) and each chain's count t, so that
+    V = α^t V₀ + S and V̂ = V/(1 − α^t); a chain sent back to w* (S = 0, t = 0) starts afresh.
+    """
 
     alpha: float = 0.99
     delta: float = 0.1
+    loss_only: bool = False
+    initial: float = 0.0
+    bias_correction: bool = False
+
+    @property
+    def counted(self) -> bool:
+        """Whether A depends on the number of updates (V₀ ≠ 0 or bias correction)."""
+        return self.bias_correction or self.initial != 0.0
+
+    def precondition(self, square_avg: Tensor, count: Tensor | None) -> Tensor:
+        """A = 1/(δ + √V̂) per chain and parameter, (C, d)."""
+        if not self.counted:
+            return 1.0 / (self.delta + square_avg.sqrt())
+        decay = (self.alpha ** count.to(square_avg.dtype))[:, None]
+        second_moment = square_avg + self.initial * decay
+        if self.bias_correction:
+            # 1 − α^t, with t ≥ 1 after the first update; a chain with t = 0 (no update yet) uses V₀
+            second_moment = torch.where(decay < 1, second_moment / (1 - decay).clamp_min(1e-30),
+                                        torch.full_like(second_moment, self.initial))
+        return 1.0 / (self.delta + second_moment.sqrt())
+
+
+def local_rmsprop(initial: float = 1.0) -> RMSprop:
+    """Hitchcock & Hoogland's RMSprop-SGLD (arXiv 2507.21449): α = 0.999, δ = 1e-8, V from nβ∇L_B
+    only, V₀ = `initial` (theirs: 1), bias-corrected; config preconditioner "rmsprop-local"."""
+    return RMSprop(alpha=0.999, delta=1e-8, loss_only=True, initial=float(initial), bias_correction=True)
 
 
 @dataclass(frozen=True)
@@ -68,8 +105,10 @@ class SGLD:
     mask: Tensor | None = None
 
     def init(self, position: Tensor) -> SGLDState:
-        square_avg = torch.zeros_like(position) if isinstance(self.preconditioner, RMSprop) else None
-        return SGLDState(position, square_avg)
+        rmsprop = self.preconditioner if isinstance(self.preconditioner, RMSprop) else None
+        square_avg = torch.zeros_like(position) if rmsprop is not None else None
+        count = torch.zeros(position.shape[0], device=position.device) if rmsprop and rmsprop.counted else None
+        return SGLDState(position, square_avg, count)
 
     def step(
         self,
@@ -86,12 +125,14 @@ class SGLD:
         loss, grad = self.loss_and_grad(w, batch)
         grad_u = self.masked(self.grad_potential(w, grad))
 
-        square_avg = state.square_avg
+        square_avg, count = state.square_avg, state.count
         if isinstance(self.preconditioner, RMSprop):
+            rmsprop = self.preconditioner
             if adapt_preconditioner:
-                alpha = self.preconditioner.alpha
-                square_avg = square_avg * alpha + (1 - alpha) * grad_u.square()
-            precond = 1.0 / (self.preconditioner.delta + square_avg.sqrt())
+                g = self.loss_gradient(w, grad_u) if rmsprop.loss_only else grad_u
+                square_avg = square_avg * rmsprop.alpha + (1 - rmsprop.alpha) * g.square()
+                count = None if count is None else count + 1
+            precond = rmsprop.precondition(square_avg, count)
         else:
             precond = self.preconditioner  # a fixed (d,) tensor, or None for A = 1
 
@@ -106,7 +147,7 @@ class SGLD:
         acceptance = None
         if measure_acceptance:
             acceptance = self.acceptance(LangevinMove(w, new_w, noise), loss, precond, batch)
-        return SGLDState(new_w, square_avg), SGLDInfo(loss, acceptance, grad_u if keep_grad else None)
+        return SGLDState(new_w, square_avg, count), SGLDInfo(loss, acceptance, grad_u if keep_grad else None)
 
     def minibatch_heat(self, state: SGLDState, info: SGLDInfo, other_batch: Any) -> Tensor:
         """ε nβ² ||∇L_B1 − ∇L_B2||² / 16 per chain, (C,): the λ̂ that minibatch gradient noise adds.
@@ -123,11 +164,21 @@ class SGLD:
         # ∇U on both batches share the localization term, which cancels in the difference
         difference = (info.grad_potential - self.masked(self.grad_potential(state.position, grad))).double().square()
         if isinstance(self.preconditioner, RMSprop):
-            difference = difference / (self.preconditioner.delta + state.square_avg.double().sqrt())
+            if self.preconditioner.counted:
+                difference = difference * self.preconditioner.precondition(state.square_avg.double(), state.count)
+            else:
+                difference = difference / (self.preconditioner.delta + state.square_avg.double().sqrt())
         elif self.preconditioner is not None:
             difference = difference * self.preconditioner.double()
         eps = self.step_size if isinstance(self.step_size, Tensor) else float(self.step_size)
         return eps * difference.sum(-1) / 16
+
+    def loss_gradient(self, w: Tensor, grad_u: Tensor) -> Tensor:
+        """nβ ∇L_B from ∇U = nβ ∇L_B + γ (w − w*) (masked like ∇U: frozen coordinates sit at w*)."""
+        localization = per_chain_column(self.localization)
+        if isinstance(localization, float) and not localization:
+            return grad_u
+        return grad_u - localization * (w - self.w_star)
 
     def masked(self, value: Tensor) -> Tensor:
         """`value` (C, d) with the frozen coordinates of each chain set to 0 (unchanged without a mask)."""
