@@ -22,7 +22,7 @@ from llc_core import LLCInputError, defaults
 from llc_core.studies import experiments, sweep
 from llc_core.execution import jobs
 from llc_core.config import SamplerConfig
-from pages import common, settings
+from pages import common, live_runs, settings
 
 common.require_entry_point()
 
@@ -106,6 +106,8 @@ def start(name: str, job: jobs.Job, **extra: Any) -> None:
     st.session_state[JOBS[name]] = job.start()
     for k, v in extra.items():
         st.session_state[f"{JOBS[name]}.{k}"] = v
+    kept = live_runs.kept((JOBS[name], *(f"{JOBS[name]}.{k}" for k in extra)))
+    live_runs.register(PAGE, name, job, lambda: dict(kept))
 
 
 def live(name: str, draw: Callable[[dict[str, Any] | None, bool], None]) -> None:
@@ -115,6 +117,7 @@ def live(name: str, draw: Callable[[dict[str, Any] | None, bool], None]) -> None
         draw(None, False)
         return
     if not job.alive:
+        live_runs.collected(PAGE, name)
         draw(job.snapshot(), False)
         return
 
@@ -531,6 +534,7 @@ st.caption(
     "in 0.90–0.95 (higher for models under 20 parameters, whose few directions each take more of the "
     "rejection) with a flat loss trace, no divergence and λ̂ ≥ 0, at the smallest γ and, among those, the "
     "largest ε (docs/METHOD.md §2-3). `python -m llc_core sweep CONFIG.json` does the same from the command line.")
+live_runs.reattach(PAGE, ("Run sweep", "Run experiment", "Compare"))  # a reload during a run (pages/live_runs.py)
 with st.sidebar:
     model_values = sidebar_model()
 

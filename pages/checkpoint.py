@@ -24,7 +24,7 @@ from llc_core.studies import run_groups
 from llc_core.files import checkpoint as ckpt
 from llc_core.files import datafiles
 from llc_core.files import MAX_FILE_BYTES
-from pages import charts, common, runs
+from pages import charts, common, live_runs, runs
 
 common.require_entry_point()
 
@@ -36,6 +36,11 @@ EXPORT_HELP = ("A custom architecture (convolutions, attention, normalisation, e
                "`torch.export.save(torch.export.export(model.eval(), (x[:2],), dynamic_shapes=({0: "
                "torch.export.Dim('batch')},)), 'model.pt2')` and upload the .pt2.")
 REFINE_JOB = "ckpt.refine_job"
+# what a reload during a run takes back with it (pages/live_runs.py): the files the run reads and the settings
+KEPT = tuple(f"{PAGE}.{name}" for name in (
+    "dir", "model_path", "data_path", "model_label", "data_label", "origin", "loss", "activation", "use_spec", "spec",
+    "confirmed", "target_columns", "inputs_key", "targets_key", "sigma", "teacher", "teacher_n", "teacher_seed",
+    "auto_step", "chains", "steps", "step_size", "localization", "nbeta", "refine_groups", "refine_chains"))
 POLL_SECONDS = 0.5
 GROUPINGS = {"layer": "per layer", "head": "per attention head"}
 REFINED_ABOUT = (
@@ -86,6 +91,11 @@ def load_example(example: dict) -> None:
     state[key("origin")] = "file"
 
 
+def file_label(slot: str) -> str:
+    """The name of the slot's file (an upload's own name, or an example's), made literal for Markdown."""
+    return common.escape_markdown(st.session_state.get(key(f"{slot}_label"), "weights" if slot == "model" else "data"))
+
+
 def take_upload(upload, slot: str) -> None:
     """Keep an uploaded file under a fixed name in this session's folder (never its own name)."""
     if upload is None or st.session_state.get(key(f"{slot}_upload_id")) == upload.file_id:
@@ -125,8 +135,8 @@ def model_section(model_path: str) -> tuple[dict | None, str | None] | None:
     st.subheader("2 · Model")
     loaded = ckpt.load_checkpoint(model_path)
     count = sum(v.numel() for v in loaded.state_dict.values())
-    st.caption(f"**{st.session_state.get(key('model_label'), 'weights')}**: {ckpt.FORMAT_NAMES[loaded.format]}, "
-               f"{len(loaded.state_dict)} tensors, {count:,} numbers" + "".join(f"; {n}" for n in loaded.notes))
+    st.caption(f"**{file_label('model')}**: {ckpt.FORMAT_NAMES[loaded.format]}, {len(loaded.state_dict)} tensors, "
+               f"{count:,} numbers" + "".join(f"; {common.escape_markdown(n)}" for n in loaded.notes))
     if loaded.module is not None:
         st.success(f"A {ckpt.FORMAT_NAMES[loaded.format]} brings its own architecture; its parameters are w*. "
                    "It is sampled in eval mode: dropout off, normalisation statistics frozen.")
@@ -148,7 +158,8 @@ def model_section(model_path: str) -> tuple[dict | None, str | None] | None:
                               help="The file holds only weights: say which nonlinearity the network used.")
     spec = ckpt.infer_architecture(loaded.state_dict, activation, file_order_meaningful=loaded.format != "safetensors")
     st.markdown(f"**Inferred architecture:** {ckpt.describe_architecture(spec)}")
-    st.caption("Names in the file: " + ", ".join(l["name"] for l in spec["layers"] if l["type"] == "linear"))
+    st.caption("Names in the file: " + common.escape_markdown(", ".join(l["name"] for l in spec["layers"]
+                                                                     if l["type"] == "linear")))
     if not st.checkbox("This is my model's architecture", key=seeded("confirmed", False)):
         st.info("Check the inferred architecture and confirm it (or give a JSON spec) to go on.")
         return None
@@ -189,7 +200,7 @@ def data_section(data_path: str | None) -> DataConfig | None:
                           format_func=LOSS_LABELS.get, horizontal=True)
     sigma = sigma_col.number_input("σ of the Gaussian loss", min_value=1e-6, format="%g", key=seeded("sigma", 1.0),
                                    disabled=loss != "gaussian")
-    label = st.session_state.get(key("data_label"), "data")
+    label = file_label("data")
     if source_format == "csv":
         chosen = [c for c in st.session_state.get(key("target_columns"), []) if c in names] or [names[-1]]
         st.session_state[key("target_columns")] = chosen
@@ -266,7 +277,9 @@ def start_refined(config: RunConfig) -> None:
     old = st.session_state.get(REFINE_JOB)
     if old is not None and old.alive:
         old.request_stop()
-    st.session_state[REFINE_JOB] = Job(refine_work(config), name="llc-refine").start()
+    job = st.session_state[REFINE_JOB] = Job(refine_work(config), name="llc-refine").start()
+    kept = live_runs.kept(KEPT)
+    live_runs.register(PAGE, "refine", job, lambda: {**kept, REFINE_JOB: job})
 
 
 def full_llc(config: RunConfig | None) -> float | None:
@@ -306,6 +319,7 @@ def refined_live(config: RunConfig | None) -> None:
     if job is None:
         return
     if not job.alive:
+        live_runs.collected(PAGE, "refine")
         snap = job.snapshot()
         if snap["error"]:
             common.show_error(RuntimeError(snap["error"]))
@@ -364,6 +378,7 @@ st.title("Inspect a checkpoint")
 st.caption("Upload a trained model and its data, or load an example, and estimate its local learning coefficient. "
            "Files are read without running any code from them: pickles that would import anything beyond tensors "
            "are refused, and TorchScript is not accepted (README: Checkpoint inspection).")
+live_runs.reattach(PAGE, ("Estimate λ̂", "Estimate per group"))  # a reload during a run (pages/live_runs.py)
 
 sources()
 model_path, data_path = st.session_state.get(key("model_path")), st.session_state.get(key("data_path"))
@@ -391,9 +406,11 @@ else:
 record = runs.current_run(PAGE)
 running = record is not None and record.running
 if st.button("Estimate λ̂", type="primary", disabled=config is None or running, key=key("start")):
-    runs.start_run(PAGE, config)
+    runs.start_run(PAGE, config, keep=KEPT)
     st.rerun()
 if record is not None or config is not None:
     runs.run_panel(PAGE)
 if config is not None and problem is not None:
     refined_section(config, problem.model)
+elif st.session_state.get(REFINE_JOB) is not None:
+    refined_live(None)  # re-attached after a reload, before the files are read again

@@ -4,6 +4,7 @@ The rest of the pages' machinery lives beside this module:
   pages/settings.py  the Setting table and the widget values ⇄ RunConfig ⇄ URL conversions (no drawing)
   pages/charts.py    the live charts (Vega-Lite specs built once with Altair, fed fresh data each redraw)
   pages/runs.py      run records in the session, the polling live panel and the result view
+  pages/live_runs.py the server's registry of running work, by the token in the URL: a reload re-attaches
 """
 
 from __future__ import annotations
@@ -115,9 +116,21 @@ def freeze_startup_heap() -> None:
 
 # ====================================================================== URL binding
 
+RUN_PARAM = "run"  # the URL parameter of a page's running work (pages/live_runs.py); not a setting
+
 
 def widget_key(page: str, name: str) -> str:
     return f"{page}.{name}"
+
+
+def run_token_key(page: str) -> str:
+    """The session-state key of the page's run token (pages/live_runs.py), written to the URL beside the settings."""
+    return f"{page}.run_token"
+
+
+def settings_params(params: dict[str, str]) -> dict[str, str]:
+    """A URL's parameters without the run token: the settings only."""
+    return {name: value for name, value in params.items() if name != RUN_PARAM}
 
 
 def restore_from_url(page: str, parse: Callable[[dict[str, str]], tuple[dict[str, Any], list[str]]]) -> list[str]:
@@ -128,7 +141,7 @@ def restore_from_url(page: str, parse: Callable[[dict[str, str]], tuple[dict[str
     this session wrote, or an empty one (navigating between pages clears it), changes nothing.
     """
     state = st.session_state
-    params = st.query_params.to_dict()
+    params = settings_params(st.query_params.to_dict())
     if not params or params == state.get(f"{page}.url_written"):
         return []
     if state.get("url_owner") not in (None, page) and params == state.get("url_params"):
@@ -154,12 +167,15 @@ def ensure_widget(page: str, name: str, default: Any) -> str:
 
 
 def remember_and_write_url(page: str, values: dict[str, Any], params: dict[str, str]) -> None:
-    """After the widgets: keep their values for this session and mirror them in the URL."""
+    """After the widgets: keep their values for this session and mirror them in the URL, with the page's
+    run token (pages/live_runs.py) when it has one."""
     remembered = dict(st.session_state.get(f"{page}.values", {}))
     remembered.update(values)
     st.session_state[f"{page}.values"] = remembered
-    if st.query_params.to_dict() != params:
-        st.query_params.from_dict(params)
+    token = st.session_state.get(run_token_key(page))
+    wanted = {**params, RUN_PARAM: token} if token else params
+    if st.query_params.to_dict() != wanted:
+        st.query_params.from_dict(wanted)
     st.session_state[f"{page}.url_written"] = params
     st.session_state["url_owner"], st.session_state["url_params"] = page, params
 

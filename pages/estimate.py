@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from llc_core import available_devices, default_nbeta
-from pages import common, runs, settings
+from pages import common, live_runs, runs, settings
 from pages.settings import AUTO
 
 common.require_entry_point()
@@ -162,6 +162,7 @@ st.caption("λ̂ = nβ · (E[L_n(w)] − L_n(w*)) under SGLD draws from the temp
 
 for problem in common.restore_from_url(PAGE, settings.query_to_values):
     st.error(common.escape_markdown(problem))
+live_runs.reattach(PAGE)  # a reload during a run: the run's URL token brings it back (pages/live_runs.py)
 with st.sidebar:
     values = sidebar_settings()
 config, problems = settings.values_to_config(values)
@@ -178,7 +179,7 @@ if run_col.button("Run", type="primary", disabled=running or config is None,
     st.rerun()
 if config is not None:
     truth = runs.theory_for(config)
-    summary = (f"{config.model.kind} {settings.model_summary(config)} · n = {config.data.n:,} · "
+    summary = (f"{config.model.kind} {common.escape_markdown(settings.model_summary(config))} · n = {config.data.n:,} · "
                f"{config.sampler.chains} chains × {config.sampler.steps:,} steps")
     if truth is not None:
         summary += f" · theory λ = {common.fraction_text(truth.llc)}"

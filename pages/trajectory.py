@@ -19,7 +19,7 @@ import streamlit as st
 from llc_core import DataConfig, LLCInputError, SamplerConfig
 from llc_core.files import checkpoint as ckpt
 from llc_core.studies import TrainingConfig, TrajectoryConfig, TrajectoryProgress, TrajectoryRun, step_from_name
-from pages import common
+from pages import common, live_runs
 
 common.require_entry_point()
 
@@ -37,6 +37,10 @@ def key(name: str) -> str:
     return common.ensure_widget(PAGE, name, DEFAULTS.get(name))
 
 
+# what a reload during a run takes back with it (pages/live_runs.py): the files the run reads and the settings
+KEPT = ("traj.dir", "traj.paths", "traj.data_path", "traj.labels", "traj.upload_ids", "traj.data_id",
+        *(common.widget_key(PAGE, name) for name in ("source", "train_steps", "keep", "seed", "chains", "steps",
+                                                     "localization", "step_size", "activation", "loss")))
 DEFAULTS = {"source": "dln", "train_steps": 500, "keep": 21, "seed": 0, "chains": 4, "steps": 1000,
             "localization": 10.0, "step_size": None, "activation": "identity", "loss": "gaussian"}
 
@@ -95,7 +99,7 @@ def source_settings(source: str) -> tuple[TrainingConfig | None, dict]:
                                       key="traj.data_upload")
     keep_uploads(uploads, data_upload)
     if st.session_state.get("traj.labels"):
-        st.caption(f"Using {st.session_state['traj.labels']}")
+        st.caption(f"Using {st.session_state['traj.labels']}")  # a count or the example's names: no user text
     cols = st.columns(2)
     activation = cols[0].selectbox("Activation between Linear layers (state dicts)", list(ckpt.ACTIVATIONS),
                                    key=key("activation"))
@@ -178,7 +182,8 @@ def draw(progress: TrajectoryProgress, worker: TrajectoryRun) -> None:
         st.altair_chart(trajectory_chart(table), width="stretch")
     result = progress.result
     if result is not None:
-        text = (f"**Every checkpoint used** ε = {result.step_size:.3g} (calibrated on {result.calibrated_on}), "
+        text = (f"**Every checkpoint used** ε = {result.step_size:.3g} (calibrated on "
+                f"{common.escape_markdown(result.calibrated_on)}), "  # a checkpoint's file name: user text
                 f"nβ = {result.nbeta:.4g}, γ = {result.localization:g}, {result.sampler['chains']} chains × "
                 f"{result.sampler['steps']:,} steps.")
         if result.partial:
@@ -200,6 +205,7 @@ st.caption("λ̂ of every checkpoint with one set of SGLD settings, calibrated o
            "the paper's ResNet experiments, so that changes in λ̂ come from the checkpoints, not the sampler. "
            "Checkpoints caught between two loss plateaus are no local minima: their λ̂ can come out negative.")
 
+live_runs.reattach(PAGE, ("Estimate every checkpoint",))  # a reload during a run (pages/live_runs.py)
 source = st.radio("Checkpoints", list(SOURCES), format_func=SOURCES.get, key=key("source"))
 config = None
 try:
@@ -212,6 +218,8 @@ running = worker is not None and worker.alive
 if st.button("Estimate every checkpoint", type="primary", disabled=config is None or running, key="traj.start"):
     worker = TrajectoryRun(config).start()
     st.session_state[WORKER] = worker
+    kept = {**live_runs.kept(KEPT), WORKER: worker}
+    live_runs.register(PAGE, "trajectory", worker, lambda: dict(kept))
 # Poll while a worker has results this page has not drawn in full; then one full rerun stops the polling.
 polling = worker is not None and st.session_state.get("traj.drawn") is not worker
 
@@ -224,6 +232,7 @@ def live() -> None:
     progress = current.poll()
     if polling and progress.finished:
         st.session_state["traj.drawn"] = current
+        live_runs.collected(PAGE, "trajectory")
         st.rerun()
     draw(progress, current)
 

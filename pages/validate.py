@@ -14,10 +14,11 @@ import pandas as pd
 import streamlit as st
 
 from llc_core.studies import validate
-from pages import common
+from pages import common, live_runs
 
 common.require_entry_point()
 
+PAGE = "validate"
 STATE = "validate.run"
 
 st.title("Validate λ̂ against known learning coefficients")
@@ -27,6 +28,7 @@ st.caption(
     "sampler). `python -m llc_core validate SUITE` runs the same suites from the command line."
 )
 
+live_runs.reattach(PAGE, ("Run suite",))  # a reload during a run (pages/live_runs.py)
 names = list(validate.SUITES)
 with st.form("validate.form"):
     suite = st.selectbox("Suite", names, index=names.index("toy"), key="validate.suite",
@@ -41,6 +43,7 @@ if start:
         current.request_stop()
     current = validate.SuiteRun(suite, int(cases) or None, int(seed)).start()
     st.session_state[STATE] = current
+    live_runs.register(PAGE, "suite", current, lambda current=current: {STATE: current})
 
 
 def frame(rows: list) -> pd.DataFrame:
@@ -85,7 +88,9 @@ def progress() -> None:
         return
     snap = run.snapshot()
     done, total = len(snap["rows"]), snap["total"]
-    if snap["running"]:
+    if not snap["running"]:
+        live_runs.collected(PAGE, "suite")
+    else:
         left, right = st.columns([4, 1])
         left.progress(done / total if total else 1.0, text=f"suite {run.name}: {done}/{total} cases done")
         if right.button("Stop", key="validate.stop"):

@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -359,3 +360,103 @@ def test_a_server_runs_at_most_its_worker_limit_and_the_others_wait(monkeypatch)
     monkeypatch.setenv(WORKER_LIMIT_ENV, "lots")
     with pytest.raises(ValueError, match="LLC_MAX_WORKERS"):
         worker_limit()
+
+
+def run_file_fuzz(seed: int, count: int, readers: str, timeout: float) -> list[dict]:
+    """tests/fuzz_files.py under a 4 GiB address-space limit (torch and transformers map ~0.7 GiB; the largest
+    file read is 256 MiB), so that an allocation a file merely claims fails, and is reported, as MemoryError."""
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))
+
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "fuzz_files.py"), str(seed), str(count), "20", readers],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout, preexec_fn=limit_memory, check=False)
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert proc.returncode == 0 and lines and lines[-1].get("done") == count, proc.stderr[-2000:]
+    return lines[:-1]
+
+
+def test_fuzzed_uploads_are_read_or_refused_with_one_clear_line():
+    """300 files (seeded) made from valid checkpoints (safetensors, torch.save zip and legacy, .pt2, a Hugging
+    Face zip), data files (.npz, .csv, .safetensors, .pt) and architecture specs by truncation, byte flips,
+    renamed members, huge shapes claimed in .npy and safetensors headers, zip bombs, deep JSON, long CSV
+    fields and tensors of every kind: each is read, or refused with one LLCInputError line; nothing else
+    is raised, nothing hangs (20 s each), nothing allocates what a header merely claims (RLIMIT_AS)."""
+    assert run_file_fuzz(seed=0, count=300, readers="checkpoint,data,spec", timeout=120) == []
+
+
+def test_fuzzed_zips_of_checkpoints_are_read_or_refused_with_one_clear_line():
+    assert run_file_fuzz(seed=0, count=100, readers="trajectory", timeout=120) == []
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, body in members.items():
+            archive.writestr(name, body)
+    return out.getvalue()
+
+
+def _torch_file(obj) -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def _fuzz_findings():
+    """The files on which tests/fuzz_files.py found a reader raising something else than LLCInputError."""
+    import torch
+
+    npy = _npz_claiming((10**10, 3))
+    renamed = _zip({"x": _zip_member(npy, "x.npy"), "y.npy": _zip_member(npy, "y.npy")})
+    non_utf8 = _zip({"w\u00e4.pkl": b"\x80\x02."}).replace("w\u00e4".encode(), b"w\x97\x97")  # flagged UTF-8, is not
+    deep = "[" * 100_000 + "]" * 100_000
+    header = ",".join(["c"] * 20_000)
+    return [
+        ("data", renamed, "claims shape (10000000000, 3)"),  # an .npy without its suffix: np.load allocated 224 GiB
+        ("data", _zip({"notes.txt": b"hi", "x.npy": _zip_member(npy, "y.npy")}), "'notes.txt' is not a NumPy array"),
+        ("data", _zip({"x.npy": b"\x93NUMPY\x01\x00\x10\x00{{{{{{{{{{{{{{{\n", "y.npy": b""}), "corrupt array header"),
+        ("data", _torch_file({"x": torch.ones(4, 2, dtype=torch.bfloat16), "y": torch.ones(4)}), None),  # numpy: no bf16
+        ("data", _torch_file({"x": torch.eye(3).to_sparse(), "y": torch.ones(3)}), "is a sparse coo tensor"),
+        ("data", _torch_file({"x": torch.empty(3, 2, device="meta"), "y": torch.ones(3)}), "is a meta tensor"),
+        ("data", (header + "\n" + header + "\n" + header + "\n").encode(), "empty or repeated column names"),
+        ("checkpoint", _torch_file({"w.weight": torch.ones(2, 2, dtype=torch.float8_e4m3fn)}), None),  # isfinite
+        ("checkpoint", _torch_file({"w.weight": torch.eye(2).to_sparse()}), "is a sparse coo tensor"),
+        ("checkpoint", _torch_file({"w.weight": torch.empty(2, 2, device="meta")}), "is a meta tensor"),
+        ("checkpoint", _torch_file({"w.weight": torch.ones(2, 2, dtype=torch.complex64)}), "is a complex tensor"),
+        ("checkpoint", non_utf8, "corrupt or truncated"),
+        ("spec", deep.encode(), "nested too deeply"),
+    ]
+
+
+def _zip_member(npz: bytes, name: str) -> bytes:
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(npz)) as archive:
+        return archive.read(name)
+
+
+@pytest.mark.parametrize("index", range(13))
+def test_what_the_file_fuzz_found_is_read_or_refused_clearly(index):
+    from llc_core.files import checkpoint as ckpt
+    from llc_core.files import datafiles
+
+    reader, body, message = _fuzz_findings()[index]
+    read = {"data": lambda: datafiles.read_arrays(body), "checkpoint": lambda: ckpt.load_checkpoint(body),
+            "spec": lambda: ckpt.parse_architecture(body.decode())}[reader]
+    if message is None:
+        read()
+        return
+    with pytest.raises(LLCInputError, match=re.escape(message)) as err:
+        read()
+    assert "\n" not in str(err.value) and len(str(err.value)) < 600
+
+
+def test_a_deep_hugging_face_config_is_refused_clearly():
+    from llc_core.files.huggingface import parse_config
+
+    with pytest.raises(LLCInputError, match="config.json is not valid JSON"):
+        parse_config(b'{"a":' * 50_000 + b"1" + b"}" * 50_000)

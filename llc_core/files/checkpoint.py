@@ -45,8 +45,8 @@ from llc_core.files import datafiles
 from llc_core.files.huggingface import LanguageModelLogits, check_token_inputs, is_model_directory, load_huggingface
 from llc_core.problem import Problem
 from llc_core.files import safe_read
-from llc_core.files.safe_read import (few, file_kind, first_line, load_safetensors, read_limited, too_large,
-                                      torch_load_weights_only, wrong_type_error)
+from llc_core.files.safe_read import (COMPUTE_FLOATS, clip, few, file_kind, first_line, load_safetensors, plain_tensor_problem,
+                                      read_limited, too_large, torch_load_weights_only, wrong_type_error)
 
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -135,22 +135,28 @@ def _state_dict_from(obj: Any) -> tuple[dict[str, Tensor], list[str]]:
         raise LLCInputError(f"the file holds a {type(obj).__name__}, not a state dict: save model.state_dict()")
     tensors = {k: v for k, v in obj.items() if isinstance(v, Tensor)}
     if tensors:
-        notes = [f"ignored non-tensor entries {sorted(map(str, set(obj) - set(tensors)))}"] if len(tensors) < len(obj) else []
+        notes = [f"ignored non-tensor entries {few(sorted(map(str, set(obj) - set(tensors))))}"] if len(tensors) < len(obj) else []
         return {str(k): v for k, v in tensors.items()}, notes
     for key in ("state_dict", "model_state_dict", "model", "module", "net", "weights"):
         inner = obj.get(key)
         if isinstance(inner, dict) and any(isinstance(v, Tensor) for v in inner.values()):
             state_dict, notes = _state_dict_from(inner)
             return state_dict, [f"used the state dict under key {key!r}", *notes]
-    raise LLCInputError(f"found no tensors in the file (top-level keys: {sorted(map(str, obj))[:10]}): "
+    raise LLCInputError(f"found no tensors in the file (top-level keys: {few(sorted(map(str, obj)))}): "
                         "save model.state_dict()")
 
 
 def _check_weights_finite(state_dict: dict[str, Tensor]) -> None:
     for name, value in state_dict.items():
+        problem = plain_tensor_problem(value)
+        if problem:
+            raise LLCInputError(f"weight {clip(name)!r} is {problem}: save the model's real-valued weights as plain dense "
+                                "tensors (model.state_dict(), safetensors)")
+        if value.is_floating_point() and value.dtype not in COMPUTE_FLOATS:
+            value = value.float()
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
-            raise LLCInputError(f"weight {name!r} has {bad} NaN/inf value(s) of {value.numel()}: "
+            raise LLCInputError(f"weight {clip(name)!r} has {bad} NaN/inf value(s) of {value.numel()}: "
                                 "the checkpoint was saved after training diverged; use an earlier one")
 
 
@@ -234,28 +240,42 @@ def _check_export_archive(data: bytes) -> None:
     """Refuse a .pt2 whose members torch.export.load would unpickle with full pickle (pickled
     weights or constants, custom or opaque objects) or whose torch.save members fail weights_only,
     and archives carrying executables (AOTInductor packages)."""
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        infos = archive.infolist()
-        if sum(i.file_size for i in infos) > safe_read.MAX_FILE_BYTES:
-            raise LLCInputError(too_large(".pt2 archive (uncompressed)", sum(i.file_size for i in infos),
-                                          safe_read.MAX_FILE_BYTES))
-        for info in infos:
-            name = info.filename
-            if name.endswith(_EXECUTABLE_SUFFIXES) or "/aotinductor/" in name:
-                raise LLCInputError(f"refused the .pt2 archive: it carries {name!r}, compiled or executable code; "
-                                    "save the program with torch.export.save, not an AOTInductor package")
-            body = archive.read(info)
-            if name.endswith("_config.json"):
-                _check_payload_config(name, body)
-            elif body[:1] == b"\x80" or body[:4] == b"PK\x03\x04" or name.endswith((".pt", ".pkl")):
-                if body:
-                    torch_load_weights_only(body, f".pt2 member {name.split('/')[-1]!r}")
+    for name, body in _export_members(data):
+        if name.endswith("_config.json"):
+            _check_payload_config(name, body)
+        elif body[:1] == b"\x80" or body[:4] == b"PK\x03\x04" or name.endswith((".pt", ".pkl")):
+            if body:
+                torch_load_weights_only(body, f".pt2 member {name.split('/')[-1]!r}")
+
+
+def _export_members(data: bytes) -> list[tuple[str, bytes]]:
+    """Every member of a .pt2 archive, read in memory: the unpacked size bounded first (zipfile reads no
+    further than a member's declared size), executables refused, a damaged archive one clear error."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            infos = archive.infolist()
+            if sum(i.file_size for i in infos) > safe_read.MAX_FILE_BYTES:
+                raise LLCInputError(too_large(".pt2 archive (uncompressed)", sum(i.file_size for i in infos),
+                                              safe_read.MAX_FILE_BYTES))
+            members = []
+            for info in infos:
+                name = info.filename
+                if name.endswith(_EXECUTABLE_SUFFIXES) or "/aotinductor/" in name:
+                    raise LLCInputError(f"refused the .pt2 archive: it carries {name!r}, compiled or executable code; "
+                                        "save the program with torch.export.save, not an AOTInductor package")
+                members.append((name, archive.read(info)))
+            return members
+    except LLCInputError:
+        raise
+    except safe_read.ZIP_ERRORS as err:
+        raise LLCInputError(f"the .pt2 archive is corrupt or truncated ({first_line(err)}): save it again with "
+                            "torch.export.save") from None
 
 
 def _check_payload_config(name: str, body: bytes) -> None:
     try:
         config = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors; deep nesting
         raise LLCInputError(f"the .pt2 archive's {name.split('/')[-1]} is not valid JSON: the file is corrupt") from None
     entries = config.get("config", {}) if isinstance(config, dict) else {}
     for fqn, meta in entries.items():
@@ -301,7 +321,7 @@ def infer_architecture(state_dict: dict[str, Tensor], activation: str = "relu",
     problems += [f"{p}.bias without {p}.weight" for p in no_weight]
     if problems:
         raise LLCInputError(
-            "cannot infer the architecture: not a stack of Linear layers (" + "; ".join(problems[:5])
+            "cannot infer the architecture: not a stack of Linear layers (" + "; ".join(clip(p, 80) for p in problems[:5])
             + "). Convolution, normalisation, embedding and attention layers need the whole model: export it "
             "with torch.export.save(torch.export.export(model.eval(), (x[:2],), dynamic_shapes=({0: "
             "torch.export.Dim('batch')},)), 'model.pt2') and upload the .pt2 (or, for a Linear stack, give a "
@@ -317,8 +337,8 @@ def infer_architecture(state_dict: dict[str, Tensor], activation: str = "relu",
         chain = [layers[p] for p in order]
         if all(a["out"] == b["in"] for a, b in zip(chain, chain[1:])):
             return _spec_from_chain(chain, activation)
-    shapes = ", ".join(f"{p}: {layers[p]['in']}→{layers[p]['out']}" for p in sorted(layers, key=natural_key))
-    raise LLCInputError(f"cannot infer the architecture: the Linear layers' widths do not chain in order ({shapes}). "
+    shapes = few([f"{p}: {layers[p]['in']}→{layers[p]['out']}" for p in sorted(layers, key=natural_key)], 8)
+    raise LLCInputError(f"cannot infer the architecture: the Linear layers' widths do not chain in order {shapes}. "
                         "Give a JSON architecture spec that says the order")
 
 
@@ -346,6 +366,9 @@ def parse_architecture(spec: Any) -> list[dict[str, Any]]:
         except json.JSONDecodeError as err:
             raise LLCInputError(f"the architecture spec is not valid JSON ({err.msg} at line {err.lineno}, "
                                 f"column {err.colno}); expected e.g. {ARCHITECTURE_SPEC_HELP}") from None
+        except RecursionError:
+            raise LLCInputError("the architecture spec is nested too deeply to be one: expected e.g. "
+                                f"{ARCHITECTURE_SPEC_HELP}") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("layers"), list) or not spec["layers"]:
         raise LLCInputError(f"the architecture spec must be an object with a non-empty \"layers\" list, e.g. {ARCHITECTURE_SPEC_HELP}")
     if set(spec) - {"layers"}:

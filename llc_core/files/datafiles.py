@@ -18,6 +18,7 @@ import csv
 import io
 import math
 import os
+import tokenize
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,8 @@ import torch
 from torch import Tensor, nn
 
 from llc_core.files import safe_read
-from llc_core.files.safe_read import file_kind, load_safetensors, read_limited, torch_load_weights_only, wrong_type_error
+from llc_core.files.safe_read import (COMPUTE_FLOATS, clip, few, file_kind, listed, load_safetensors,
+                                      plain_tensor_problem, read_limited, torch_load_weights_only, wrong_type_error)
 from llc_core.config import DataConfig, ModelConfig, build_config
 from llc_core.errors import LLCInputError
 from llc_core.losses import LOSS_KINDS, check_output_matches
@@ -70,7 +72,7 @@ def read_arrays(source: bytes | str | os.PathLike) -> tuple[str, dict[str, np.nd
     if kind == "npz":
         return "npz", _npz_arrays(data)
     if kind == "safetensors":
-        return "safetensors", {k: v.numpy() for k, v in load_safetensors(data, "data file").items()}
+        return "safetensors", {k: tensor_array(k, v) for k, v in load_safetensors(data, "data file").items()}
     if kind == "torch":
         return "torch", _torch_arrays(torch_load_weights_only(data, "data file"))
     if kind == "a text file":
@@ -91,37 +93,63 @@ def _npz_arrays(data: bytes) -> dict[str, np.ndarray]:
             return {name: archive[name] for name in archive.files}
     except LLCInputError:  # a ValueError too: ours already says what is wrong
         raise
+    except MemoryError:  # a claim _check_npy_header could not see through (a compressed member): never a traceback
+        raise LLCInputError("the .npz's arrays do not fit in memory: upload a smaller dataset") from None
     except ValueError as err:
         if "pickle" in str(err).lower() or "object" in str(err).lower():
             raise LLCInputError("the .npz holds Python objects (dtype=object), which would need unpickling: "
                                 "save numeric arrays, e.g. np.savez(path, x=x.astype(float), y=y)") from None
         raise LLCInputError(f"the .npz is corrupt ({err}): save it again with np.savez") from None
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as err:
-        raise LLCInputError(f"the .npz is corrupt or truncated ({err}): save it again with np.savez") from None
+    except (*safe_read.ZIP_ERRORS, KeyError) as err:
+        raise LLCInputError(f"the .npz is corrupt or truncated ({safe_read.first_line(err)}): save it again with "
+                            "np.savez") from None
 
 
 def _check_npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
-    """Refuse, before np.load allocates it, an array whose header claims more bytes than its member holds
-    (a header saying shape (10^10, 3) in a file of a few bytes would allocate 224 GiB)."""
-    if not info.filename.endswith(".npy"):
-        return
+    """Refuse a member that is not an .npy array (np.load would hand back its raw bytes), and, before np.load
+    allocates it, an array whose header claims more bytes than its member holds (a header saying shape
+    (10^10, 3) in a file of a few bytes would allocate 224 GiB). Told by its bytes, whatever its name."""
+    with archive.open(info) as member:
+        if member.read(len(np.lib.format.MAGIC_PREFIX)) != np.lib.format.MAGIC_PREFIX:
+            raise LLCInputError(f"the .npz member {info.filename[:80]!r} is not a NumPy array: save the data with "
+                                "np.savez(path, x=inputs, y=targets)")
     with archive.open(info) as member:
         version = np.lib.format.read_magic(member)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = read_header(member, max_header_size=10_000)
+        try:
+            shape, _, dtype = read_header(member, max_header_size=10_000)
+        except (ValueError, SyntaxError, TypeError, RecursionError, tokenize.TokenError) as err:  # NumPy parses it
+            raise LLCInputError(f"the .npz member {clip(info.filename)!r} has a corrupt array header "
+                                f"({safe_read.first_line(err)[:120]}): save it again with np.savez") from None
     if dtype.hasobject:
         return  # np.load(allow_pickle=False) refuses it with its own message
     claimed = math.prod(shape) * dtype.itemsize
     if claimed > info.file_size:
-        raise LLCInputError(f"the .npz array {info.filename[:-4]!r} claims shape {tuple(shape)} ({claimed / 2**30:.3g} GiB) "
+        raise LLCInputError(f"the .npz array {info.filename[:80].removesuffix('.npy')!r} claims shape {tuple(shape)} ({claimed / 2**30:.3g} GiB) "
                             f"but its file holds {info.file_size} bytes: the .npz is corrupt; save it again with np.savez")
+
+
+def tensor_array(name: str, tensor: Tensor) -> np.ndarray:
+    """A tensor from a data file as a NumPy array: a plain dense one, floats NumPy lacks (bfloat16, float8)
+    as float32, which holds their values exactly."""
+    problem = plain_tensor_problem(tensor) if not tensor.is_complex() else None  # complex: refused as data later
+    if problem:
+        raise LLCInputError(f"the data array {name[:80]!r} is {problem}: save plain dense tensors of numbers")
+    tensor = tensor.detach()
+    if tensor.is_floating_point() and tensor.dtype not in COMPUTE_FLOATS or tensor.dtype == torch.bfloat16:
+        tensor = tensor.float()  # NumPy has no bfloat16 nor float8
+    try:
+        return tensor.numpy()
+    except (TypeError, RuntimeError) as err:
+        raise LLCInputError(f"the data array {name[:80]!r} ({str(tensor.dtype).replace('torch.', '')}) cannot be read "
+                            f"as numbers ({safe_read.first_line(err)}): save float32, float64 or integer tensors") from None
 
 
 def _torch_arrays(obj: Any) -> dict[str, np.ndarray]:
     if isinstance(obj, (tuple, list)) and len(obj) == 2 and all(isinstance(t, Tensor) for t in obj):
-        return {"inputs": obj[0].numpy(), "targets": obj[1].numpy()}
+        return {"inputs": tensor_array("inputs", obj[0]), "targets": tensor_array("targets", obj[1])}
     if isinstance(obj, dict):
-        arrays = {str(k): v.detach().numpy() for k, v in obj.items() if isinstance(v, Tensor)}
+        arrays = {str(k): tensor_array(str(k), v) for k, v in obj.items() if isinstance(v, Tensor)}
         if arrays:
             return arrays
     raise LLCInputError(f"the .pt data file holds a {type(obj).__name__} without tensors: save "
@@ -144,7 +172,7 @@ def _csv_columns(data: bytes) -> dict[str, np.ndarray]:
     if all(_is_number(cell) for cell in header):
         raise LLCInputError("the CSV's first row is numbers: add a header row naming the columns (e.g. x1,x2,y)")
     if len(set(header)) != len(header) or any(not name for name in header):
-        raise LLCInputError(f"the CSV header {header} has empty or repeated column names: name every column once")
+        raise LLCInputError(f"the CSV header {few(header)} has empty or repeated column names: name every column once")
     values = np.empty((len(rows) - 1, len(header)))
     for line, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
@@ -153,7 +181,7 @@ def _csv_columns(data: bytes) -> dict[str, np.ndarray]:
             try:
                 values[line - 2, column] = float(cell)
             except ValueError:
-                raise LLCInputError(f"CSV line {line}, column {header[column]!r}: {cell[:40]!r}{'…' if len(cell) > 40 else ''} is not a number") from None
+                raise LLCInputError(f"CSV line {line}, column {clip(header[column])!r}: {cell[:40]!r}{'…' if len(cell) > 40 else ''} is not a number") from None
     return {name: values[:, i] for i, name in enumerate(header)}
 
 
@@ -219,7 +247,7 @@ def tokens_dataset(arrays: dict[str, np.ndarray], loss: str | None, source: str)
 def choose_keys(names: list[str], inputs_key: str | None, targets_key: str | None) -> tuple[str, str]:
     for key, what in ((inputs_key, "inputs_key"), (targets_key, "targets_key")):
         if key is not None and key not in names:
-            raise LLCInputError(f"{what} {key!r} is not in the file: its arrays are {', '.join(names)}")
+            raise LLCInputError(f"{what} {clip(key)!r} is not in the file: its arrays are {listed(names)}")
     inputs_key = inputs_key or _guess(names, INPUT_NAMES, exclude=targets_key)
     targets_key = targets_key or _guess(names, TARGET_NAMES, exclude=inputs_key)
     if inputs_key is None or targets_key is None:
@@ -227,7 +255,7 @@ def choose_keys(names: list[str], inputs_key: str | None, targets_key: str | Non
             other = [n for n in names if n != (inputs_key or targets_key)][0]
             inputs_key, targets_key = inputs_key or other, targets_key or other
         else:
-            raise LLCInputError(f"cannot tell inputs from targets among the arrays {', '.join(names)}: "
+            raise LLCInputError(f"cannot tell inputs from targets among the arrays {listed(names)}: "
                                 "choose them (inputs_key and targets_key)")
     if inputs_key == targets_key:
         raise LLCInputError(f"inputs and targets are the same array {inputs_key!r}: choose two different ones")
@@ -245,13 +273,13 @@ def _split_columns(columns: dict[str, np.ndarray], target_columns: list[str] | N
     if target_columns is None:
         guess = [n for n in names if n in TARGET_NAMES]
         if len(guess) != 1:
-            raise LLCInputError(f"choose the target column(s) of the CSV (target_columns): its columns are {', '.join(names)}")
+            raise LLCInputError(f"choose the target column(s) of the CSV (target_columns): its columns are {listed(names)}")
         target_columns = guess
     if isinstance(target_columns, str):
         target_columns = [c.strip() for c in target_columns.split(",") if c.strip()]
     unknown = [c for c in target_columns if c not in columns]
     if unknown or not target_columns:
-        raise LLCInputError(f"target column(s) {unknown or target_columns} not in the CSV: its columns are {', '.join(names)}")
+        raise LLCInputError(f"target column(s) {few(unknown or target_columns)} not in the CSV: its columns are {listed(names)}")
     input_columns = [n for n in names if n not in target_columns]
     if not input_columns:
         raise LLCInputError("every CSV column is a target: leave at least one column as input")

@@ -192,7 +192,7 @@ def parse_config(body: bytes) -> tuple[dict[str, Any], Architecture, list[str]]:
     """The config as a dict, its allowed architecture, and notes; refuses code and unknown architectures."""
     try:
         raw = json.loads(body.decode("utf-8-sig"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise LLCInputError(f"config.json is not valid JSON ({first_line(err)}): save the model again with "
                             "save_pretrained") from None
     if not isinstance(raw, dict):
@@ -253,7 +253,7 @@ def _shards(files: ModelFiles, index_name: str) -> list[str]:
     try:
         index = json.loads(files.weights[index_name])
         shard_names = sorted(set(index["weight_map"].values()))
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+    except (ValueError, RecursionError, KeyError, TypeError, AttributeError):  # JSONDecodeError is a ValueError
         raise LLCInputError(f"{index_name} is not a valid shard index (a JSON object with a weight_map): save "
                             "the model again with save_pretrained") from None
     bad = [n for n in shard_names if not isinstance(n, str) or not HF_SHARD_PATTERN.match(n)]

@@ -12,7 +12,9 @@ import os
 import pickle
 import pickletools
 import re
+import struct
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
@@ -49,9 +51,21 @@ def read_limited(source: bytes | str | os.PathLike, what: str = "file", limit: i
 
 
 def few(items: list[str], most: int = 6) -> str:
-    """A list for a message: its first `most` items and how many more there are."""
-    shown = ", ".join(items[:most])
+    """A list for a message: its first `most` items (each cut at 60 characters) and how many more there are."""
+    shown = ", ".join(clip(item) for item in items[:most])
     return f"[{shown}{f', … {len(items) - most} more' if len(items) > most else ''}]"
+
+
+def listed(items: list[str], most: int = 12) -> str:
+    """Names for a message, comma-separated: the first `most` (each cut at 60 characters) and how many more."""
+    more = f", … {len(items) - most} more" if len(items) > most else ""
+    return ", ".join(clip(item) for item in items[:most]) + more
+
+
+def clip(text: object, most: int = 60) -> str:
+    """A name from a file for a message: at most `most` characters."""
+    text = str(text)
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 def too_large(what: str, size: int, limit: int) -> str:
@@ -99,12 +113,19 @@ def _is_text(head: bytes) -> bool:
     return True
 
 
+# What zipfile raises for a damaged archive: a bad header or CRC (BadZipFile), a name that is not UTF-8
+# (UnicodeDecodeError, a ValueError), a corrupt deflate stream (zlib.error), an unknown compression method
+# (NotImplementedError), an encrypted member (RuntimeError), a short read (EOFError, struct.error).
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, zlib.error, struct.error,
+              NotImplementedError, RuntimeError)
+
+
 def zip_names(data: bytes) -> list[str]:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             return archive.namelist()
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise LLCInputError(f"the file looks like a zip archive but is corrupt or truncated ({err}): "
+    except ZIP_ERRORS as err:
+        raise LLCInputError(f"the file looks like a zip archive but is corrupt or truncated ({first_line(err)}): "
                             "save it again (torch.save / torch.export.save) and re-upload") from None
 
 
@@ -178,8 +199,8 @@ def read_zip_members(data: bytes, what: str, wanted: Callable[[str], bool]) -> d
     declared sizes checked first and then not trusted (a zip bomb declares small sizes)."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise LLCInputError(f"the {what} is corrupt or truncated ({err}): zip the files again") from None
+    except ZIP_ERRORS as err:
+        raise LLCInputError(f"the {what} is corrupt or truncated ({first_line(err)}): zip the files again") from None
     with archive:
         infos = [i for i in archive.infolist() if not i.is_dir() and not zip_member_is_junk(i.filename)]
         if len(infos) > MAX_ZIP_MEMBERS:
@@ -196,7 +217,7 @@ def read_zip_members(data: bytes, what: str, wanted: Callable[[str], bool]) -> d
             try:
                 with archive.open(info) as member:
                     body = member.read(MAX_FILE_BYTES + 1 - total)
-            except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as err:  # RuntimeError: encrypted
+            except ZIP_ERRORS as err:
                 raise LLCInputError(f"the {what}'s member {info.filename!r} cannot be read ({first_line(err)}): "
                                     "zip the files again (plain deflate, no encryption)") from None
             total += len(body)
@@ -313,6 +334,23 @@ def _pickle_globals(data: bytes) -> set[str]:
         except Exception:  # the rest is tensor bytes (legacy format) or garbage: stop scanning
             break
     return found
+
+
+# Floating types torch computes with on the CPU; the others (float8) are read as float32, which holds their values
+COMPUTE_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def plain_tensor_problem(value: Tensor) -> str | None:
+    """Why a tensor from a file is not a plain dense one with data (sparse, quantized, meta, complex), or None."""
+    if value.layout != torch.strided:
+        return f"a {str(value.layout).replace('torch.', '').replace('_', ' ')} tensor"
+    if value.device.type == "meta":
+        return "a meta tensor, without data"
+    if value.is_quantized:
+        return "a quantized tensor"
+    if value.is_complex():
+        return "a complex tensor"
+    return None
 
 
 def first_line(err: BaseException) -> str:

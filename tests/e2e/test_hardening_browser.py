@@ -1,11 +1,12 @@
-"""Issue 16 in a real browser: text from the URL is never rendered as a link or an image, and the
-run that snapshots never (snapshot_every = steps = 10^8) still stops within seconds."""
+"""Issue 16 in a real browser: text from the URL is never rendered as a link or an image, the run
+that snapshots never (snapshot_every = steps = 10^8) still stops within seconds, and a reload during a
+run re-attaches to it (its token in the URL), a bogus token getting one info message."""
 
 from __future__ import annotations
 
 import re
 import time
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 
@@ -53,7 +54,7 @@ def test_a_run_that_never_snapshots_stops_within_seconds(page, app_url, screensh
     stop.click()
     clicked = time.monotonic()
     expect(stop).to_have_count(0, timeout=15_000)  # the run has ended
-    expect(page.get_by_text(re.compile("Partial result|stopped", re.I)).first).to_be_visible(timeout=15_000)
+    expect(page.get_by_text(re.compile("Partial result|stopped", re.IGNORECASE)).first).to_be_visible(timeout=15_000)
     ended = time.monotonic() - clicked
     assert ended < 10, f"the run ended {ended:.1f} s after Stop"
     wait_for_app_idle(page)
@@ -80,3 +81,50 @@ def test_stop_ends_sgd_pre_training(page, app_url, screenshot):
     wait_for_app_idle(page)
     assert_no_exception(page)
     screenshot(page, "stopped-in-pre-training")
+
+
+def test_a_reload_reattaches_to_the_running_run_and_stop_still_works(page, app_url, screenshot):
+    """A reload starts a new session: the run's token in the URL (?run=...) brings the running run back, its
+    progress live and Stop working, instead of a fresh page while the worker runs on unseen."""
+    page.set_viewport_size({"width": 1440, "height": 1000})
+    open_page(page, f"{app_url}/estimate?steps=100000000&chains=2&snapshot_every=200")
+    button(page, "Run").click()
+    progress = page.locator('[data-testid="stProgress"]').filter(has_text=re.compile(r"Step [\d,]+ / 100,000,000"))
+    expect(progress.first).to_be_visible(timeout=60_000)
+    token = parse_qs(urlsplit(page.url).query).get("run", [""])[0]
+    assert re.fullmatch(r"[A-Za-z0-9_-]{24}", token), page.url
+
+    page.reload(wait_until="domcontentloaded")
+    page.locator('[data-testid="stAppViewContainer"]').wait_for(state="attached", timeout=30_000)
+    expect(button(page, "Stop")).to_be_visible(timeout=30_000)
+    expect(progress.first).to_be_visible(timeout=30_000)
+    first = progress.first.inner_text()
+    page.wait_for_timeout(2_000)
+    assert progress.first.inner_text() != first, "the re-attached progress does not move"
+    assert parse_qs(urlsplit(page.url).query).get("run") == [token] and "steps=100000000" in page.url
+    assert page.get_by_text("That run has ended").count() == 0
+    assert_no_exception(page)
+    screenshot(page, "reattached-1440")
+    page.set_viewport_size({"width": 1024, "height": 768})
+    page.wait_for_timeout(1_000)
+    screenshot(page, "reattached-1024x768")
+    page.set_viewport_size({"width": 1440, "height": 1000})
+
+    button(page, "Stop").click()
+    expect(button(page, "Stop")).to_have_count(0, timeout=15_000)
+    expect(page.get_by_text(re.compile("Partial result")).first).to_be_visible(timeout=15_000)
+    wait_for_app_idle(page)
+    assert_no_exception(page)
+    screenshot(page, "stopped-after-reload")
+
+
+@pytest.mark.parametrize("token", ["not-a-token", "A" * 24])
+def test_a_bogus_run_token_shows_one_info_message(page, app_url, token):
+    open_page(page, f"{app_url}/estimate?steps=300&run={quote(token)}")
+    info = page.locator('[data-testid="stAlertContentInfo"]').filter(has_text="That run has ended")
+    expect(info).to_have_count(1, timeout=30_000)
+    assert "belongs to a restarted server" in info.inner_text()
+    expect(button(page, "Run")).to_be_enabled()
+    assert "run=" not in page.url and "steps=300" in page.url
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+    assert_no_exception(page)
