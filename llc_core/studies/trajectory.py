@@ -16,13 +16,11 @@ here (`train_model`): a deep linear network from a small initialisation, whose r
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import re
 import threading
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Callable
@@ -42,7 +40,6 @@ from llc_core.execution.jobs import Job
 from llc_core.result import RunResult, Snapshot
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".pt2")
-MAX_ZIP_MEMBERS = 500
 
 # Settings for trajectories that have no better ones (unset sampler fields take these, then the
 # engine's defaults). Measured on the default DLN training run (widths 6-4-4-6): with γ = 10 the
@@ -295,43 +292,19 @@ def step_from_name(name: str, fallback: int) -> int:
 
 
 def read_checkpoint_zip(data: bytes) -> list[tuple[str, bytes]]:
-    """The checkpoint files in a zip, read into memory (never extracted to disk): at most
-    MAX_ZIP_MEMBERS files of the known suffixes, MAX_FILE_BYTES in all, no absolute or '..' paths."""
-    try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
-        raise LLCInputError(f"the zip of checkpoints is corrupt or truncated ({err}): zip the files again") from None
-    with archive:
-        infos = [i for i in archive.infolist() if not i.is_dir() and not _is_junk(i.filename)]
-        if len(infos) > MAX_ZIP_MEMBERS:
-            raise LLCInputError(f"the zip holds {len(infos)} files, over the limit of {MAX_ZIP_MEMBERS}: keep fewer checkpoints")
-        for info in infos:
-            parts = PurePosixPath(info.filename.replace("\\", "/")).parts
-            if info.filename.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
-                raise LLCInputError(f"refused the zip: member {info.filename!r} has an absolute or '..' path "
-                                    "(path traversal); zip the checkpoint files from their own folder")
-            if not info.filename.lower().endswith(CHECKPOINT_SUFFIXES):
-                raise LLCInputError(f"the zip holds {info.filename!r}, not a checkpoint: only "
-                                    f"{', '.join(CHECKPOINT_SUFFIXES)} files may be in it")
-        declared = sum(i.file_size for i in infos)
-        if declared > safe_read.MAX_FILE_BYTES:
-            raise LLCInputError(f"the zip unpacks to {declared / 2**20:.0f} MiB, over the "
-                                f"{safe_read.MAX_FILE_BYTES / 2**20:.0f} MiB limit: keep fewer or smaller checkpoints")
-        files, total = [], 0
-        for info in infos:
-            with archive.open(info) as member:
-                body = member.read(safe_read.MAX_FILE_BYTES + 1 - total)  # never trust the declared sizes
-            total += len(body)
-            if total > safe_read.MAX_FILE_BYTES:
-                raise LLCInputError("the zip unpacks to more than its declared size or the limit: refused")
-            files.append((PurePosixPath(info.filename).name, body))
-    if not files:
+    """The checkpoint files in a zip, read into memory (never extracted to disk) by
+    safe_read.read_zip_members: paths checked, member count and bytes read bounded; a member that is
+    not a checkpoint is refused rather than skipped, so that no checkpoint is silently missing."""
+    def checkpoint(name: str) -> bool:
+        if not name.lower().endswith(CHECKPOINT_SUFFIXES):
+            raise LLCInputError(f"the zip holds {name!r}, not a checkpoint: only "
+                                f"{', '.join(CHECKPOINT_SUFFIXES)} files may be in it")
+        return True
+
+    members = safe_read.read_zip_members(data, "zip of checkpoints", checkpoint)
+    if not members:
         raise LLCInputError("the zip holds no checkpoint files")
-    return files
-
-
-def _is_junk(name: str) -> bool:
-    return name.startswith("__MACOSX/") or PurePosixPath(name).name.startswith("._") or name.endswith(".DS_Store")
+    return [(PurePosixPath(name).name, body) for name, body in members.items()]
 
 
 def expand_uploads(files: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
