@@ -25,7 +25,7 @@ from llc_core.truth import theory, zoo
 from llc_core import defaults as engine_defaults
 from llc_core.execution import BackgroundRun, Progress, worker_limit
 from llc_core.result import RunResult
-from pages import charts
+from pages import charts, live_runs
 from pages.common import escape_markdown, fmt, fraction_text, widget_key
 from pages.settings import model_summary
 
@@ -119,8 +119,11 @@ def previous_run(page: str) -> RunRecord | None:
     return st.session_state.get(f"{page}.previous")
 
 
-def start_run(page: str, config: RunConfig) -> RunRecord:
-    """Start a worker for `config`; the finished run before it becomes the ghost to compare with."""
+def start_run(page: str, config: RunConfig, keep: tuple[str, ...] = ()) -> RunRecord:
+    """Start a worker for `config`; the finished run before it becomes the ghost to compare with.
+
+    The run is registered under the page's run token (pages/live_runs.py): a reload re-attaches to it,
+    taking along this session's values of `keep` (the files a run reads, say)."""
     state = st.session_state
     old = current_run(page)
     if old is not None:
@@ -131,6 +134,9 @@ def start_run(page: str, config: RunConfig) -> RunRecord:
     record.background.start()
     record.progress = record.background.poll()
     state[f"{page}.run"] = record
+    extra = live_runs.kept(keep)
+    live_runs.register(page, "run", record.background, lambda: {
+        **extra, f"{page}.run": dataclasses.replace(record, finalized=False, chart_cache=None)})
     return record
 
 
@@ -175,6 +181,7 @@ def run_panel(page: str) -> None:
         if progress.finished:
             # A full rerun brings back the Run button and stops these fragments from polling.
             record.finalized = True
+            live_runs.collected(page, "run")
             st.rerun()
         draw_progress(record)
 
@@ -336,18 +343,24 @@ def theory_comparison(result: RunResult, record: RunRecord) -> str:
 def draw_verdicts(page: str, result: RunResult) -> None:
     for i, verdict in enumerate(result.verdicts):
         SEVERITY_BOXES.get(verdict.severity, st.info)(verdict.message)
-        suggestion = verdict.suggestion or {}
-        if "step_size" in suggestion and isinstance(suggestion["step_size"], (int, float)):
-            new = nice_number(float(suggestion["step_size"]))
-            st.button(f"Use ε = {new:.2g}", key=f"{page}.apply.{i}", on_click=apply_setting,
-                      args=(page, "step_size", new))
-        elif isinstance(suggestion.get("batch_size"), int):
-            st.button(f"Use batch size {suggestion['batch_size']:,}", key=f"{page}.apply.{i}", on_click=apply_setting,
-                      args=(page, "batch_size", suggestion["batch_size"]))
-        elif suggestion.get("steps") == "x2":
-            steps = 2 * int(result.config.get("sampler", {}).get("steps") or result.steps_completed)
-            st.button(f"Use {steps:,} steps", key=f"{page}.apply.{i}", on_click=apply_setting,
-                      args=(page, "steps", steps))
+        for name, value in (verdict.suggestion or {}).items():
+            label, value = suggestion_button(name, value)
+            if label:
+                st.button(label, key=f"{page}.apply.{i}.{name}", on_click=apply_setting, args=(page, name, value))
+
+
+def suggestion_button(name: str, value: Any) -> tuple[str | None, Any]:
+    """The label of the button that applies one suggested setting, and the value it sets."""
+    if name == "step_size" and value == "auto":
+        return "Use the calibrated ε (auto)", "auto"
+    if name == "step_size" and isinstance(value, (int, float)):
+        value = nice_number(float(value))
+        return f"Use ε = {value:.2g}", value
+    if name in ("batch_size", "steps") and isinstance(value, int):
+        return f"Use {'batch size ' if name == 'batch_size' else ''}{value:,}{' steps' if name == 'steps' else ''}", value
+    if name == "localization" and isinstance(value, (int, float)):
+        return f"Use γ = {value:g}", float(value)
+    return None, value
 
 
 def apply_setting(page: str, name: str, value: Any) -> None:
