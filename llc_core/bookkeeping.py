@@ -45,6 +45,8 @@ class Divergence:
         if square_avg is not None:
             square_avg = torch.where(mask[:, None], torch.zeros_like(square_avg), square_avg)
         state = state._replace(position=position, square_avg=square_avg)
+        if getattr(state, "count", None) is not None:  # a bias-corrected RMSprop starts afresh too
+            state = state._replace(count=torch.where(mask, torch.zeros_like(state.count), state.count))
         if hasattr(state, "grad_potential"):  # MALA caches ∇U at the position: recompute it
             state = state._replace(loss=None, grad_potential=None)
         return state
@@ -189,25 +191,20 @@ def run_result(tally: Tally, facts: RunFacts, ending: Ending) -> RunResult:
         step_size=float(ending.step_size) if not isinstance(ending.step_size, Tensor) else None,
     )
     checks = chain_diagnostics(trace, post, healthy, facts.nbeta, tally.init_loss)
-    verdicts = diagnostics.verdicts(
-        llc_mean=summary["llc_mean"], llc_se=summary["llc_se"], acceptance=summary["mala_acceptance_mean"],
-        step_size=summary["step_size"], diverged=tally.diverged, chains=chains, flat=checks["flat"],
-        rhat=checks["rhat"], partial=ending.partial, used_burnin=used_burnin, long_trend=checks["trend"],
-        num_params=facts.num_params, minibatch_heat=minibatch_heat, batch_size=facts.batch_size, n=facts.n,
-        calibrated=ending.calibration is not None, start_comparison=start_comparison,
-    )
-    return RunResult(
+    result = RunResult(
         **summary, theoretical_llc=facts.theoretical_llc, multiplicity=facts.multiplicity,
         diverged_chains=tally.diverged,
         chain_steps_per_second=chains * done / ending.loop_time if ending.loop_time > 0 else 0.0,
         partial=ending.partial, steps_completed=done, burnin_steps=burnin, init_loss=tally.init_loss,
         nbeta=facts.nbeta, num_params=facts.num_params, n=facts.n, rhat=checks["rhat"], ess=checks["ess"],
-        flatness={**checks["flat"], "trend": checks["trend"]}, verdicts=verdicts, device=facts.device,
+        flatness={**checks["flat"], "trend": checks["trend"]}, verdicts=[], device=facts.device,
         wall_time_s=ending.wall_time, config=resolved_config(facts), loss_trace=trace.tolist(),
         calibration=ending.calibration, minibatch_heat=minibatch_heat, start_comparison=start_comparison,
         model_mode=facts.model_mode,
         refined={"moving_params": facts.moving_params} if facts.moving_params is not None else None,
     )
+    result.verdicts = diagnostics.judge(result)
+    return result
 
 
 def chain_diagnostics(trace: np.ndarray, post: np.ndarray, healthy: np.ndarray, nbeta: float,

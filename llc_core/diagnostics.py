@@ -10,12 +10,12 @@ import numpy as np
 from arviz_stats.base import array_stats
 
 from llc_core import defaults
+from llc_core.result import RunResult, Verdict
 from llc_core.sampling.adaptation import effective_target
-from llc_core.result import Verdict
 
 # A drift between the two halves of the sampling window counts only if it is both statistically
 # clear (more than 2 standard errors across chains) and practically large (5% of λ̂).
-DRIFT_SIGMAS = 2.0
+DRIFT_SIGMAS = 3.0  # 2 fired on 2 of 13 accurate runs of the known-λ corpus (benchmarks/bench_diagnostics.py)
 DRIFT_RELATIVE = 0.05
 RHAT_LIMIT = 1.1
 # start_spread runs: the two groups of chains disagree when this far apart (both must hold)
@@ -24,6 +24,23 @@ START_GAP_RELATIVE = 0.10
 # warn when minibatch noise is this share of λ̂ ("auto" aims below defaults.MINIBATCH_HEAT_LIMIT)
 HEAT_WARNING = 0.10
 TREND_RELATIVE = 0.10
+# R-hat warns only when the chains' spread matters: λ̂'s standard error above this share of λ̂
+RHAT_SE_SHARE = 0.05
+# whatever R-hat says, a standard error above this share of λ̂ is too noisy to read
+IMPRECISE_SHARE = 0.15
+# below the acceptance band's low edge a run is noted; below this (scaled like the band for small
+# models) it is warned: at 0.85 on the known-λ corpus λ̂ was still within 5% (benchmarks/bench_diagnostics.py)
+WARNING_ACCEPTANCE = 0.80
+# chains are stuck when a fixed ε is under 1/STUCK_RATIO of the model's curvature rule, or (no rule
+# known) their rejection rate is under STUCK_REJECTION of the goal's (ε ≲ 1/20 of the goal's)
+STUCK_RATIO = 30.0
+# a run with under 1/TOO_FEW_STEPS of the kind's recommended steps is warned about
+TOO_FEW_STEPS = 4
+STUCK_REJECTION = 0.01
+# γ above this share of nβ: the localization competes with the likelihood (the paper's γ are 1-100
+# against nβ of 10^3-10^5)
+STRONG_LOCALIZATION = 0.1
+REGULAR_SHARE = 0.9
 
 
 def rhat_ess(trace: np.ndarray) -> tuple[float | None, float | None]:
@@ -57,8 +74,17 @@ def flatness(trace: np.ndarray, nbeta: float, init_loss: float) -> dict[str, Any
         batches = np.array_split(nbeta * (trace[0] - init_loss), 8)
         drift_se = float(np.std([b.mean() for b in batches], ddof=1) * 2 / math.sqrt(8))
     scale = abs(float(nbeta * (trace.mean() - init_loss)))
-    flat = not (abs(drift) > DRIFT_SIGMAS * drift_se and abs(drift) > DRIFT_RELATIVE * max(scale, 1e-12))
-    return {"drift": drift, "drift_se": drift_se, "flat": flat}
+    return {"drift": drift, "drift_se": drift_se, "flat": is_flat(drift, drift_se, scale), "scale": scale}
+
+
+def is_flat(drift: float, drift_se: float, scale: float) -> bool:
+    """A drift counts when it is beyond DRIFT_SIGMAS standard errors and DRIFT_RELATIVE of λ̂."""
+    return not (abs(drift) > DRIFT_SIGMAS * drift_se and abs(drift) > DRIFT_RELATIVE * max(scale, 1e-12))
+
+
+def is_climbing(rise: float, rise_se: float, end: float) -> bool:
+    """A rise counts when it is beyond DRIFT_SIGMAS standard errors and TREND_RELATIVE of λ̂."""
+    return rise > DRIFT_SIGMAS * rise_se and rise > TREND_RELATIVE * abs(end)
 
 
 def trend(trace: np.ndarray, nbeta: float, init_loss: float) -> dict[str, Any]:
@@ -77,7 +103,7 @@ def trend(trace: np.ndarray, nbeta: float, init_loss: float) -> dict[str, Any]:
     rises = end - middle
     rise = float(rises.mean())
     rise_se = float(rises.std(ddof=1) / math.sqrt(chains)) if chains >= 2 else 0.0
-    ok = not (rise > DRIFT_SIGMAS * rise_se and rise > TREND_RELATIVE * abs(float(end.mean())))
+    ok = not is_climbing(rise, rise_se, float(end.mean()))
     return {"middle": float(middle.mean()), "end": float(end.mean()), "rise": rise, "rise_se": rise_se, "ok": ok}
 
 
@@ -91,21 +117,22 @@ def acceptance_band(num_params: int | None = None) -> tuple[float, float, float]
     return tuple(effective_target(a, num_params, full) for a in (low, defaults.ACCEPTANCE_GOAL, high))
 
 
-def suggested_step_size(step_size: float, acceptance: float, num_params: int | None = None) -> float:
+def suggested_step_size(step_size: float, acceptance: float, num_params: int | None = None,
+                        limit: float = 10.0) -> float:
     """ε that should bring mean MALA acceptance to the goal.
 
     For Langevin proposals the rejection rate grows like ε^(3/2), so ε scales by
-    ((1 − goal)/(1 − a))^(2/3); the factor is kept within [1/10, 10] so one suggestion is never wild.
+    ((1 − goal)/(1 − a))^(2/3); the factor is kept within [1/limit, limit] so one suggestion is never wild.
     """
     reject = max(1.0 - acceptance, 1e-6)
     factor = ((1.0 - acceptance_band(num_params)[1]) / reject) ** (2.0 / 3.0)
-    return float(step_size * min(max(factor, 0.1), 10.0))
+    return float(step_size * min(max(factor, 1.0 / limit), limit))
 
 
 @dataclass(frozen=True)
 class Evidence:
     """What the verdicts judge a run by. `step_size` is None when chains ran with different ε (a
-    sweep): the findings then say which way to move it."""
+    sweep): the findings then say which way to move it. `calibrated`: ε came from "auto"."""
 
     llc_mean: float | None
     llc_se: float | None
@@ -124,6 +151,10 @@ class Evidence:
     n: int | None = None
     calibrated: bool = False
     start_comparison: dict[str, Any] | None = None
+    steps: int | None = None  # the steps the run planned
+    localization: float | None = None  # γ
+    nbeta: float | None = None
+    reference: Reference | None = None  # what the model kind recommends, when it is a zoo kind
 
     @property
     def band(self) -> tuple[float, float, float]:
@@ -131,16 +162,65 @@ class Evidence:
 
     @property
     def trace_flat(self) -> bool:
-        return self.flat.get("flat") is not False
+        flat = self.flat
+        if flat.get("drift") is None or flat.get("drift_se") is None:
+            return flat.get("flat") is not False
+        scale = flat.get("scale", abs(self.llc_mean or 0.0))
+        return is_flat(flat["drift"], flat["drift_se"], scale)
+
+    @property
+    def climbing(self) -> bool:
+        trend = self.long_trend or {}
+        if trend.get("rise") is None or trend.get("rise_se") is None:
+            return False
+        return is_climbing(trend["rise"], trend["rise_se"], trend["end"])
+
+    @property
+    def rejection(self) -> float | None:
+        return None if self.acceptance is None else 1.0 - self.acceptance
+
+    def more_steps(self, factor: int) -> dict[str, Any] | None:
+        """`factor` × the steps, or at once the model's recommended count when the run used far fewer."""
+        if not self.steps:
+            return None
+        recommended = self.reference.steps if self.reference and self.reference.steps else 0
+        return {"steps": int(max(self.steps * factor, recommended))}
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What the model kind recommends (runner.run knows it; the bare API does not): the curvature
+    rule's ε at this run's nβ and γ, whether the kind's default ε is "auto" (calibrated from that
+    rule) rather than the rule itself, and its step count."""
+
+    step_size: float | None = None
+    auto: bool = True
+    steps: int | None = None
+
+
+def judge(result: RunResult, reference: Reference | None = None) -> list[Verdict]:
+    """The verdicts on a finished (or stopped) run, from what its RunResult reports."""
+    sampler = result.config.get("sampler", {})
+    flatness = dict(result.flatness or {})
+    return verdicts(
+        llc_mean=result.llc_mean, llc_se=result.llc_se, acceptance=result.mala_acceptance_mean,
+        step_size=result.step_size, diverged=result.diverged_chains, chains=len(result.llc_per_chain),
+        flat=flatness, rhat=result.rhat, partial=result.partial,
+        used_burnin=result.steps_completed > result.burnin_steps, long_trend=flatness.get("trend"),
+        num_params=result.num_params, minibatch_heat=result.minibatch_heat, batch_size=sampler.get("batch_size"),
+        n=result.n, calibrated=result.calibration is not None, start_comparison=result.start_comparison,
+        steps=sampler.get("steps"), localization=sampler.get("localization"), nbeta=result.nbeta,
+        reference=reference,
+    )
 
 
 def verdicts(**evidence: Any) -> list[Verdict]:
     """Plain-language findings, most serious first, each saying what to change (keywords: the fields
-    of Evidence)."""
+    of Evidence). A run that was stopped early never reads "No problems found"."""
     run = Evidence(**evidence)
     found = [verdict for check in CHECKS if (verdict := check(run)) is not None]
-    if not [v for v in found if v.severity in ("warning", "error")]:
-        acc = "" if run.acceptance is None else f"acceptance {run.acceptance:.2f}, "
+    if not run.partial and not [v for v in found if v.severity in ("warning", "error")]:
+        acc = "" if run.acceptance is None else f"acceptance {run.acceptance:.3g}, "
         found.insert(0, Verdict("ok", "ok", f"No problems found: {acc}flat trace after burn-in, no divergence."))
     return found
 
@@ -149,8 +229,10 @@ def diverged(run: Evidence) -> Verdict | None:
     if not run.diverged:
         return None
     which = ", ".join(f"chain {d['chain']} at step {d['step']}" for d in run.diverged[:5])
-    smaller = run.step_size / 3 if run.step_size else None
     none_left = len(run.diverged) == run.chains
+    # a fixed ε that diverged: the calibrated one is the well-founded value; a calibrated ε that
+    # diverged all the same (a sharp region away from w*): a tenth of it
+    smaller: float | str | None = "auto" if not run.calibrated else run.step_size / 10 if run.step_size else None
     return Verdict(
         "diverged", "error" if none_left else "warning",
         f"{len(run.diverged)} of {run.chains} chains diverged ({which}); "
@@ -160,16 +242,53 @@ def diverged(run: Evidence) -> Verdict | None:
     )
 
 
-def step_too_large(run: Evidence) -> Verdict | None:
-    low = run.band[0]
-    if run.acceptance is None or run.acceptance >= low:
+def chains_stuck(run: Evidence) -> Verdict | None:
+    """A fixed ε far below the model's curvature rule, or (with no rule known) so small that almost
+    no proposal would be rejected: the chains barely moved."""
+    if run.diverged or run.calibrated or run.step_size is None:
         return None
-    new = suggested_step_size(run.step_size, run.acceptance, run.num_params) if run.step_size else None
+    rule = run.reference.step_size if run.reference else None
+    if rule:
+        if run.step_size * STUCK_RATIO > rule:
+            return None
+        better: float | str = "auto" if run.reference.auto else rule
+        why = f"ε = {run.step_size:.2g} is 1/{rule / run.step_size:.0f} of the ε this model's curvature suggests"
+    else:
+        if run.rejection is None or run.rejection > STUCK_REJECTION * (1.0 - run.band[1]):
+            return None
+        better = "auto"
+        why = f"MALA acceptance {run.acceptance:.6g} means the step size is far smaller than needed"
+    return Verdict(
+        "chains_stuck", "warning",
+        f"The chains barely moved: {why}, so they have not explored the posterior and λ̂ is an "
+        "under-estimate. " + _try("Raise ε", better),
+        _suggest(better),
+    )
+
+
+def step_too_large(run: Evidence) -> Verdict | None:
+    limit = warning_floor(run.num_params)
+    if run.acceptance is None or run.acceptance >= limit:
+        return None
+    new = suggested_step_size(run.step_size, run.acceptance, run.num_params, limit=100.0) if run.step_size else None
     return Verdict(
         "step_too_large", "warning",
-        f"MALA acceptance {run.acceptance:.3g} is below {low:.3g}: the step size is too large, so the "
+        f"MALA acceptance {_pair(run.acceptance, limit)} : the step size is too large, so the "
         "discretisation error inflates λ̂. " + _try("Lower ε", new),
         _suggest(new),
+    )
+
+
+def too_few_steps(run: Evidence) -> Verdict | None:
+    """Far fewer steps than the model kind recommends (its defaults are measured: README "Validation")."""
+    recommended = run.reference.steps if run.reference else None
+    if not (recommended and run.steps) or run.steps * TOO_FEW_STEPS >= recommended:
+        return None
+    return Verdict(
+        "too_few_steps", "warning",
+        f"{run.steps:,} steps is far fewer than this model needs ({recommended:,} by default): the chains "
+        "have not had time to reach equilibrium, so λ̂ is not to be trusted, even if the trace looks flat.",
+        {"steps": int(recommended)},
     )
 
 
@@ -183,31 +302,49 @@ def negative_llc(run: Evidence) -> Verdict | None:
     )
 
 
+def localization_too_strong(run: Evidence) -> Verdict | None:
+    """γ comparable to nβ: the localization term, not the loss, holds the chains (docs/METHOD.md §3:
+    the bias along a w^(2k) direction is about −γ·(nβ)^(−1/k), so λ̂ reads low)."""
+    gamma, nbeta = run.localization, run.nbeta
+    if not (isinstance(gamma, (int, float)) and nbeta) or gamma <= STRONG_LOCALIZATION * nbeta:
+        return None
+    if run.llc_mean is not None and run.num_params and run.llc_mean >= REGULAR_SHARE * run.num_params / 2:
+        return None  # λ̂ already near its ceiling d/2: the localization cannot have pulled it down much
+    return Verdict(
+        "localization_too_strong", "warning",
+        f"γ = {gamma:.3g} is {gamma / nbeta:.2g} × nβ: the localization term competes with the loss and holds "
+        "the chains close to w*, which biases λ̂ down, most along the flattest directions. "
+        f"Use a small γ (the default is {defaults.LOCALIZATION:g}) unless chains wander off without it.",
+        {"localization": defaults.LOCALIZATION},
+    )
+
+
 def not_equilibrated(run: Evidence) -> Verdict | None:
     if run.trace_flat:
         return None
     drift = run.flat["drift"]
+    grow = run.acceptance is not None and run.acceptance > run.band[2] and not run.calibrated
     return Verdict(
         "not_equilibrated", "warning",
         f"The loss trace is still {'rising' if drift > 0 else 'falling'} after burn-in (λ̂ moved by {drift:.3g} ± "
         f"{run.flat['drift_se']:.2g} between the two halves of the sampling window), so the chains have not "
         "equilibrated and λ̂ is " + ("an under-estimate" if drift > 0 else "unreliable")
-        + ". Run more steps, or raise ε if acceptance allows.",
-        {"steps": "x2"},
+        + ". Run more steps" + (", or raise ε: acceptance allows it." if grow else "."),
+        run.more_steps(2),
     )
 
 
 def still_climbing(run: Evidence) -> Verdict | None:
     trend = run.long_trend
-    if not (trend and trend.get("ok") is False and run.trace_flat):
+    if not (run.climbing and run.trace_flat):
         return None
     return Verdict(
         "still_climbing", "warning",
         f"λ̂ was {trend['middle']:.3g} over the steps just after the chains' midpoint and "
         f"{trend['end']:.3g} over the last 10%: the loss is still climbing slowly, so λ̂ is likely "
         "an under-estimate even though the sampling window looks flat. Run several times more steps "
-        "(or a larger ε if acceptance allows) until λ̂ stops growing.",
-        {"steps": "x5"},
+        "until λ̂ stops growing.",
+        run.more_steps(4),
     )
 
 
@@ -224,7 +361,7 @@ def starts_disagree(run: Evidence) -> Verdict | None:
         f"chains have not mixed and λ̂ = {run.llc_mean:.3g} is their average, not an estimate to trust. "
         f"If the spread-out start is not too wide, λ lies between about {low:.3g} and {high:.3g}: "
         "run more steps until the groups agree.",
-        {"steps": "x2"},
+        run.more_steps(2),
     )
 
 
@@ -248,12 +385,32 @@ def minibatch_noise(run: Evidence) -> Verdict | None:
 
 
 def chains_disagree(run: Evidence) -> Verdict | None:
-    if run.rhat is None or run.rhat <= RHAT_LIMIT:
+    """R-hat above the limit, and the chains' spread matters: the standard error of λ̂ is a sizeable
+    share of it. (R-hat of loss traces exceeds 1.1 on most accurate runs of singular models, whose
+    chains each wander a flat valley; alone it cried wolf on 3 of 4 accurate runs.)"""
+    if run.rhat is None or run.rhat <= RHAT_LIMIT or run.llc_mean is None or run.llc_se is None:
+        return None
+    if run.llc_se <= RHAT_SE_SHARE * abs(run.llc_mean):
         return None
     return Verdict(
         "chains_disagree", "warning",
-        f"R-hat of the loss traces is {run.rhat:.2f} (> {RHAT_LIMIT}): chains sample different regions. "
-        "Run longer, or raise γ if chains wander away from w*.",
+        f"R-hat of the loss traces is {run.rhat:.2f} (> {RHAT_LIMIT}) and λ̂'s standard error is "
+        f"{run.llc_se / abs(run.llc_mean):.0%} of it: the chains sample different regions. Run more steps.",
+        run.more_steps(2),
+    )
+
+
+def imprecise(run: Evidence) -> Verdict | None:
+    """A standard error that is a large share of λ̂ (when R-hat has not already said why)."""
+    if run.llc_mean is None or run.llc_se is None or run.llc_mean <= 0 or chains_disagree(run):
+        return None
+    if run.llc_se <= IMPRECISE_SHARE * run.llc_mean:
+        return None
+    return Verdict(
+        "imprecise", "warning",
+        f"λ̂'s standard error is {run.llc_se / run.llc_mean:.0%} of λ̂: the number is too noisy to read closely. "
+        "Four times the steps halves the error (or use more chains).",
+        run.more_steps(4),
     )
 
 
@@ -261,13 +418,27 @@ def step_could_grow(run: Evidence) -> Verdict | None:
     # after "auto" calibration (on one fixed batch, with accept/reject) a high acceptance on the
     # run's changing minibatches is no reason to grow ε: it is inflated by the batch-to-batch change
     high = run.band[2]
-    if run.acceptance is None or run.acceptance <= high or not run.trace_flat or run.diverged or run.calibrated:
+    if (run.acceptance is None or run.acceptance <= high or not run.trace_flat or run.diverged or run.calibrated
+            or chains_stuck(run)):
         return None
     new = suggested_step_size(run.step_size, run.acceptance, run.num_params) if run.step_size else None
     return Verdict(
         "step_could_grow", "info",
-        f"MALA acceptance {run.acceptance:.3g} is above {high:.3g}: the step size could grow"
+        f"MALA acceptance {_pair(run.acceptance, high)}: the step size could grow"
         + (f" to about ε = {new:.2g}" if new else "") + ", which mixes faster for the same number of steps.",
+        _suggest(new),
+    )
+
+
+def step_slightly_large(run: Evidence) -> Verdict | None:
+    low = run.band[0]
+    if run.acceptance is None or run.acceptance >= low or run.acceptance < warning_floor(run.num_params):
+        return None
+    new = suggested_step_size(run.step_size, run.acceptance, run.num_params) if run.step_size else None
+    return Verdict(
+        "step_slightly_large", "info",
+        f"MALA acceptance {_pair(run.acceptance, low)}: the discretisation error may make λ̂ a few percent "
+        "high. A slightly smaller ε would remove it" + (f" (ε = {new:.2g})." if new else "."),
         _suggest(new),
     )
 
@@ -276,15 +447,25 @@ def partial(run: Evidence) -> Verdict | None:
     if not run.partial:
         return None
     return Verdict(
-        "partial", "info",
+        "partial", "warning",
         "The run was stopped early: λ̂ comes from the draws taken so far"
-        + ("." if run.used_burnin else ", and as burn-in had not ended it uses the second half of them."),
+        + (", which cannot be judged like a finished run's." if run.used_burnin
+           else ", and as burn-in had not ended it uses the second half of them: not an estimate to trust."),
     )
 
 
 # In the order the findings are listed: most serious first.
-CHECKS = (diverged, step_too_large, negative_llc, not_equilibrated, still_climbing, starts_disagree,
-          minibatch_noise, chains_disagree, step_could_grow, partial)
+CHECKS = (diverged, chains_stuck, step_too_large, too_few_steps, negative_llc, localization_too_strong, not_equilibrated,
+          still_climbing, starts_disagree, minibatch_noise, chains_disagree, imprecise, partial, step_slightly_large,
+          step_could_grow)
+
+
+def warning_floor(num_params: int | None) -> float:
+    """The acceptance below which a run is warned about (under the band's low edge it is only noted):
+    WARNING_ACCEPTANCE for large models, closer to 1 for small ones as the band itself is."""
+    if num_params is None:
+        return WARNING_ACCEPTANCE
+    return effective_target(WARNING_ACCEPTANCE, num_params, defaults.AUTO_FULL_DIMENSION)
 
 
 def _starts_disagree(comparison: dict[str, Any], llc_mean: float) -> bool:
@@ -293,13 +474,40 @@ def _starts_disagree(comparison: dict[str, Any], llc_mean: float) -> bool:
     return gap > START_GAP_RELATIVE * abs(llc_mean) and (gap_se is None or gap > START_GAP_SIGMAS * gap_se)
 
 
-def _try(fallback: str, step_size: float | None) -> str:
+def _try(fallback: str, step_size: float | str | None) -> str:
+    if step_size == "auto":
+        return "use the calibrated ε (step size \"auto\")."
     return f"try ε = {step_size:.2g}." if step_size else f"{fallback}."
 
 
-def _suggest(step_size: float | None) -> dict[str, Any] | None:
+def _suggest(step_size: float | str | None) -> dict[str, Any] | None:
     return {"step_size": step_size} if step_size else None
+
+
+def _pair(acceptance: float, edge: float) -> str:
+    """"0.874 is below 0.9", with enough digits that the two never read the same ("0.99 is below 0.99")."""
+    digits = 3
+    while f"{acceptance:.{digits}g}" == f"{edge:.{digits}g}" and digits < 8:
+        digits += 1
+    word = "below" if acceptance < edge else "above"
+    return f"{acceptance:.{digits}g} is {word} {edge:.{digits}g}"
 
 
 def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
+
+
+def apply_suggestion(config: dict[str, Any], suggestion: dict[str, Any]) -> dict[str, Any]:
+    """A RunConfig dict with a verdict's suggested sampler settings applied (the app's button)."""
+    return {**config, "sampler": {**(config.get("sampler") or {}), **suggestion}}
+
+
+def opposite_advice(suggestions: list[dict[str, Any] | None], step_size: float | None) -> bool:
+    """Whether two suggestions move one setting in opposite directions (ε up and down, say)."""
+    moves: dict[str, set[int]] = {}
+    current = {"step_size": step_size}
+    for suggestion in suggestions:
+        for key, value in (suggestion or {}).items():
+            if isinstance(value, (int, float)) and isinstance(current.get(key), (int, float)) and value != current[key]:
+                moves.setdefault(key, set()).add(1 if value > current[key] else -1)
+    return any(len(directions) > 1 for directions in moves.values())

@@ -13,6 +13,7 @@ from typing import Any, Callable, NamedTuple
 
 from torch import Tensor
 
+from llc_core import defaults, diagnostics
 from llc_core.config import DataConfig, ModelConfig, RefineConfig, RunConfig
 from llc_core.errors import LLCInputError
 from llc_core.estimator import StopRequest, default_nbeta, estimate_llc
@@ -70,7 +71,17 @@ def run(
     )
     if refined is not None:
         result.refined = {**(result.refined or {}), **refined.info}
+    # judged again knowing what the kind recommends: advice can then jump to its ε and step count
+    result.verdicts = diagnostics.judge(result, kind_reference(problem, kind_step_size))
     return result
+
+
+def kind_reference(problem: Problem, kind_step_size: float | None) -> diagnostics.Reference:
+    """What the problem's kind recommends, for the verdicts: its rule's ε at the run's nβ and γ,
+    whether its default ε is "auto", and its step count."""
+    return diagnostics.Reference(
+        kind_step_size, problem.sampler_defaults.get("step_size", defaults.STEP_SIZE) == "auto",
+        problem.sampler_defaults.get("steps"))
 
 
 class Refinement(NamedTuple):

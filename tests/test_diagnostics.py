@@ -76,3 +76,92 @@ def test_step_could_grow_judges_acceptance_against_the_band_even_when_starts_dis
                                                        "gap": 20.0, "gap_se": 0.7})
     codes = [v.code for v in diagnostics.verdicts(**evidence)]
     assert codes == ["starts_disagree", "step_could_grow"]
+
+
+HEALTHY = dict(llc_mean=10.0, llc_se=0.2, acceptance=0.93, step_size=1e-4, diverged=[], chains=4, rhat=1.0,
+               partial=False, used_burnin=True, flat={"flat": True, "drift": 0.0, "drift_se": 0.1},
+               num_params=100, steps=6000, localization=1.0, nbeta=1000.0)
+
+
+def codes(**changes):
+    return [v.code for v in diagnostics.verdicts(**{**HEALTHY, **changes})]
+
+
+def test_a_stopped_run_never_reads_no_problems_found():
+    # stopped during calibration (burn-in not reached) and stopped after it: neither is "ok"
+    for used_burnin in (False, True):
+        found = diagnostics.verdicts(**{**HEALTHY, "partial": True, "used_burnin": used_burnin})
+        assert "ok" not in [v.code for v in found] and found[0].code == "partial"
+        assert found[0].severity == "warning"
+
+
+def test_chains_that_barely_moved_say_so_and_jump_to_the_calibrated_step():
+    # ε a thousand times too small: the rejection rate is ~1e-5 of the goal's; a fixed ε gets "auto"
+    stuck = diagnostics.verdicts(**{**HEALTHY, "acceptance": 0.9999999, "llc_mean": 0.3})
+    assert stuck[0].code == "chains_stuck" and "barely moved" in stuck[0].message
+    assert stuck[0].suggestion == {"step_size": "auto"}
+    assert "step_could_grow" not in [v.code for v in stuck]  # one piece of advice, not a ×10 per click
+    # a zoo kind knows its curvature rule's ε: a fixed ε under 1/30 of it is stuck, whatever the
+    # acceptance says, and the advice is the kind's own choice (its rule, or "auto" calibrated from it)
+    rule = diagnostics.Reference(step_size=1e-2, auto=False, steps=10_000)
+    ruled = diagnostics.verdicts(**{**HEALTHY, "reference": rule})
+    assert ruled[0].code == "chains_stuck" and ruled[0].suggestion == {"step_size": 1e-2}
+    assert "1/100 of the ε" in ruled[0].message
+    assert "chains_stuck" not in codes(reference=diagnostics.Reference(step_size=2e-3, steps=10_000))
+    assert "chains_stuck" not in codes(acceptance=0.9999999, calibrated=True)  # "auto" chose that ε
+
+
+def test_divergence_advice_jumps_to_a_well_founded_step():
+    fixed = diagnostics.verdicts(**{**HEALTHY, "diverged": [{"chain": 0, "step": 5}]})
+    assert fixed[0].code == "diverged" and fixed[0].suggestion == {"step_size": "auto"}
+    calibrated = diagnostics.verdicts(**{**HEALTHY, "diverged": [{"chain": 0, "step": 5}], "calibrated": True})
+    assert calibrated[0].suggestion["step_size"] == pytest.approx(1e-5)
+
+
+def test_acceptance_slightly_below_the_band_is_noted_and_far_below_is_warned():
+    assert "step_too_large" not in codes(acceptance=0.86) and "step_slightly_large" in codes(acceptance=0.86)
+    assert "ok" in codes(acceptance=0.86)
+    assert codes(acceptance=0.6)[0] == "step_too_large"
+
+
+def test_acceptance_messages_never_print_two_equal_numbers():
+    # a 1-parameter model's band edge is 0.995: 0.9949 used to read "0.99 is below 0.99"
+    found = diagnostics.verdicts(**{**HEALTHY, "num_params": 1, "acceptance": 0.9849})
+    [slight] = [v for v in found if v.code in ("step_slightly_large", "step_too_large")]
+    numbers = slight.message.split("acceptance ")[1].split(" is below ")
+    assert numbers[0] != numbers[1].split(":")[0].strip()
+
+
+def test_strong_localization_is_named_and_the_default_gamma_suggested():
+    found = diagnostics.verdicts(**{**HEALTHY, "localization": 3000.0})
+    [strong] = [v for v in found if v.code == "localization_too_strong"]
+    assert strong.suggestion == {"localization": 1.0} and "3e+03" in strong.message
+    assert "localization_too_strong" not in codes(localization=10.0)
+
+
+def test_rhat_alone_does_not_warn_when_the_estimate_is_precise():
+    assert codes(rhat=1.3) == ["ok"]  # se 2% of λ̂: the spread does not change the number
+    assert codes(rhat=1.3, llc_se=1.0)[0] == "chains_disagree"
+    assert codes(llc_se=2.0)[0] == "imprecise"
+
+
+def test_more_steps_are_a_concrete_number_and_no_two_verdicts_pull_apart():
+    found = diagnostics.verdicts(**{**HEALTHY, "flat": {"flat": False, "drift": 2.0, "drift_se": 0.3},
+                                    "acceptance": 0.6})
+    assert {"steps": 12000} in [v.suggestion for v in found]
+    assert not diagnostics.opposite_advice([v.suggestion for v in found], 1e-4)
+    assert "raise ε" not in " ".join(v.message for v in found)
+    assert diagnostics.opposite_advice([{"step_size": 1e-5}, {"step_size": 1e-3}], 1e-4)
+
+
+def test_more_steps_jump_to_the_kinds_recommended_count():
+    short = dict(HEALTHY, steps=200, flat={"flat": False, "drift": 2.0, "drift_se": 0.3},
+                 reference=diagnostics.Reference(steps=6000))
+    assert diagnostics.verdicts(**short)[0].suggestion == {"steps": 6000}
+    assert diagnostics.verdicts(**{**short, "steps": 5000})[0].suggestion == {"steps": 10_000}
+
+
+def test_apply_suggestion_changes_only_the_suggested_setting():
+    config = {"model": {"kind": "dln"}, "sampler": {"steps": 100, "seed": 3}}
+    assert diagnostics.apply_suggestion(config, {"steps": 400}) == {
+        "model": {"kind": "dln"}, "sampler": {"steps": 400, "seed": 3}}

@@ -34,16 +34,18 @@ CONFIGS = {
 SWEEP = {"run": {"model": {"kind": "potential", "powers": [1, 2]}, "data": {"n": 500},
                  "sampler": {"steps": 300, "seed": 2}},
          "step_sizes": [1e-4, 1e-3], "localizations": [1.0, 10.0], "chains_per_cell": 2}
-TIMING = {"wall_time_s", "chain_steps_per_second"}
+# timings, and the verdicts: the numbers must stay the same, but the judgement of them was reworked
+# on purpose (issue: trust; tests/test_diagnostics.py and benchmarks/bench_diagnostics.py cover it)
+NOT_COMPARED = {"wall_time_s", "chain_steps_per_second", "verdicts", "flat", "ok"}
 # fields the result gained after the recording (nothing else may differ)
-ADDED_SINCE = {"model_mode", "class_weights", "refined", "refine"}
+ADDED_SINCE = {"model_mode", "class_weights", "refined", "refine", "scale"}
 SAME_BUILD = (GOLDEN["torch"] == torch.__version__
               and GOLDEN["cpu_capability"] == torch.backends.cpu.get_cpu_capability())
 
 
 def without_timings(value):
     if isinstance(value, dict):
-        return {k: without_timings(v) for k, v in value.items() if k not in TIMING}
+        return {k: without_timings(v) for k, v in value.items() if k not in NOT_COMPARED}
     if isinstance(value, list):
         return [without_timings(v) for v in value]
     return value
@@ -71,12 +73,12 @@ def as_json(value):
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_seeded_run_gives_the_recorded_result(name):
     result = run(RunConfig.from_dict(CONFIGS[name])).to_dict(include_trace=True)
-    assert_same(as_json(without_timings(result)), GOLDEN["runs"][name], name)
+    assert_same(as_json(without_timings(result)), without_timings(GOLDEN["runs"][name]), name)
 
 
 def test_seeded_sweep_gives_the_recorded_result():
     result = run_sweep(SweepConfig.from_dict(SWEEP)).to_dict()
-    assert_same(as_json(without_timings(result)), GOLDEN["sweep"], "sweep")
+    assert_same(as_json(without_timings(result)), without_timings(GOLDEN["sweep"]), "sweep")
 
 
 def test_the_comparison_can_fail():
