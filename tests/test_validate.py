@@ -13,6 +13,8 @@ from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest, app_test
 
 from llc_core.studies import validate
+from llc_core.studies.validate import suite_cases
+from llc_core.truth import theory
 from llc_core.errors import LLCInputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,3 +148,13 @@ def test_dln_suites_score_against_local_llc_and_deepest_cases_are_aoyagis():
         problem = build_problem(ModelConfig(**model), DataConfig(n=200))
         assert problem.truth.llc == theory.deep_linear_network(model["widths"], model["rank"]).llc
         assert set(problem.info["matrix_ranks"]) == {model["rank"]}
+
+
+def test_refined_suite_scores_one_factor_against_rank_a_times_rank_b_over_two():
+    # seed 0 draws widths 9-3-7-11 and factor W2 (7×3); every factor has the dln kind's default rank
+    # min(widths) = 3, so A = W3 has rank 3 and B = W1 rank 3: λ = 3·3/2 = 4.5 (not 7·3/2, which a
+    # float64 rank of the float32 weights would give)
+    [case] = suite_cases("refined", count=1)
+    assert case.name == "dln 9-3-7-11 W2" and case.llc == 4.5
+    assert case.config["refine"] == {"parameters": ["1.*"]}
+    assert theory.weight_refined_linear_factor(4, 12).llc == 24

@@ -17,6 +17,9 @@ Suites (the issue's accuracy targets, measured numbers in README.md):
 - dln-10k: 20 random DLNs, 2-10 matrices, widths 5-100, n = 10⁴.
 - dln-deepest: 20 random DLNs like dln-1k's but with every factor of one rank r, the deepest point of
   the true set, where λ(w*) is Aoyagi's λ. No target: λ̂ is far too low there (README "Validation").
+- refined: 12 weight-refined LLCs, one factor of a random DLN (2-4 matrices, widths 3-12) moving
+  and the others frozen at w*, scored against rank(A)·rank(B)/2 (theory.weight_refined_linear_factor);
+  the same targets as dln-1k.
 - dln-100k: 3 random DLNs, 2-10 matrices, widths 50-500 (paper's 100k row), n = 10⁴; on a CPU these
   (2·10⁵-10⁶ parameters) only fit the 15-minute budget with 3000 steps, 2 chains and batch 100 (set
   explicitly: the one suite that is not defaults-only).
@@ -40,13 +43,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from llc_core.truth import theory
 from llc_core.config import RunConfig, SamplerConfig
 from llc_core.errors import LLCInputError
 from llc_core.execution.jobs import Job
-from llc_core.result import json_safe
-from llc_core.runner import build_problem, check_config
+from llc_core.result import RunResult, json_safe
+from llc_core.runner import build_problem, check_config, run
 from llc_core.truth.zoo import dln_truth, draw_dln
 
 DEFAULT_OUT = "validation-output"
@@ -60,6 +64,7 @@ class Case:
     config: dict[str, Any]  # a RunConfig dict
     tolerance: float | None = None  # per-case relative tolerance, when the suite has one
     group: str = ""  # for per-group targets (toy: "1-D potential", "product potential", "tanh")
+    llc: float | None = None  # the true λ when the run itself cannot know it (a refined LLC)
 
 
 @dataclass
@@ -87,6 +92,7 @@ class CaseResult:
     diverged: int = 0
     info: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    verdicts: list[dict[str, Any]] = field(default_factory=list)  # the run's findings: code, severity, suggestion
 
 
 @dataclass
@@ -149,6 +155,37 @@ def _dln_deepest(count: int | None, offset: int) -> list[Case]:
     return cases
 
 
+def _refined(count: int | None, offset: int) -> list[Case]:
+    """Weight-refined LLC of one factor of a random DLN (2-4 matrices, widths 3-12, the dln kind's
+    default rank: every factor of rank min(widths)), the others frozen at w*: λ = rank(A)·rank(B)/2
+    from the ranks of the drawn products (theory.weight_refined_linear_factor)."""
+    cases = []
+    for seed in range(offset, offset + (count or 12)):
+        rng = random.Random(seed)
+        widths = [rng.randint(3, 12) for _ in range(rng.randint(2, 4) + 1)]
+        factor = rng.randrange(len(widths) - 1)
+        model = {"kind": "dln", "widths": widths, "seed": seed}
+        data = {"n": 10_000}
+        parsed = RunConfig.from_dict({"model": model, "data": data})
+        weights = [layer.weight.detach().double() for layer in build_problem(parsed.model, parsed.data).model]
+        llc = float(theory.weight_refined_linear_factor(*_factor_ranks(weights, factor)).llc)
+        config = {"model": model, "data": data, "refine": {"parameters": [f"{factor}.*"]}}
+        cases.append(Case(f"dln {'-'.join(map(str, widths))} W{factor + 1}", config, group="weight-refined", llc=llc))
+    return cases
+
+
+def _factor_ranks(weights: list, k: int) -> tuple[int, int]:
+    """rank(A), rank(B) around factor k: A = W_M ⋯ W_{k+1}, B = W_{k−1} ⋯ W_1 (identity if empty)."""
+    after = torch.eye(weights[k].shape[0], dtype=torch.float64)
+    before = torch.eye(weights[0].shape[1], dtype=torch.float64)
+    for w in weights[k + 1:]:
+        after = w @ after
+    for w in weights[:k]:
+        before = w @ before
+    # the weights are float32: a rank-deficient product keeps singular values ~1e-7 of the largest
+    return int(torch.linalg.matrix_rank(after, rtol=1e-4)), int(torch.linalg.matrix_rank(before, rtol=1e-4))
+
+
 def _smoke(count: int | None, offset: int) -> list[Case]:
     cases = [
         Case("potential [1]", {"model": {"kind": "potential", "powers": [1]}, "data": {"n": 1000},
@@ -169,6 +206,8 @@ SUITES: dict[str, Suite] = {
                      _dln_suite([2, 10], [5, 100], 20, 10_000), 0.10, 0.20),
     "dln-deepest": Suite("dln-deepest", "20 random DLNs, 2-5 matrices, widths 5-50, every matrix of one rank r "
                          "(λ(w*) = Aoyagi's λ); no target: the open problem", _dln_deepest),
+    "refined": Suite("refined", "12 weight-refined LLCs: one factor of a random DLN moves, the others stay at w* "
+                     "(λ = rank(A)·rank(B)/2)", _refined, 0.10, 0.20),
     "dln-100k": Suite("dln-100k", "3 random DLNs, 2-10 matrices, widths 50-500, n=1e4; 3000 steps × 2 chains, batch 100",
                       _dln_suite([2, 10], [50, 500], 3, 10_000, {"steps": 3000, "chains": 2, "batch_size": 100}),
                       0.15, None),
@@ -214,9 +253,13 @@ def _stopped(stop) -> bool:
 
 def run_case(case: Case, stop: threading.Event | Callable[[], bool] | None = None) -> CaseResult:
     """Run one case with llc_core.run and score it."""
-    from llc_core.runner import run
+    return run_and_score(case, stop)[0]
 
-    row = CaseResult(case.name, case.group, tolerance=case.tolerance)
+
+def run_and_score(case: Case, stop: threading.Event | Callable[[], bool] | None = None
+                  ) -> tuple[CaseResult, RunResult | None]:
+    """Run one case with llc_core.run: its scored row, and the run's result (None when it failed)."""
+    row = CaseResult(case.name, case.group, tolerance=case.tolerance, llc=case.llc)
     started = time.perf_counter()
     try:
         config = RunConfig.from_dict(copy.deepcopy(case.config))
@@ -225,28 +268,36 @@ def run_case(case: Case, stop: threading.Event | Callable[[], bool] | None = Non
     except LLCInputError as err:
         row.error = str(err)
         row.wall_s = time.perf_counter() - started
-        return row
+        return row, None
+    score(row, result, info)
+    row.wall_s = time.perf_counter() - started
+    return row, result
+
+
+def score(row: CaseResult, result: RunResult, info: dict[str, Any]) -> CaseResult:
+    """Fill a case's row from its run: λ̂ against the target (for a potential, the finite-n target of
+    the sampler's own prior), the verdicts, and whether it is within the case's tolerance."""
     sampler = result.config["sampler"]
+    row.verdicts = [{"code": v.code, "severity": v.severity, "suggestion": v.suggestion} for v in result.verdicts]
     if result.partial:
         row.error = f"stopped after {result.steps_completed} of {sampler['steps']} steps"
-        row.wall_s = time.perf_counter() - started
         return row
     row.d, row.n = result.num_params, result.n
-    row.llc, row.multiplicity = result.theoretical_llc, result.multiplicity
+    if result.theoretical_llc is not None or row.llc is None:
+        row.llc, row.multiplicity = result.theoretical_llc, result.multiplicity
     row.llc_hat, row.llc_se, row.acceptance = result.llc_mean, result.llc_se, result.mala_acceptance_mean
     row.step_size, row.steps, row.chains = result.step_size, sampler["steps"], sampler["chains"]
     row.diverged = len(result.diverged_chains)
     row.info = {k: v for k, v in info.items() if k != "k_scale"}
     row.target = row.llc
-    if config.model.kind == "potential" and row.llc is not None:
+    if info.get("powers") is not None and row.llc is not None:
         t = result.nbeta * info["k_scale"]
         row.target = theory.finite_n_target_prior(info["powers"], t, "gaussian", sampler["localization"])
         row.target_kind = "finite-n (Gaussian prior)"
     if row.target and row.llc_hat is not None:
         row.rel_error = (row.llc_hat - row.target) / row.target
-        if case.tolerance is not None:
-            row.ok = abs(row.rel_error) <= case.tolerance
-    row.wall_s = time.perf_counter() - started
+        if row.tolerance is not None:
+            row.ok = abs(row.rel_error) <= row.tolerance
     return row
 
 

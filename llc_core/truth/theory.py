@@ -359,6 +359,18 @@ def regular(num_params: int) -> Theory:
     return Theory(llc=Fraction(d, 2), multiplicity=1, source="regular model (d/2)")
 
 
+def weight_refined_linear_factor(rank_after: int, rank_before: int) -> Theory:
+    """Weight-refined λ of one factor W_k of a deep linear network, the others frozen at w*:
+    ``λ = rank(A)·rank(B)/2`` with A the product of the factors after W_k and B the product of those
+    before it (identity when there are none). K = E||A (W_k − W_k*) B x||²/2 is quadratic in W_k and
+    its Hessian has rank rank(A)·rank(B) for inputs of full covariance (Wang et al., arXiv 2410.02984,
+    define the refined LLC; this closed form is the regular case of it)."""
+    a, b = _as_int(rank_after, "rank_after"), _as_int(rank_before, "rank_before")
+    if a < 1 or b < 1:
+        raise ValueError(f"ranks {a}, {b}: a factor between products of rank 0 does not change K (λ = 0)")
+    return Theory(llc=Fraction(a * b, 2), multiplicity=1, source="weight-refined linear factor (rank(A)·rank(B)/2)")
+
+
 # --------------------------------------------------------------------------- finite-n target
 
 _DPS = 30  # working precision of the quadrature (decimal digits); cheap and cancellation-proof
