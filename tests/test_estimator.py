@@ -322,11 +322,11 @@ def test_burnin_recheck_lowers_a_step_whose_acceptance_fell():
     kernel = SGLD(loss_and_grad=None, w_star=torch.zeros(3), step_size=1e-4, localization=1.0, nbeta=100.0)
     alive = torch.tensor([True, True, False])
     low = [torch.tensor([0.6, 0.62, 0.0]), torch.tensor([0.58, 0.6, 0.0])]  # 0.6 on the live chains
-    lowered, report = recheck_acceptance(kernel, low, alive, 5000)
+    lowered, report = recheck_acceptance(kernel, low, alive, 0.92)
     assert report["acceptance"] == pytest.approx(0.6)
     # rejection grows like ε^(3/2): ε × (0.08 / 0.4)^(2/3) aims back at 0.92
     assert lowered.step_size == pytest.approx(1e-4 * (0.08 / 0.4) ** (2 / 3))
-    fine, _ = recheck_acceptance(kernel, [torch.tensor([0.93, 0.95, 0.1])], alive, 5000)
+    fine, _ = recheck_acceptance(kernel, [torch.tensor([0.93, 0.95, 0.1])], alive, 0.92)
     assert fine.step_size == 1e-4
 
 
