@@ -230,9 +230,13 @@ def diverged(run: Evidence) -> Verdict | None:
         return None
     which = ", ".join(f"chain {d['chain']} at step {d['step']}" for d in run.diverged[:5])
     none_left = len(run.diverged) == run.chains
-    # a fixed ε that diverged: the calibrated one is the well-founded value; a calibrated ε that
-    # diverged all the same (a sharp region away from w*): a tenth of it
-    smaller: float | str | None = "auto" if not run.calibrated else run.step_size / 10 if run.step_size else None
+    # a fixed ε that diverged: the kind's own choice (its rule, or "auto" calibrated from it) is the
+    # well-founded value, unless ε was already at most that; then, and for a calibrated ε that diverged
+    # all the same (a sharp region away from w*), a tenth of it
+    kind = kind_step_size(run)
+    below_kind = isinstance(kind, float) and run.step_size is not None and run.step_size <= kind
+    smaller: float | str | None = (kind if not run.calibrated and not below_kind
+                                   else run.step_size / 10 if run.step_size else None)
     return Verdict(
         "diverged", "error" if none_left else "warning",
         f"{len(run.diverged)} of {run.chains} chains diverged ({which}); "
@@ -251,7 +255,7 @@ def chains_stuck(run: Evidence) -> Verdict | None:
     if rule:
         if run.step_size * STUCK_RATIO > rule:
             return None
-        better: float | str = "auto" if run.reference.auto else rule
+        better: float | str = kind_step_size(run)
         why = f"ε = {run.step_size:.2g} is 1/{rule / run.step_size:.0f} of the ε this model's curvature suggests"
     else:
         if run.rejection is None or run.rejection > STUCK_REJECTION * (1.0 - run.band[1]):
@@ -458,6 +462,12 @@ def partial(run: Evidence) -> Verdict | None:
 CHECKS = (diverged, chains_stuck, step_too_large, too_few_steps, negative_llc, localization_too_strong, not_equilibrated,
           still_climbing, starts_disagree, minibatch_noise, chains_disagree, imprecise, partial, step_slightly_large,
           step_could_grow)
+
+
+def kind_step_size(run: Evidence) -> float | str:
+    """The ε the model kind itself would use: its rule's value, or "auto" (also when no kind is known)."""
+    reference = run.reference
+    return reference.step_size if reference and reference.step_size and not reference.auto else "auto"
 
 
 def warning_floor(num_params: int | None) -> float:

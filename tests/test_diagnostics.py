@@ -165,3 +165,14 @@ def test_apply_suggestion_changes_only_the_suggested_setting():
     config = {"model": {"kind": "dln"}, "sampler": {"steps": 100, "seed": 3}}
     assert diagnostics.apply_suggestion(config, {"steps": 400}) == {
         "model": {"kind": "dln"}, "sampler": {"steps": 400, "seed": 3}}
+
+
+def test_a_diverged_fixed_step_jumps_to_the_kinds_own_rule():
+    # a potential's kind uses its curvature rule, not "auto" (which reads potentials high)
+    rule = diagnostics.Reference(step_size=1e-5, auto=False, steps=10_000)
+    found = diagnostics.verdicts(**{**HEALTHY, "diverged": [{"chain": 0, "step": 5}], "reference": rule})
+    assert found[0].code == "diverged" and found[0].suggestion == {"step_size": 1e-5}
+    # ε already below the rule and still diverged: a tenth of it
+    small = diagnostics.verdicts(**{**HEALTHY, "step_size": 1e-6, "diverged": [{"chain": 0, "step": 5}],
+                                    "reference": rule})
+    assert small[0].suggestion["step_size"] == pytest.approx(1e-7)
