@@ -61,6 +61,7 @@ class Tally:
     nbeta_chains: np.ndarray
     init_loss: float
     alive: Tensor
+    distances: Tensor | None = None  # ||w_t − w*||² of each step's point, (steps, C)
     acceptances: list[Tensor] = field(default_factory=list)
     diverged: list[dict[str, Any]] = field(default_factory=list)
     post_sum: Tensor | None = None
@@ -77,6 +78,7 @@ class Tally:
         zeros = torch.zeros(chains, dtype=torch.float64, device=like.device)
         return cls(torch.empty(steps, chains, device=like.device, dtype=like.dtype), burnin, nbeta_chains,
                    init_loss, torch.ones(chains, dtype=torch.bool, device=like.device),
+                   torch.zeros(steps, chains, device=like.device, dtype=like.dtype),
                    post_sum=zeros, acc_sum=zeros.clone(), heat_sum=zeros.clone())
 
     def record_acceptance(self, acceptance: Tensor) -> None:
@@ -202,9 +204,26 @@ def run_result(tally: Tally, facts: RunFacts, ending: Ending) -> RunResult:
         calibration=ending.calibration, minibatch_heat=minibatch_heat, start_comparison=start_comparison,
         model_mode=facts.model_mode,
         refined={"moving_params": facts.moving_params} if facts.moving_params is not None else None,
+        localization_effect=localization_effect(tally, facts.localization, healthy),
     )
     result.verdicts = diagnostics.judge(result)
     return result
+
+
+def localization_effect(tally: Tally, localization: float, healthy: np.ndarray) -> dict[str, Any] | None:
+    """dλ̂/d(log γ) = −γ·Cov(nβ L_B, ||w − w*||²/2) over each live chain's draws after burn-in, its
+    mean and standard error across chains. The posterior ∝ exp(−nβL − γ||w − w*||²/2) makes
+    d E[nβL]/dγ = −Cov(nβL, ||w − w*||²/2); a flat direction that only γ confines (a DLN's
+    symmetries) adds no covariance, so this measures the pull of γ on λ̂ itself."""
+    done, start = tally.done, tally.burnin if tally.done > tally.burnin else tally.done // 2
+    if tally.distances is None or done - start < 8 or len(healthy) == 0 or not localization:
+        return None
+    losses = tally.losses[start:done, healthy].double().cpu().numpy() * tally.nbeta_chains[healthy]
+    half_sq = tally.distances[start:done, healthy].double().cpu().numpy() / 2
+    covariance = ((losses - losses.mean(0)) * (half_sq - half_sq.mean(0))).mean(0)
+    effects = -float(localization) * covariance
+    se = float(effects.std(ddof=1) / math.sqrt(len(effects))) if len(effects) >= 2 else None
+    return {"effect": float(effects.mean()), "se": se}
 
 
 def chain_diagnostics(trace: np.ndarray, post: np.ndarray, healthy: np.ndarray, nbeta: float,

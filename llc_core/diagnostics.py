@@ -41,6 +41,9 @@ STUCK_REJECTION = 0.01
 # against nβ of 10^3-10^5)
 STRONG_LOCALIZATION = 0.1
 REGULAR_SHARE = 0.9
+# a measured pull of γ on λ̂ beyond this share warns; the suggested γ aims at LOCALIZATION_GOAL
+LOCALIZATION_BIAS = 0.10
+LOCALIZATION_GOAL = 0.03
 
 
 def rhat_ess(trace: np.ndarray) -> tuple[float | None, float | None]:
@@ -155,6 +158,7 @@ class Evidence:
     localization: float | None = None  # γ
     nbeta: float | None = None
     reference: Reference | None = None  # what the model kind recommends, when it is a zoo kind
+    localization_effect: dict[str, Any] | None = None  # RunResult.localization_effect
 
     @property
     def band(self) -> tuple[float, float, float]:
@@ -210,7 +214,7 @@ def judge(result: RunResult, reference: Reference | None = None) -> list[Verdict
         num_params=result.num_params, minibatch_heat=result.minibatch_heat, batch_size=sampler.get("batch_size"),
         n=result.n, calibrated=result.calibration is not None, start_comparison=result.start_comparison,
         steps=sampler.get("steps"), localization=sampler.get("localization"), nbeta=result.nbeta,
-        reference=reference,
+        reference=reference, localization_effect=result.localization_effect,
     )
 
 
@@ -307,20 +311,42 @@ def negative_llc(run: Evidence) -> Verdict | None:
 
 
 def localization_too_strong(run: Evidence) -> Verdict | None:
-    """γ comparable to nβ: the localization term, not the loss, holds the chains (docs/METHOD.md §3:
-    the bias along a w^(2k) direction is about −γ·(nβ)^(−1/k), so λ̂ reads low)."""
-    gamma, nbeta = run.localization, run.nbeta
-    if not (isinstance(gamma, (int, float)) and nbeta) or gamma <= STRONG_LOCALIZATION * nbeta:
+    """λ̂ measurably pulled down by γ (the draws' dλ̂/d(log γ), RunResult.localization_effect, beyond
+    LOCALIZATION_BIAS of λ̂ and 3 standard errors), or γ comparable to nβ while λ̂ is below its
+    ceiling d/2 (docs/METHOD.md §3: the bias along a w^(2k) direction is about −γ·(nβ)^(−1/k))."""
+    gamma, llc = run.localization, run.llc_mean
+    if not isinstance(gamma, (int, float)) or not gamma or llc is None or llc <= 0:
         return None
-    if run.llc_mean is not None and run.num_params and run.llc_mean >= REGULAR_SHARE * run.num_params / 2:
-        return None  # λ̂ already near its ceiling d/2: the localization cannot have pulled it down much
+    share = _measured_bias(run)
+    by_rule = (run.nbeta and gamma > STRONG_LOCALIZATION * run.nbeta
+               and not (run.num_params and llc >= REGULAR_SHARE * run.num_params / 2))
+    if share is None and not by_rule:
+        return None
+    if share is not None and 0 < share < 1:
+        # quadratic directions: bias = γ/(nβh + γ); this γ brings it to LOCALIZATION_GOAL
+        better = gamma * (LOCALIZATION_GOAL / (1 - LOCALIZATION_GOAL)) * ((1 - share) / share)
+        what = f"measured on the draws, λ̂ is about {share:.0%} lower than without the localization"
+    else:
+        better = defaults.LOCALIZATION if gamma > defaults.LOCALIZATION else gamma / 10
+        what = f"γ is {gamma / run.nbeta:.2g} × nβ"
+    better = float(f"{better:.2g}")
     return Verdict(
         "localization_too_strong", "warning",
-        f"γ = {gamma:.3g} is {gamma / nbeta:.2g} × nβ: the localization term competes with the loss and holds "
-        "the chains close to w*, which biases λ̂ down, most along the flattest directions. "
-        f"Use a small γ (the default is {defaults.LOCALIZATION:g}) unless chains wander off without it.",
-        {"localization": defaults.LOCALIZATION},
+        f"γ = {gamma:.3g} pulls λ̂ down: {what}. The localization term competes with the loss and holds the "
+        f"chains close to w*, most along the flattest directions. Try γ = {better:g} (smaller γ lets chains "
+        "wander further; raise it again only if they drift off).",
+        {"localization": better},
     )
+
+
+def _measured_bias(run: Evidence) -> float | None:
+    """−(dλ̂/d log γ)/λ̂ when it is beyond LOCALIZATION_BIAS and 3 standard errors, else None."""
+    effect = run.localization_effect or {}
+    value, se = effect.get("effect"), effect.get("se")
+    if value is None or se is None or run.llc_mean is None or run.llc_mean <= 0:
+        return None
+    share = -value / run.llc_mean
+    return share if share > LOCALIZATION_BIAS and -value > DRIFT_SIGMAS * se else None
 
 
 def not_equilibrated(run: Evidence) -> Verdict | None:

@@ -98,6 +98,10 @@ class RunResult:
     model_mode: dict[str, Any] | None = None
     # refined LLCs: what was refined (parameters that move, the data subset), None for a plain run
     refined: dict[str, Any] | None = None
+    # how much λ̂ depends on γ, measured on the draws: dλ̂/d(log γ) = −γ·Cov(nβ L_B, ||w − w*||²/2)
+    # across the chains ("effect", its "se"); for a quadratic direction effect/λ̂ is exactly the relative
+    # bias against γ = 0 (docs/METHOD.md §3). None when too few draws.
+    localization_effect: dict[str, Any] | None = None
 
     def to_dict(self, include_trace: bool = False) -> dict[str, Any]:
         out = dataclasses.asdict(self)

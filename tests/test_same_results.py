@@ -38,7 +38,7 @@ SWEEP = {"run": {"model": {"kind": "potential", "powers": [1, 2]}, "data": {"n":
 # on purpose (issue: trust; tests/test_diagnostics.py and benchmarks/bench_diagnostics.py cover it)
 NOT_COMPARED = {"wall_time_s", "chain_steps_per_second", "verdicts", "flat", "ok"}
 # fields the result gained after the recording (nothing else may differ)
-ADDED_SINCE = {"model_mode", "class_weights", "refined", "refine", "scale"}
+ADDED_SINCE = {"model_mode", "class_weights", "refined", "refine", "scale", "localization_effect"}
 SAME_BUILD = (GOLDEN["torch"] == torch.__version__
               and GOLDEN["cpu_capability"] == torch.backends.cpu.get_cpu_capability())
 
