@@ -12,6 +12,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 import torch
 
@@ -24,7 +25,8 @@ from llc_core.studies import run_groups
 from llc_core.files import checkpoint as ckpt
 from llc_core.files import datafiles
 from llc_core.files import MAX_FILE_BYTES
-from pages import charts, common, live_runs, runs
+from llc_core.truth import theory
+from pages import charts, common, glossary, live_runs, runs
 
 common.require_entry_point()
 
@@ -48,6 +50,8 @@ REFINED_ABOUT = (
     "parameter stays exactly at the trained w*. It measures the effective dimension that group adds around w*: "
     "how many directions of that group the loss really constrains. Refined LLCs are **not shares** of the full "
     "λ̂: parameters interact, so the groups' values need not add up to it (their sum may be larger or smaller).")
+# what the page guesses from the files (the loss from the targets, the target columns from the model's widths)
+GUESSED = ("loss", "target_columns", "inputs_key", "targets_key")
 LOSS_LABELS = {"gaussian": "Gaussian (MSE) with noise σ", "cross_entropy": "Cross-entropy (class labels)",
                "next_token": "Next-token cross-entropy (token sequences)"}
 
@@ -109,6 +113,8 @@ def take_upload(upload, slot: str) -> None:
     st.session_state[key(f"{slot}_path")] = str(path)
     st.session_state[key(f"{slot}_label")] = "".join(c for c in upload.name if c.isprintable())[:80]
     st.session_state[key("confirmed")] = False
+    for name in GUESSED:  # chosen for the previous files: guessed again from these (data_section)
+        st.session_state.pop(key(name), None)
 
 
 def sources() -> None:
@@ -120,7 +126,7 @@ def sources() -> None:
         chosen = pick.selectbox("Example", names, key=key("example"))
         example = shown[names.index(chosen)]
         button.button("Load example", key=key("load_example"), on_click=load_example, args=(example,), type="primary")
-        pick.caption(example.get("about", ""))
+        st.caption(example.get("about", ""))  # under both: inside `pick` it would push the button below the box
     left, right = st.columns(2)
     take_upload(left.file_uploader("…or your weights: a state dict (.safetensors, .pt), a torch.export program "
                                    "(.pt2: any architecture) or a zipped Hugging Face model folder",
@@ -129,9 +135,10 @@ def sources() -> None:
                                     type=DATA_TYPES, key=key("data_upload")), "data")
 
 
-def model_section(model_path: str) -> tuple[dict | None, str | None] | None:
-    """Show the checkpoint and its architecture; returns (architecture spec or None, activation or None)
-    once the user has confirmed it, else None."""
+def model_section(model_path: str) -> tuple[dict | None, str | None, torch.nn.Module] | None:
+    """Show the checkpoint and its architecture; returns (architecture spec or None, activation or None, the
+    module) once the user has confirmed it, else None. The module only tells the data section what the
+    model takes and gives (`widths`); the run builds its own."""
     st.subheader("2 · Model")
     loaded = ckpt.load_checkpoint(model_path)
     count = sum(v.numel() for v in loaded.state_dict.values())
@@ -140,7 +147,7 @@ def model_section(model_path: str) -> tuple[dict | None, str | None] | None:
     if loaded.module is not None:
         st.success(f"A {ckpt.FORMAT_NAMES[loaded.format]} brings its own architecture; its parameters are w*. "
                    "It is sampled in eval mode: dropout off, normalisation statistics frozen.")
-        return None, None
+        return None, None, loaded.module
     use_spec = st.toggle("Give the architecture as JSON instead of inferring it", key=seeded("use_spec", False))
     if use_spec:
         text = st.text_area("Architecture spec (JSON)", key=seeded("spec", ""), height=140,
@@ -152,7 +159,7 @@ def model_section(model_path: str) -> tuple[dict | None, str | None] | None:
         spec = {"layers": ckpt.parse_architecture(text)}
         ckpt.map_state_dict(spec, loaded.state_dict)
         st.markdown(f"**Architecture:** {ckpt.describe_architecture(spec)}")
-        return spec, None
+        return spec, None, ckpt.model_from_checkpoint(loaded, spec)[0]
     activation = st.selectbox("Activation between the Linear layers", list(ckpt.ACTIVATIONS),
                               key=seeded("activation", "relu", list(ckpt.ACTIVATIONS)),
                               help="The file holds only weights: say which nonlinearity the network used.")
@@ -163,7 +170,7 @@ def model_section(model_path: str) -> tuple[dict | None, str | None] | None:
     if not st.checkbox("This is my model's architecture", key=seeded("confirmed", False)):
         st.info("Check the inferred architecture and confirm it (or give a JSON spec) to go on.")
         return None
-    return None, activation
+    return None, activation, ckpt.model_from_checkpoint(loaded, None, activation)[0]
 
 
 DATA_ORIGINS = {"file": "a data file (uploaded or the example's)", "teacher": "drawn from a zoo teacher"}
@@ -184,58 +191,229 @@ def teacher_data() -> DataConfig:
     return DataConfig(teacher=teacher, n=int(n), seed=int(seed), noise_scale=float(sigma))
 
 
-def data_section(data_path: str | None) -> DataConfig | None:
+# ====================================================================== 3 · data and loss: what fits the model
+
+MAX_PROBED_COLUMNS = 64  # a CSV's target count is looked for among its last 1 … 64 columns
+
+
+def model_output(module: torch.nn.Module, inputs) -> torch.Tensor | None:
+    """The model's output on the first two rows of `inputs` (floats), or None when it does not take them."""
+    try:
+        with torch.no_grad():
+            return module(torch.as_tensor(np.asarray(inputs[:2]), dtype=torch.float32))
+    except Exception:  # noqa: BLE001 - a model can raise anything on inputs of the wrong width
+        return None
+
+
+def widths(module: torch.nn.Module, columns: int) -> dict[int, tuple[int, ...]]:
+    """For a CSV of `columns` columns: {k: the model's output shape per sample} for every number k of target
+    columns that leaves the model an input width it takes. Kept for this module (held, so that its id is
+    not reused) until another one comes: a page rerun asks up to three times."""
+    cache = st.session_state.get(key("widths"))
+    if cache is not None and cache[0] is module and cache[1] == columns:
+        return cache[2]
+    found = {}
+    for k in range(1, min(columns - 1, MAX_PROBED_COLUMNS) + 1):
+        output = model_output(module, np.zeros((2, columns - k), np.float32))
+        if output is not None:
+            found[k] = tuple(output.shape[1:])
+    st.session_state[key("widths")] = (module, columns, found)
+    return found
+
+
+def regression_targets(found: dict[int, tuple[int, ...]]) -> int | None:
+    """The number of target columns that makes a regression fit: the model gives one output per target."""
+    return next((k for k, shape in found.items() if shape == (k,)), None)
+
+
+def label_column(names: list[str]) -> str:
+    """A CSV's one target column when there is one: the column named like a target, else the last."""
+    named = [n for n in names if n in datafiles.TARGET_NAMES]
+    return named[0] if len(named) == 1 else names[-1]
+
+
+def looks_like_labels(targets, output: torch.Tensor | None) -> bool:
+    """Whole numbers 0 … C − 1 in one column, for a model with C ≥ 2 outputs: class labels. Without the
+    model's output, an integer array is taken for labels."""
+    y = np.asarray(targets)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.dtype.kind not in "biuf" or not len(y):
+        return False
+    if y.dtype.kind == "f" and not bool(np.all(np.isfinite(y)) and np.all(y == np.round(y))):
+        return False
+    if output is None or output.ndim != 2:
+        return output is None and y.dtype.kind in "iu"
+    return output.shape[1] >= 2 and y.min() >= 0 and y.max() < output.shape[1]
+
+
+def suggested_loss(source_format: str, arrays: dict, module: torch.nn.Module) -> str:
+    """The loss the data calls for: next-token for a tokens array, cross-entropy for class labels (integers
+    0 … C − 1 for a model with C outputs), else Gaussian."""
+    names = list(arrays)
+    if datafiles.TOKENS_KEY in names:
+        return "next_token"
+    if source_format == "csv":
+        column = label_column(names)
+        output = model_output(module, np.stack([arrays[n] for n in names if n != column], axis=1))
+        return "cross_entropy" if looks_like_labels(arrays[column], output) else "gaussian"
+    inputs_key, targets_key = guessed_keys(names)
+    return "cross_entropy" if looks_like_labels(arrays[targets_key], model_output(module, arrays[inputs_key])) else "gaussian"
+
+
+def guessed_keys(names: list[str]) -> tuple[str, str]:
+    try:
+        return datafiles.choose_keys(names, None, None)
+    except LLCInputError:
+        return names[0], names[-1]
+
+
+def default_targets(names: list[str], module: torch.nn.Module, loss: str) -> list[str]:
+    """The target columns a CSV starts with: as many of its last columns as the model gives outputs (a
+    regression), else its one label column."""
+    count = regression_targets(widths(module, len(names))) if loss == "gaussian" else None
+    return names[-count:] if count and count > 1 else [label_column(names)]
+
+
+def in_file_order(chosen: list[str], names: list[str]) -> list[str]:
+    """Target columns in the data file's order, whatever order they were clicked in: the model's outputs
+    are matched to them by position."""
+    return [name for name in names if name in chosen]
+
+
+def sort_targets(names: list[str]) -> None:
+    """The multiselect's callback: keep its chips in the file's order too."""
+    state = st.session_state
+    state[key("target_columns")] = in_file_order(state.get(key("target_columns")) or [], names)
+
+
+def and_list(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def csv_advice(names: list[str], data: DataConfig, module: torch.nn.Module, arrays: dict) -> str | None:
+    """What to change when a CSV's target columns or the loss do not fit the model, in the page's words."""
+    chosen = list(data.target_columns or [])
+    found = widths(module, len(names))
+    count = regression_targets(found)
+    if data.loss == "gaussian" and count is not None and count != len(chosen):
+        return (f"The model takes {len(names) - count} inputs and gives {count} outputs per sample, so it needs "
+                f"{count} target column{'s' if count > 1 else ''}: choose the column{'s' if count > 1 else ''} "
+                f"{and_list(names[-count:])} as targets (the others are the inputs).")
+    if data.loss == "gaussian" and len(chosen) == 1 and found.get(1, ()) != (1,):
+        output = model_output(module, np.stack([arrays[n] for n in names if n not in chosen], axis=1))
+        if looks_like_labels(arrays[chosen[0]], output):
+            return (f"The column {chosen[0]} holds whole numbers from {int(np.min(arrays[chosen[0]]))} to "
+                    f"{int(np.max(arrays[chosen[0]]))} and the model gives {output.shape[1]} outputs per sample: "
+                    "these are class labels, so use the cross-entropy loss.")
+    if data.loss == "cross_entropy" and len(chosen) != 1:
+        return (f"The cross-entropy loss takes one column of class labels: choose one target column "
+                f"(e.g. {label_column(names)}).")
+    return None
+
+
+def arrays_advice(data: DataConfig, module: torch.nn.Module, arrays: dict) -> str | None:
+    """What to change when named arrays and the loss do not fit the model."""
+    if data.loss == "gaussian" and data.targets_key in arrays and data.inputs_key in arrays:
+        labels = arrays[data.targets_key]
+        output = model_output(module, arrays[data.inputs_key])
+        if looks_like_labels(labels, output) and output is not None:
+            return (f"The target array {data.targets_key} holds whole numbers from {int(np.min(labels))} to "
+                    f"{int(np.max(labels))} and the model gives {output.shape[1]} outputs per sample: these are "
+                    "class labels, so use the cross-entropy loss.")
+    return None
+
+
+def csv_targets(names: list[str], module: torch.nn.Module, loss: str, label: str) -> list[str]:
+    """The target columns' multiselect, in the file's order, starting from what fits the model; a caption
+    says what the model takes and gives."""
+    state = st.session_state
+    chosen = in_file_order(state.get(key("target_columns")) or [], names) or default_targets(names, module, loss)
+    state[key("target_columns")] = chosen
+    targets = st.multiselect(f"Target column(s) of **{label}** (the others are the inputs)", names,
+                             key=key("target_columns"), on_change=sort_targets, args=(names,),
+                             help="Targets are used in the file's order, whatever the order you pick them in.")
+    count = regression_targets(widths(module, len(names))) if loss == "gaussian" else None
+    if count is not None:
+        st.caption(f"The model takes {len(names) - count} inputs and gives {count} output"
+                   f"{'s' if count > 1 else ''} per sample: {count} target column{'s' if count > 1 else ''}, "
+                   f"in the file's order ({common.escape_markdown(and_list(names[-count:]))} by default).")
+    return in_file_order(targets, names)
+
+
+def data_section(data_path: str | None, module: torch.nn.Module) -> tuple[DataConfig, dict | None] | None:
+    """The data and loss widgets: (the DataConfig, the file's arrays or None for a teacher), or None."""
     st.subheader("3 · Data and loss")
     origin = st.radio("Data", list(DATA_ORIGINS), format_func=DATA_ORIGINS.get, horizontal=True,
                       key=seeded("origin", "file", list(DATA_ORIGINS)))
     if origin == "teacher":
-        return teacher_data()
+        return teacher_data(), None
     if data_path is None:
         st.info("Now upload the data the model was trained on (or draw it from a zoo teacher).")
         return None
     source_format, arrays = datafiles.read_arrays(data_path)
     names = list(arrays)
     loss_col, sigma_col = st.columns(2)
-    loss = loss_col.radio("Loss", list(LOSS_LABELS), key=seeded("loss", "gaussian", list(LOSS_LABELS)),
-                          format_func=LOSS_LABELS.get, horizontal=True)
+    # a new file (or none yet chosen): the loss is guessed from its targets; after that it is the user's
+    guess = suggested_loss(source_format, arrays, module) if key("loss") not in st.session_state else "gaussian"
+    loss = loss_col.radio("Loss", list(LOSS_LABELS), format_func=LOSS_LABELS.get, horizontal=True,
+                          key=seeded("loss", guess, list(LOSS_LABELS)),
+                          help="Suggested from the data: class labels (whole numbers 0 … C − 1 for a model with C "
+                               "outputs) take the cross-entropy loss, real-valued targets the Gaussian one.")
     sigma = sigma_col.number_input("σ of the Gaussian loss", min_value=1e-6, format="%g", key=seeded("sigma", 1.0),
                                    disabled=loss != "gaussian")
     label = file_label("data")
     if source_format == "csv":
-        chosen = [c for c in st.session_state.get(key("target_columns"), []) if c in names] or [names[-1]]
-        st.session_state[key("target_columns")] = chosen
-        targets = st.multiselect(f"Target column(s) of **{label}** (the others are the inputs)", names,
-                                 key=key("target_columns"))
-        return DataConfig(path=data_path, target_columns=targets or None, loss=loss, noise_scale=float(sigma))
+        targets = csv_targets(names, module, loss, label)
+        return DataConfig(path=data_path, target_columns=targets or None, loss=loss, noise_scale=float(sigma)), arrays
     if datafiles.TOKENS_KEY in names:
         st.caption(f"**{label}**: `{datafiles.TOKENS_KEY}` {tuple(arrays[datafiles.TOKENS_KEY].shape)} — each sequence's "
                    "tokens but the last are the inputs, the tokens after them the targets.")
-        return DataConfig(path=data_path, inputs_key=datafiles.TOKENS_KEY, loss=loss, noise_scale=float(sigma))
-    try:
-        guess = datafiles.choose_keys(names, None, None)
-    except LLCInputError:
-        guess = (names[0], names[-1])
+        return DataConfig(path=data_path, inputs_key=datafiles.TOKENS_KEY, loss=loss, noise_scale=float(sigma)), arrays
+    guess = guessed_keys(names)
     left, right = st.columns(2)
     shapes = {n: f"{n} {tuple(arrays[n].shape)}" for n in names}
     inputs_key = left.selectbox(f"Inputs in **{label}**", names, key=seeded("inputs_key", guess[0], names),
                                 format_func=shapes.get)
     targets_key = right.selectbox("Targets", names, key=seeded("targets_key", guess[1], names), format_func=shapes.get)
-    return DataConfig(path=data_path, inputs_key=inputs_key, targets_key=targets_key, loss=loss, noise_scale=float(sigma))
+    data = DataConfig(path=data_path, inputs_key=inputs_key, targets_key=targets_key, loss=loss, noise_scale=float(sigma))
+    return data, arrays
+
+
+def fitted_problem(model: ModelConfig, data: DataConfig, module: torch.nn.Module, arrays: dict | None):
+    """The Problem of the model and the data, or None after an error shown here, under the target and loss
+    selectors that cause it, saying what to choose instead (the engine's own message when the page has no
+    better advice)."""
+    try:
+        return checked_problem(model, data)
+    except LLCInputError as err:
+        advice = None
+        if arrays is not None:
+            names = list(arrays)
+            advice = (csv_advice(names, data, module, arrays) if data.target_columns is not None or data.inputs_key is None
+                      else arrays_advice(data, module, arrays))
+        st.error(common.escape_markdown(advice) if advice else common.escape_markdown(err))
+        return None
 
 
 def sampler_section() -> SamplerConfig:
     st.subheader("4 · Sampler")
     auto = st.toggle("Calibrate ε during burn-in (step size \"auto\": dual averaging to acceptance 0.92)",
                      key=seeded("auto_step", True),
-                     help="Off: give ε, or leave it empty for the engine's curvature rule at w* (safe, often timid).")
-    cols = st.columns(5)
-    chains = cols[0].number_input("Chains", min_value=1, max_value=256, step=1, key=seeded("chains", engine_defaults.CHECKPOINT_SAMPLER["chains"]))
-    steps = cols[1].number_input("Steps", min_value=2, max_value=10**7, step=100, key=seeded("steps", engine_defaults.CHECKPOINT_SAMPLER["steps"]))
-    step_size = cols[2].number_input("Step size ε (empty: from the curvature at w*)", min_value=0.0, format="%g",
-                                     key=seeded("step_size", None), placeholder="curvature rule", disabled=auto)
-    localization = cols[3].number_input("Localization γ", min_value=0.0, format="%g", key=seeded("localization", 1.0))
-    nbeta = cols[4].number_input("nβ (empty: n / log n)", min_value=0.0, format="%g", key=seeded("nbeta", None),
-                                 placeholder="n / log n")
+                     help=glossary.help_text("auto") + " Off: give ε, or leave it empty for the engine's curvature "
+                          "rule at w\\* (safe, often timid).")
+    cols = st.columns(3) + st.columns(3)  # two rows: five inputs in one row are too narrow to read at 1024 px
+    chains = cols[0].number_input("Chains", min_value=1, max_value=256, step=1, help=glossary.help_text("chains"),
+                                  key=seeded("chains", engine_defaults.CHECKPOINT_SAMPLER["chains"]))
+    steps = cols[1].number_input("Steps", min_value=2, max_value=10**7, step=100, help=glossary.help_text("steps"),
+                                 key=seeded("steps", engine_defaults.CHECKPOINT_SAMPLER["steps"]))
+    step_size = cols[2].number_input("Step size ε", min_value=0.0, format="%g", key=seeded("step_size", None),
+                                     placeholder="curvature rule", disabled=auto,
+                                     help=glossary.help_text("step_size") + " Empty: from the curvature at w\\*.")
+    localization = cols[3].number_input("Localization γ", min_value=0.0, format="%g", key=seeded("localization", 1.0),
+                                        help=glossary.help_text("localization"))
+    nbeta = cols[4].number_input("nβ", min_value=0.0, format="%g", key=seeded("nbeta", None),
+                                 placeholder="empty: n / log n", help=glossary.help_text("nbeta"))
     return SamplerConfig(chains=int(chains), steps=int(steps), step_size="auto" if auto else (step_size or None),
                          localization=float(localization), nbeta=nbeta or None)
 
@@ -340,18 +518,63 @@ def refined_live(config: RunConfig | None) -> None:
     poll()
 
 
-def checked_problem(config: RunConfig):
-    """build_problem(config), kept while a refine job runs: loading a .pt2 calls ast.parse, and two threads
+def checked_problem(model: ModelConfig, data: DataConfig):
+    """build_problem(model, data), kept while a refine job runs: loading a .pt2 calls ast.parse, and two threads
     parsing at once corrupt CPython 3.11's AST recursion counter (SystemError in every later parse), so the
     page does not load the model again while the job's thread loads it."""
     job: Job | None = st.session_state.get(REFINE_JOB)
     kept = st.session_state.get(key("problem"))
-    text = json.dumps(config.to_dict(), sort_keys=True, default=str)
+    text = json.dumps([dataclasses.asdict(model), dataclasses.asdict(data)], sort_keys=True, default=str)
     if job is not None and job.alive and kept is not None and kept[0] == text:
         return kept[1]
-    problem = build_problem(config.model, config.data)
+    problem = build_problem(model, data)
     st.session_state[key("problem")] = (text, problem)
     return problem
+
+
+# ====================================================================== examples whose λ is known
+
+# An example's model whose λ is known, by its checkpoint's name (scripts/make_examples.py builds them), with
+# what to say beside it: λ is the large-n value, which λ̂ at the example's small n can sit below.
+KNOWN_LLC = {
+    "dln.pt": (lambda: theory.deep_linear_network([4, 3, 2], 2),
+               ("A full-rank deep linear network 4 → 3 → 2 is regular in its function (a 2 × 4 matrix, 8 numbers), "
+                "so λ = 8/2 = 4 by Aoyagi's formula (docs/METHOD.md §4). That is the value as n grows: with only "
+                "n = 300 samples nβ = n / log n ≈ 53, and along this network's flattest directions the loss rises "
+                "so slowly that γ = 1 holds the chains before the loss does, so at the default settings λ̂ comes out "
+                "near 3. γ = 0.1 and 4,000 steps bring it near 4, with a larger error.")),
+}
+
+
+def example_truth(config: RunConfig | None) -> tuple[theory.Theory, str] | None:
+    """The known λ of a config that is an example's files with the example's settings, and its note."""
+    if config is None or config.model.architecture is not None or config.data.teacher:
+        return None
+    for example in examples():
+        if example["checkpoint"] not in KNOWN_LLC:
+            continue
+        same = (config.model.path == str(EXAMPLES / example["checkpoint"])
+                and config.data.path == str(EXAMPLES / example["data"])
+                and config.model.activation == example.get("activation")
+                and config.data.loss == example.get("loss", "gaussian")
+                and list(config.data.target_columns or []) == list(example.get("target_columns", [])))
+        if same:
+            build, note = KNOWN_LLC[example["checkpoint"]]
+            return build(), note
+    return None
+
+
+def attach_known_llc(record) -> None:
+    """Give a run of an example with a known λ that λ, so that its result compares λ̂ with it (the engine
+    knows no λ for a checkpoint): the live chart's line, "theory λ" and the comparison under the result."""
+    known = example_truth(record.config) if record is not None else None
+    if known is None:
+        return
+    record.theory = known[0]
+    result = record.result
+    if result is not None and result.theoretical_llc is None:
+        result = dataclasses.replace(result, theoretical_llc=float(known[0].llc), multiplicity=known[0].multiplicity)
+        record.progress = dataclasses.replace(record.progress, result=result)
 
 
 def refined_section(config: RunConfig, model) -> None:
@@ -389,13 +612,13 @@ if model_path is None:
 else:
     try:
         architecture = model_section(model_path)
-        data = data_section(data_path) if architecture is not None else None
-        if data is not None:
-            sampler = sampler_section()
-            spec, activation = architecture
-            config = RunConfig(model=ModelConfig(kind="checkpoint", path=model_path, architecture=spec,
-                                                 activation=activation), data=data, sampler=sampler)
-            problem = checked_problem(config)  # every check of model against data, before Run
+        chosen = data_section(data_path, architecture[2]) if architecture is not None else None
+        if chosen is not None:
+            spec, activation, module = architecture
+            model = ModelConfig(kind="checkpoint", path=model_path, architecture=spec, activation=activation)
+            problem = fitted_problem(model, chosen[0], module, chosen[1])  # every check of model against data
+        if problem is not None:
+            config = RunConfig(model=model, data=chosen[0], sampler=sampler_section())
             st.caption(f"n = {problem.inputs.shape[0]:,} samples, inputs {tuple(problem.inputs.shape[1:])}, "
                        f"targets {tuple(problem.targets.shape[1:]) or 'labels'}, d = {problem.num_params:,} parameters, "
                        f"{problem.loss} loss")
@@ -403,12 +626,17 @@ else:
         common.show_error(err)
         config = problem = None
 
+known = example_truth(config)
+if known is not None:
+    st.info(f"**This example's λ is known: λ = {common.fraction_text(known[0].llc)}**, and its result compares λ̂ "
+            f"with it. {known[1]}")
 record = runs.current_run(PAGE)
 running = record is not None and record.running
 if st.button("Estimate λ̂", type="primary", disabled=config is None or running, key=key("start")):
-    runs.start_run(PAGE, config, keep=KEPT)
+    attach_known_llc(runs.start_run(PAGE, config, keep=KEPT))
     st.rerun()
-if record is not None or config is not None:
+if record is not None:  # the run's live panel, then its result (the button above starts one: no sidebar here)
+    attach_known_llc(record)
     runs.run_panel(PAGE)
 if config is not None and problem is not None:
     refined_section(config, problem.model)

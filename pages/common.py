@@ -40,6 +40,7 @@ OPTIONAL_PAGES = [
     ("pages/checkpoint.py", "Checkpoint", "checkpoint", ":material/upload_file:"),
     ("pages/trajectory.py", "Training run", "trajectory", ":material/timeline:"),
     ("pages/calibrate.py", "Calibrate", "calibrate", ":material/tune:"),
+    ("pages/method.py", "Method", "method", ":material/menu_book:"),
 ]
 APP_DIR = Path(__file__).resolve().parents[1]
 _ENTRY = threading.local()  # set while app.py runs the current page, in the session's script thread

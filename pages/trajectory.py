@@ -10,6 +10,7 @@ train loss against the training step as points arrive. Stop keeps every checkpoi
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import altair as alt
@@ -19,7 +20,7 @@ import streamlit as st
 from llc_core import DataConfig, LLCInputError, SamplerConfig
 from llc_core.files import checkpoint as ckpt
 from llc_core.studies import TrainingConfig, TrajectoryConfig, TrajectoryProgress, TrajectoryRun, step_from_name
-from pages import common, live_runs
+from pages import common, glossary, live_runs
 
 common.require_entry_point()
 
@@ -110,11 +111,17 @@ def source_settings(source: str) -> tuple[TrainingConfig | None, dict]:
 
 def sampler_settings() -> SamplerConfig:
     cols = st.columns(4)
-    chains = cols[0].number_input("Chains", min_value=1, max_value=64, step=1, key=key("chains"))
-    steps = cols[1].number_input("SGLD steps per checkpoint", min_value=2, max_value=10**6, step=100, key=key("steps"))
-    localization = cols[2].number_input("Localization γ", min_value=0.0, format="%g", key=key("localization"))
-    step_size = cols[3].number_input("Step size ε (empty: calibrated once, on the final checkpoint)", min_value=0.0,
-                                     format="%g", key=key("step_size"), placeholder="calibrated")
+    chains = cols[0].number_input("Chains", min_value=1, max_value=64, step=1, key=key("chains"),
+                                  help=glossary.help_text("chains"))
+    # short labels: a label that wraps pushes its box below its neighbours' at 1024 px
+    steps = cols[1].number_input("SGLD steps", min_value=2, max_value=10**6, step=100, key=key("steps"),
+                                 help="Per checkpoint. " + glossary.help_text("steps"))
+    localization = cols[2].number_input("Localization γ", min_value=0.0, format="%g", key=key("localization"),
+                                        help=glossary.help_text("localization"))
+    step_size = cols[3].number_input("Step size ε", min_value=0.0, format="%g", key=key("step_size"),
+                                     placeholder="calibrated",
+                                     help="Empty: calibrated once, on the final checkpoint, and used for every "
+                                          "checkpoint. " + glossary.help_text("step_size"))
     return SamplerConfig(chains=int(chains), steps=int(steps), localization=float(localization),
                          step_size=step_size or None)
 
@@ -139,30 +146,69 @@ def frame(progress: TrajectoryProgress) -> pd.DataFrame:
         "se": [p.llc_se or 0.0 for p in progress.points],
         "train loss": [p.train_loss for p in progress.points],
         "acceptance": [p.acceptance for p in progress.points],
-        "warnings": [", ".join(p.verdicts) for p in progress.points],
+        # the engine's verdict codes (negative_llc, still_climbing) in words: "negative λ̂", "still climbing"
+        "verdicts": [glossary.verdict_labels(p.verdicts) or "–" for p in progress.points],
     })
 
 
-def trajectory_chart(table: pd.DataFrame) -> alt.VConcatChart:
-    """λ̂ ± se (points, error bars, a line through them) above the train loss, against the training step.
+# How the table shows each number; a missing one is a dash. The table is static (st.table): every row shown
+# and long verdicts wrapped, where a data grid cut both off at 1024 px.
+TABLE_FORMATS = {"λ̂": "{:.3f}", "se": "{:.3f}", "train loss": "{:.3g}", "acceptance": "{:.3f}"}
+
+
+def table_view(table: pd.DataFrame):
+    return table.style.format(TABLE_FORMATS, na_rep="–")
+
+
+LOSS_LINEAR = 1e-3  # the symlog scale's constant: linear below it, logarithmic above
+
+
+def loss_axis(losses: pd.Series) -> tuple[list[float], list[float]]:
+    """The symlog loss axis's domain and tick values, so that it reads more than "0" and "6".
+
+    The domain starts at 0 when a loss comes near it (within ten times the scale's linear part), else at the
+    power of ten below the smallest loss, so that the losses fill the plot instead of its top third. Ticks
+    are 1, 2, 5 × powers of ten up to the largest loss (1, 3 × or only the powers of ten when that makes
+    more than 7), and 0 when the domain starts there."""
+    finite = [float(v) for v in losses if pd.notna(v) and math.isfinite(v) and v > 0]
+    if not finite:
+        return [0.0, 1.0], [0.0]
+    top, low = max(finite), min(finite)
+    start = 0.0 if low < 10 * LOSS_LINEAR else 10.0 ** math.floor(math.log10(low))
+    exponents = range(math.floor(math.log10(max(low, LOSS_LINEAR))), math.floor(math.log10(top)) + 1)
+    for mantissas in ((1, 2, 5), (1, 3), (1,)):
+        ticks = [float(f"{m * 10.0 ** e:.3g}") for e in exponents for m in mantissas if m * 10.0 ** e <= top * 1.0001]
+        if len(ticks) <= 7:
+            break
+    return [start, top * 1.15], ([0.0] if start == 0 else []) + ticks
+
+
+def llc_chart(table: pd.DataFrame) -> alt.LayerChart:
+    """λ̂ ± se (points, error bars, a line through them) against the training step.
 
     A checkpoint with λ̂ < 0 is no local minimum (caught between two loss plateaus): it is drawn as a
     red cross at 0 instead of stretching the axis until the plateaus' steps are invisible."""
     data = table.dropna(subset=["λ̂"]).assign(low=lambda t: t["λ̂"] - t["se"], high=lambda t: t["λ̂"] + t["se"])
     minima, others = data[data["λ̂"] >= 0], data[data["λ̂"] < 0].assign(shown=0.0)
     x = alt.X("step:Q", title="training step")
-    tooltip = ["checkpoint", "step", "λ̂", "se", "acceptance", "warnings"]
+    tooltip = ["checkpoint", "step", "λ̂", "se", "acceptance", "verdicts"]
     base = alt.Chart(minima).encode(x=x)
     title = "λ̂ (red ×: λ̂ < 0, no local minimum)"  # the same on every layer, or Vega joins them
-    llc = (base.mark_line(point=True).encode(y=alt.Y("λ̂:Q", title=title), tooltip=tooltip)
-           + base.mark_errorbar().encode(y=alt.Y("low:Q", title=title), y2="high:Q")
-           + alt.Chart(others).mark_point(shape="cross", color="#d62728", size=90, filled=True).encode(
-               x=x, y=alt.Y("shown:Q", title=title), tooltip=tooltip)).properties(height=260)
-    loss = alt.Chart(table).mark_line(point=True, color="gray").encode(
+    return (base.mark_line(point=True).encode(y=alt.Y("λ̂:Q", title=title), tooltip=tooltip)
+            + base.mark_errorbar().encode(y=alt.Y("low:Q", title=title), y2="high:Q")
+            + alt.Chart(others).mark_point(shape="cross", color="#d62728", size=90, filled=True).encode(
+                x=x, y=alt.Y("shown:Q", title=title), tooltip=tooltip)).properties(height=260)
+
+
+def loss_chart(table: pd.DataFrame) -> alt.Chart:
+    """The train loss L_n(w*) against the training step, on a symlog axis (`loss_axis`)."""
+    domain, ticks = loss_axis(table["train loss"])
+    axis = alt.Axis(values=ticks, format="~g", title="train loss L_n(w*)")
+    scale = alt.Scale(type="symlog", constant=LOSS_LINEAR, domain=domain, nice=False, zero=False)
+    return alt.Chart(table).mark_line(point=True, color="gray").encode(
         x=alt.X("step:Q", title="training step"),
-        y=alt.Y("train loss:Q", scale=alt.Scale(type="symlog", constant=1e-3), title="train loss L_n(w*)"),
-        tooltip=["checkpoint", "step", "train loss"]).properties(height=160)
-    return alt.vconcat(llc, loss)
+        y=alt.Y("train loss:Q", scale=scale, axis=axis),
+        tooltip=["checkpoint", "step", "train loss"]).properties(height=220)
 
 
 def draw(progress: TrajectoryProgress, worker: TrajectoryRun) -> None:
@@ -179,7 +225,10 @@ def draw(progress: TrajectoryProgress, worker: TrajectoryRun) -> None:
         st.error(f"The run failed: {common.escape_markdown(progress.error)}")
     table = frame(progress)
     if len(table):
-        st.altair_chart(trajectory_chart(table), width="stretch")
+        # two charts, each as wide as the page: a vconcat of them would keep Vega's own width and overflow
+        for chart in (llc_chart(table), loss_chart(table)):
+            # the element's height: the plot area's plus the x axis and its title (Streamlit fits the whole chart in it)
+            st.altair_chart(chart, width="stretch", height=int(chart.height) + 70)
     result = progress.result
     if result is not None:
         text = (f"**Every checkpoint used** ε = {result.step_size:.3g} (calibrated on "
@@ -197,7 +246,9 @@ def draw(progress: TrajectoryProgress, worker: TrajectoryRun) -> None:
         st.download_button("Download JSON", result.to_json(), file_name="trajectory.json", mime="application/json",
                            key="traj.download")
     if len(table):
-        st.dataframe(table, hide_index=True, width="stretch")
+        st.table(table_view(table), hide_index=True, border="horizontal")
+        st.caption("Verdicts: what the checks found at each checkpoint, most serious first (the Method page "
+                   "explains each).")
 
 
 st.title("LLC across a training run")

@@ -59,9 +59,32 @@ def frame(rows: list) -> pd.DataFrame:
         "se": [r["llc_se"] for r in records],
         "relative error": [r["rel_error"] for r in records],
         "acceptance": [r["acceptance"] for r in records],
-        "seconds": [r["wall_s"] for r in records],
+        "s": [r["wall_s"] for r in records],
         "error": [r["error"] or "" for r in records],
     })
+
+
+def shown_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """The table without the columns no case fills (Aoyagi's λ in a suite without deep linear networks, the
+    error when none failed): eleven columns do not fit at 1024 px."""
+    empty = [name for name in ("Aoyagi's global λ", "error") if not table[name].map(lambda v: pd.notna(v) and v != "").any()]
+    return table.drop(columns=empty)
+
+
+# How each number is shown; a missing one (no Aoyagi λ for a potential, no λ̂ for a failed case) is a dash,
+# never Python's None or NaN.
+FORMATS = {"d": "{:,.0f}", "true λ": "{:.4g}", "Aoyagi's global λ": "{:.4g}", "target": "{:.4g}", "λ̂": "{:.4g}",
+           "se": "{:.2g}", "relative error": "{:+.1%}", "acceptance": "{:.3f}", "s": "{:.1f}"}
+MISSING = "–"
+COLUMNS_ABOUT = ("**s**: seconds; **target**: what λ̂ is judged against, the true λ or, for a toy potential, its finite-n target t·E[K]; "
+                 "**Aoyagi's global λ**: for a deep linear network, the smallest λ over all weights that fit as well "
+                 "(λ(w\\*) can be larger); **relative error**: (λ̂ − target) / target; **acceptance**: the MALA "
+                 "acceptance. The Method page explains each; – means none.")
+
+
+def styled(table: pd.DataFrame):
+    """The table as shown: numbers formatted, a missing value (None, NaN) as a dash."""
+    return table.style.format({name: FORMATS[name] for name in table.columns if name in FORMATS}, na_rep=MISSING)
 
 
 def scatter(table: pd.DataFrame) -> alt.LayerChart:
@@ -71,7 +94,7 @@ def scatter(table: pd.DataFrame) -> alt.LayerChart:
     lo, hi = min(values) / 1.5, max(values) * 1.5
     scale = alt.Scale(type="log", domain=[lo, hi])
     line = alt.Chart(pd.DataFrame({"x": [lo, hi], "y": [lo, hi]})).mark_line(color="gray", strokeDash=[4, 4]).encode(
-        x=alt.X("x:Q", scale=scale, title="true λ (or finite-n target)"), y=alt.Y("y:Q", scale=scale, title="λ̂"))
+        x=alt.X("x:Q", scale=scale, title="true λ (or finite-n target)"), y=alt.Y("y:Q", scale=scale, title="λ̂, the estimate"))
     dots = alt.Chart(points).mark_circle(size=70).encode(
         x=alt.X("target:Q", scale=scale), y=alt.Y("λ̂:Q", scale=scale),
         tooltip=["case", "d", "true λ", "target", "λ̂", "se", alt.Tooltip("relative error:Q", format="+.1%")])
@@ -103,8 +126,9 @@ def progress() -> None:
     if snap["summary"] is not None:
         st.markdown("**Summary** — " + validate.format_summary(snap["summary"]))
     if len(table):
-        st.dataframe(table, hide_index=True, width="stretch",
-                     column_config={"relative error": st.column_config.NumberColumn(format="percent")})
+        # a static table: every column and row in view at 1024 px (a data grid scrolled the last columns away)
+        st.table(styled(shown_columns(table)), hide_index=True, border="horizontal")
+        st.caption(COLUMNS_ABOUT)
 
 
 progress()

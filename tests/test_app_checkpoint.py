@@ -125,7 +125,7 @@ def test_training_run_page_streams_a_tiny_dln_trajectory():
         at.number_input(key=f"traj.{name}").set_value(value).run()
     click(at, "Estimate every checkpoint")
     run_until(at, lambda at: any("Every checkpoint used" in text for text in markdown(at)))
-    table = at.dataframe[0].value
+    table = at.table[0].value
     assert list(table["step"]) == [0, 100, 200]
     result = at.session_state["traj.worker"].poll().result
     assert list(table["λ̂"]) == [p.llc_mean for p in result.points]
@@ -183,3 +183,98 @@ def test_refined_chart_truncates_long_names_and_marks_the_full_llc():
     assert any(layer["mark"]["type"] == "text" for layer in spec["layer"])
     assert "full λ̂ = 3.25" in json.dumps(spec, ensure_ascii=False)
     assert len(charts.refined_chart(frame).to_dict()["layer"]) == 2  # no full run: bars and error bars only
+
+
+# ---------------------------------------------------------------- a page that cannot mislead (issue 14)
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
+
+
+def upload(at: AppTest, model: str, data: str) -> AppTest:
+    """Upload an example's files as a user's own (no example settings come with them)."""
+    at.file_uploader(key="ckpt.model_upload").set_value((model, (EXAMPLES / model).read_bytes(), "application/octet-stream"))
+    at.file_uploader(key="ckpt.data_upload").set_value((data, (EXAMPLES / data).read_bytes(), "application/octet-stream"))
+    at.run()
+    assert not at.exception
+    return at
+
+
+def main_elements(at: AppTest) -> list:
+    """The page's elements in the order they are drawn."""
+    def walk(node):
+        for child in getattr(node, "children", {}).values():
+            yield child
+            yield from walk(child)
+    return list(walk(at.main))
+
+
+def test_target_columns_default_to_the_models_outputs_and_keep_the_files_order():
+    """dln.pt (4 → 3 → 2) with dln.csv (x1 … x4, y1, y2): the targets start as y1 and y2; picked y2 then y1 they
+    are still used as y1, y2 (a multiselect returns click order; the model's outputs are matched by position)."""
+    at = upload(open_page("pages/checkpoint.py"), "dln.pt", "dln.csv")
+    at.selectbox(key="ckpt.activation").set_value("identity").run()
+    at.checkbox(key="ckpt.confirmed").check().run()
+    assert not at.error, [shown(e.value) for e in at.error]
+    assert at.multiselect(key="ckpt.target_columns").value == ["y1", "y2"]
+    assert any("The model takes 4 inputs and gives 2 outputs per sample" in shown(c.value) for c in at.caption)
+    at.multiselect(key="ckpt.target_columns").set_value(["y2", "y1"]).run()  # clicked in this order
+    assert at.multiselect(key="ckpt.target_columns").value == ["y1", "y2"]
+    kept = json.loads(at.session_state["ckpt.problem"][0])  # what the run would get
+    assert kept[1]["target_columns"] == ["y1", "y2"]
+    click(at, "Load example")  # the MLP example, then the DLN example picked y2 before y1
+    at.selectbox(key="ckpt.example").set_value("Deep linear network 4 → 3 → 2 (torch .pt + CSV)").run()
+    click(at, "Load example")
+    at.multiselect(key="ckpt.target_columns").set_value(["y2", "x4"]).run()
+    assert at.multiselect(key="ckpt.target_columns").value == ["x4", "y2"]
+
+
+def test_a_shape_error_sits_under_the_target_selector_and_names_the_columns():
+    at = upload(open_page("pages/checkpoint.py"), "dln.pt", "dln.csv")
+    at.checkbox(key="ckpt.confirmed").check().run()
+    at.multiselect(key="ckpt.target_columns").set_value(["y2"]).run()
+    [error] = at.error
+    assert shown(error.value) == ("The model takes 4 inputs and gives 2 outputs per sample, so it needs 2 target "
+                                  "columns: choose the columns y1 and y2 as targets (the others are the inputs).")
+    elements = main_elements(at)
+    where = {id(e): i for i, e in enumerate(elements)}
+    selector = next(e for e in elements if getattr(e, "type", None) == "multiselect")
+    # right under the selector: no other section (the sampler's) in between, nothing to run
+    assert where[id(error)] > where[id(selector)]
+    assert "4 · Sampler" not in [s.value for s in at.subheader]
+    assert next(b for b in at.button if b.label == "Estimate λ̂").disabled
+
+
+def test_class_labels_preselect_cross_entropy_and_the_gaussian_loss_says_so():
+    """The classifier (.pt2, 3 logits) with integer labels 0-2: cross-entropy is preselected; switched to the
+    Gaussian loss the error names the cross-entropy loss, not "reshape the targets"."""
+    at = upload(open_page("pages/checkpoint.py"), "classifier.pt2", "classifier_data.safetensors")
+    assert at.radio(key="ckpt.loss").value == "cross_entropy"
+    assert not at.error, [shown(e.value) for e in at.error]
+    at.radio(key="ckpt.loss").set_value("gaussian").run()
+    [error] = at.error
+    text = shown(error.value)
+    assert "use the cross-entropy loss" in text and "reshape" not in text, text
+    assert "whole numbers from 0 to 2" in text and "3 outputs" in text
+
+
+def test_the_dln_example_shows_its_known_llc_in_the_result_and_no_sidebar_text():
+    at = open_page("pages/checkpoint.py")
+    at.selectbox(key="ckpt.example").set_value("Deep linear network 4 → 3 → 2 (torch .pt + CSV)").run()
+    click(at, "Load example")
+    assert any("the true λ is 4" in c.value for c in at.caption)
+    assert any("This example's λ is known: λ = 4" in i.value for i in at.info)
+    # the page has no sidebar and no "Run" button: nothing may tell the user to press one there
+    texts = [str(getattr(e, name, "")) for e in main_elements(at) for name in ("value", "label", "help")]
+    assert any("Estimate λ̂" in text for text in texts)  # the walk does see the page's text
+    assert not any("sidebar" in text.lower() for text in texts)
+    at.number_input(key="ckpt.steps").set_value(200).run()
+    at.number_input(key="ckpt.chains").set_value(2).run()
+    click(at, "Estimate λ̂")
+    run_until(at, lambda at: any(text.startswith("### λ̂ =") for text in markdown(at)))
+    assert [m.value for m in at.metric if m.label == "theory λ"] == ["4"]
+    assert any(text.startswith("**Theory:** λ = 4 (multiplicity m = 1). λ̂ − λ =") for text in markdown(at))
+    assert not any("No closed-form λ" in text for text in markdown(at))
+    assert at.session_state["ckpt.run"].result.theoretical_llc == 4.0
+    # a run of the same files with other settings is not the example: no λ is claimed for it
+    at.selectbox(key="ckpt.activation").set_value("relu").run()
+    assert not any("This example's λ is known" in i.value for i in at.info)

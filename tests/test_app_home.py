@@ -77,3 +77,20 @@ def test_a_direct_link_works_in_streamlits_legacy_pages_mode(monkeypatch):
     assert not at.exception
     assert at.title[0].value == "Estimate λ̂" and any(b.label == "Run" for b in at.button)
     assert at.query_params["kind"] == "potential"
+
+
+def test_home_shows_w_star_literally_and_links_the_method_page():
+    """w* is the trained weights, not the start of italics: in Markdown a bare * pairs with the next one."""
+    import re
+
+    from markdown_it import MarkdownIt
+
+    at = AppTest.from_file(APP, default_timeout=30).run()
+    assert not at.exception
+    [intro] = [m.value for m in at.markdown if "local learning coefficient" in m.value]
+    html = MarkdownIt("commonmark").render(intro)
+    plain = re.sub(r"<[^>]+>", "", html)
+    assert "λ(w*) measures" in plain and "weights w*." in plain and "L_n(w*)" in plain
+    assert set(re.findall(r"<em>(.*?)</em>", html, flags=re.DOTALL)) == {"singular", "The Local Learning\nCoefficient"}
+    assert "docs/METHOD.md" in intro and "REFERENCE" not in intro
+    assert any(link.proto.page.endswith("method") for link in at.get("page_link"))

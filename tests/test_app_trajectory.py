@@ -1,0 +1,114 @@
+"""The Training run page under streamlit's AppTest, drawn from a finished run held in the session (no sampling):
+verdicts in words, a table that shows every row, two charts that fit their column, a loss axis with ticks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from apptest_helpers import chart_count
+from streamlit.testing.v1 import AppTest
+
+from llc_core.studies.trajectory import (
+    TrajectoryPoint,
+    TrajectoryProgress,
+    TrajectoryResult,
+)
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+pytestmark = pytest.mark.usefixtures("navigation_mode")  # tests/conftest.py
+
+# a saddle-to-saddle DLN run: the loss falls over four decades, one checkpoint between two plateaus
+LOSSES = [5.8, 5.7, 2.1, 0.9, 0.31, 0.04, 0.012]
+VERDICTS = [[], [], ["negative_llc", "not_equilibrated"], [], ["still_climbing"], [], ["imprecise"]]
+
+
+class FinishedRun:
+    """What the page polls (llc_core.studies.TrajectoryRun), finished."""
+
+    alive = False
+
+    def __init__(self, progress: TrajectoryProgress):
+        self.progress = progress
+
+    def poll(self) -> TrajectoryProgress:
+        return self.progress
+
+    def request_stop(self) -> None:
+        pass
+
+
+def finished_progress() -> TrajectoryProgress:
+    points = [TrajectoryPoint(step=50 * i, label=f"step {50 * i}", train_loss=loss,
+                              llc_mean=-0.4 if "negative_llc" in codes else 1.0 + i, llc_se=0.1, llc_std=0.2,
+                              acceptance=0.93, diverged_chains=0, partial=False, verdicts=codes)
+              for i, (loss, codes) in enumerate(zip(LOSSES, VERDICTS))]
+    result = TrajectoryResult(points=points, step_size=1e-3, nbeta=100.0, localization=10.0, calibrated_on="step 300",
+                              checkpoints_total=len(points), partial=False, sampler={"chains": 2, "steps": 60})
+    return TrajectoryProgress(status="done", points=points, total=len(points), result=result)
+
+
+def open_finished() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.run()
+    at.switch_page("pages/trajectory.py")
+    at.session_state["traj.worker"] = FinishedRun(finished_progress())
+    at.run()
+    at.run()  # the first run draws the finished run and reruns once to stop polling
+    assert not at.exception, at.exception
+    return at
+
+
+def chart_specs(at: AppTest) -> list[dict]:
+    def walk(node):
+        for child in getattr(node, "children", {}).values():
+            yield child
+            yield from walk(child)
+    return [json.loads(e.proto.spec) for e in walk(at._tree) if getattr(e, "type", None) == "vega_lite_chart"]
+
+
+def test_the_table_shows_verdicts_in_words_and_every_row():
+    at = open_finished()
+    assert not at.dataframe  # a data grid cut the verdicts off at 1024 px and scrolled past ten rows
+    [table] = at.table  # a static table: every row, long verdicts wrapped
+    frame = table.value
+    assert len(frame) == len(LOSSES)
+    assert list(frame["verdicts"]) == ["–", "–", "negative λ̂, not equilibrated", "–", "still climbing", "–", "imprecise"]
+    assert not any("_" in text for text in frame["verdicts"])  # no engine code (negative_llc, still_climbing)
+    assert "warnings" not in frame.columns
+
+
+def test_two_charts_each_fit_the_page_and_the_loss_axis_has_readable_ticks():
+    at = open_finished()
+    specs = chart_specs(at)
+    assert chart_count(at) == 2
+    assert not any("vconcat" in spec for spec in specs)  # a vconcat keeps Vega's own width and overflows the column
+    [loss] = [s for s in specs if "train loss" in json.dumps(s, ensure_ascii=False)]
+    axis, scale = loss["encoding"]["y"]["axis"], loss["encoding"]["y"]["scale"]
+    assert scale["type"] == "symlog"
+    # from the power of ten below the smallest loss (0.012), in 1-3 steps (1-2-5 would make 9): more than the
+    # "0" and "6" Vega picks on its own, and the losses fill the plot
+    assert axis["values"] == [0.01, 0.03, 0.1, 0.3, 1.0, 3.0], axis["values"]
+    assert scale["domain"][0] == 0.01 and scale["domain"][1] > max(LOSSES)
+    assert axis["format"] == "~g"
+
+
+@pytest.mark.parametrize("losses, start, ticks", [
+    ([0.9, 0.8, 0.5, 0.45, 0.41, 0.4, 0.39], 0.1, [0.1, 0.2, 0.5]),  # less than a decade: 1-2-5 steps
+    ([5.8, 2.0, 0.5, 0.05, 0.004, 0.0005, 0.0], 0.0, [0.0, 0.001, 0.01, 0.1, 1.0]),  # down to 0: powers of ten
+])
+def test_loss_ticks_follow_the_losses(losses, start, ticks):
+    progress = finished_progress()
+    for point, loss in zip(progress.points, losses):
+        point.train_loss = loss
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.run()
+    at.switch_page("pages/trajectory.py")
+    at.session_state["traj.worker"] = FinishedRun(progress)
+    at.run()
+    at.run()
+    [loss] = [s for s in chart_specs(at) if "train loss" in json.dumps(s, ensure_ascii=False)]
+    assert loss["encoding"]["y"]["axis"]["values"] == ticks
+    assert loss["encoding"]["y"]["scale"]["domain"][0] == start
