@@ -5,6 +5,8 @@ whose rank grows in stages, or an MLP student of a zoo teacher) or from uploads 
 zip, with the data). The widgets become a TrajectoryConfig; llc_core.studies.trajectory.TrajectoryRun works
 through it in a worker thread (no st.* calls there) and a fragment polls it, drawing λ̂ ± se and the
 train loss against the training step as points arrive. Stop keeps every checkpoint done so far.
+Stage hints (llc_core.studies.stage_hints) mark where λ̂ steps to a new level; with groups tracked (each layer or
+each attention head), a group × checkpoint heatmap and lines show each group's refined λ̂ as checkpoints finish.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import pandas as pd
 import streamlit as st
 
 from llc_core import DataConfig, LLCInputError, SamplerConfig
+from llc_core.config import RefineConfig
 from llc_core.files import checkpoint as ckpt
-from llc_core.studies import TrainingConfig, TrajectoryConfig, TrajectoryProgress, TrajectoryRun, step_from_name
+from llc_core.studies import (StageHints, TrainingConfig, TrajectoryConfig, TrajectoryProgress, TrajectoryRun, stage_hints,
+                              step_from_name)
 from pages import common, glossary, live_runs
 
 common.require_entry_point()
@@ -32,6 +36,7 @@ SOURCES = {
     "mlp": "Train an MLP on a teacher's data",
     "upload": "My checkpoints (files or a zip) and data",
 }
+GROUPINGS = {"none": "none: the whole model only", "layer": "each layer", "head": "each attention head"}
 
 
 def key(name: str) -> str:
@@ -41,9 +46,9 @@ def key(name: str) -> str:
 # what a reload during a run takes back with it (pages/live_runs.py): the files the run reads and the settings
 KEPT = ("traj.dir", "traj.paths", "traj.data_path", "traj.labels", "traj.upload_ids", "traj.data_id",
         *(common.widget_key(PAGE, name) for name in ("source", "train_steps", "keep", "seed", "chains", "steps",
-                                                     "localization", "step_size", "activation", "loss")))
+                                                     "localization", "step_size", "activation", "loss", "groups")))
 DEFAULTS = {"source": "dln", "train_steps": 500, "keep": 21, "seed": 0, "chains": 4, "steps": 1000,
-            "localization": 10.0, "step_size": None, "activation": "identity", "loss": "gaussian"}
+            "localization": 10.0, "step_size": None, "activation": "identity", "loss": "gaussian", "groups": "none"}
 
 
 def session_dir() -> Path:
@@ -126,16 +131,28 @@ def sampler_settings() -> SamplerConfig:
                          step_size=step_size or None)
 
 
+def group_setting() -> RefineConfig | None:
+    """Which groups to track at every checkpoint (their refined λ̂), or None for the whole model only."""
+    grouping = st.selectbox("Refined LLC per group, at every checkpoint", list(GROUPINGS), format_func=GROUPINGS.get,
+                            key=key("groups"),
+                            help="Also estimate λ̂ of each group with only its weights moving (the rest stay at the "
+                                 "checkpoint), all groups in one batched run per checkpoint with the same settings: "
+                                 "about twice the time. Attention heads need a model with nn.MultiheadAttention.")
+    return None if grouping == "none" else RefineConfig(groups=grouping)
+
+
 def build_config(source: str) -> TrajectoryConfig | None:
     training, uploads = source_settings(source)
     sampler = sampler_settings()
+    refine = group_setting()
     if training is not None:
-        return TrajectoryConfig(training=training, sampler=sampler)
+        return TrajectoryConfig(training=training, sampler=sampler, refine=refine)
     if not uploads["paths"] or not uploads["data_path"]:
         st.info("Upload the checkpoints and the data, or load the example training run.")
         return None
     return TrajectoryConfig(checkpoint_paths=uploads["paths"], activation=uploads["activation"],
-                            data=DataConfig(path=uploads["data_path"], loss=uploads["loss"]), sampler=sampler)
+                            data=DataConfig(path=uploads["data_path"], loss=uploads["loss"]), sampler=sampler,
+                            refine=refine)
 
 
 def frame(progress: TrajectoryProgress) -> pd.DataFrame:
@@ -183,21 +200,120 @@ def loss_axis(losses: pd.Series) -> tuple[list[float], list[float]]:
     return [start, top * 1.15], ([0.0] if start == 0 else []) + ticks
 
 
-def llc_chart(table: pd.DataFrame) -> alt.LayerChart:
-    """λ̂ ± se (points, error bars, a line through them) against the training step.
+STAGE_COLOR = "#ff7f0e"  # a stage's level and the dashed rule where a new stage begins
+TRANSITION_COLOR = "#d62728"  # a checkpoint in transition (λ̂ < 0): a red cross
 
-    A checkpoint with λ̂ < 0 is no local minimum (caught between two loss plateaus): it is drawn as a
-    red cross at 0 instead of stretching the axis until the plateaus' steps are invisible."""
+
+def stage_frames(hints: StageHints | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each stage's level (from its first to its last step) and the boundaries between stages (half way
+    between one stage's last checkpoint and the next one's first)."""
+    stages = hints.stages if hints is not None else []
+    levels = pd.DataFrame({"step": [s.first_step for s in stages], "until": [s.last_step for s in stages],
+                           "level": [s.llc for s in stages],
+                           "stage": [f"stage {i + 1}: λ̂ ≈ {s.llc:.3g} ± {s.llc_se:.2g}" + (" (plateau)" if s.plateau else "")
+                                     for i, s in enumerate(stages)]})
+    boundaries = pd.DataFrame({"step": [(a.last_step + b.first_step) / 2 for a, b in zip(stages, stages[1:])],
+                               "stage": [f"stage {i + 2} begins" for i in range(len(stages) - 1)]})
+    return levels, boundaries
+
+
+def llc_chart(table: pd.DataFrame, hints: StageHints | None = None) -> alt.LayerChart:
+    """λ̂ ± se (points, error bars, a line through them) against the training step, with the stage hints:
+    each stage's level (an orange segment) and a dashed rule where a new stage begins.
+
+    A checkpoint with λ̂ < 0 is no local minimum (caught between two loss plateaus, in transition): it is
+    drawn as a red cross at 0 instead of stretching the axis until the plateaus' steps are invisible."""
     data = table.dropna(subset=["λ̂"]).assign(low=lambda t: t["λ̂"] - t["se"], high=lambda t: t["λ̂"] + t["se"])
     minima, others = data[data["λ̂"] >= 0], data[data["λ̂"] < 0].assign(shown=0.0)
+    levels, boundaries = stage_frames(hints)
     x = alt.X("step:Q", title="training step")
     tooltip = ["checkpoint", "step", "λ̂", "se", "acceptance", "verdicts"]
     base = alt.Chart(minima).encode(x=x)
-    title = "λ̂ (red ×: λ̂ < 0, no local minimum)"  # the same on every layer, or Vega joins them
+    # the same y title on every layer, or Vega joins them
+    title = "λ̂ (red ×: λ̂ < 0, in transition; orange: stages)"
+    return (alt.Chart(levels).mark_rule(color=STAGE_COLOR, strokeWidth=6, opacity=0.35).encode(
+                x=x, x2="until:Q", y=alt.Y("level:Q", title=title), tooltip=["stage"])
+            + alt.Chart(boundaries).mark_rule(color=STAGE_COLOR, strokeDash=[6, 4], strokeWidth=2).encode(
+                x=x, tooltip=["stage"])
+            + base.mark_line(point=True).encode(y=alt.Y("λ̂:Q", title=title), tooltip=tooltip)
+            + base.mark_errorbar().encode(y=alt.Y("low:Q", title=title), y2="high:Q")
+            + alt.Chart(others).mark_point(shape="cross", angle=45, color=TRANSITION_COLOR, size=90, filled=True).encode(
+                x=x, y=alt.Y("shown:Q", title=title), tooltip=tooltip)).properties(height=260)
+
+
+def group_names(progress: TrajectoryProgress) -> list[str]:
+    """The tracked groups, in the model's order (the result's, or the first estimated checkpoint's)."""
+    if progress.result is not None and progress.result.groups:
+        return list(progress.result.groups)
+    return next((list(p.groups) for p in progress.points if p.groups), [])
+
+
+def group_frame(progress: TrajectoryProgress) -> pd.DataFrame:
+    """One row per group and checkpoint: the group's refined λ̂ ± se there."""
+    rows = [{"group": name, "step": p.step, "checkpoint": p.label, "λ̂": value.get("llc"), "se": value.get("se") or 0.0,
+             "refined λ̂ ± se": f"{common.fmt(value.get('llc'), 3)} ± {common.fmt(value.get('se'), 2)}"}
+            for p in progress.points for name, value in p.groups.items()]
+    return pd.DataFrame(rows, columns=["group", "step", "checkpoint", "λ̂", "se", "refined λ̂ ± se"]).dropna(subset=["λ̂"])
+
+
+def group_heatmap(data: pd.DataFrame, names: list[str]) -> alt.LayerChart:
+    """Group × checkpoint: one cell per group and checkpoint, its colour the group's refined λ̂ (a red × on a
+    cell whose λ̂ < 0: in transition, shown as the lowest colour)."""
+    x = alt.X("step:O", title="training step (one column per checkpoint)",
+              axis=alt.Axis(labelAngle=0, labelOverlap="greedy"))
+    y = alt.Y("group:N", sort=names, title="group", axis=alt.Axis(labelLimit=220))
+    tooltip = ["group", "checkpoint", "step", "refined λ̂ ± se"]
+    cells = alt.Chart(data).mark_rect(stroke="white", strokeWidth=0.5).encode(
+        x=x, y=y, tooltip=tooltip,
+        color=alt.Color("λ̂:Q", title="refined λ̂", scale=alt.Scale(scheme="viridis", domainMin=0, clamp=True)))
+    crosses = alt.Chart(data[data["λ̂"] < 0]).mark_text(text="×", color=TRANSITION_COLOR, fontSize=18,
+                                                       fontWeight="bold").encode(x=x, y=y, tooltip=tooltip)
+    return (cells + crosses).properties(height=max(120, 28 * len(names)))
+
+
+LEGEND_COLUMNS = 3  # of the lines' legend: three long group names still fit beside each other at 1024 px
+
+
+def group_lines(data: pd.DataFrame, names: list[str]) -> alt.LayerChart:
+    """Each group's refined λ̂ ± se against the training step, one colour per group (λ̂ < 0: a cross at 0)."""
+    data = data.assign(low=lambda t: t["λ̂"] - t["se"], high=lambda t: t["λ̂"] + t["se"])
+    minima, others = data[data["λ̂"] >= 0], data[data["λ̂"] < 0].assign(shown=0.0)
+    x = alt.X("step:Q", title="training step")
+    # ten distinct colours while they last (tableau20 pairs dark and light shades of one hue)
+    color = alt.Color("group:N", sort=names, scale=alt.Scale(scheme="category10" if len(names) <= 10 else "tableau20"),
+                      legend=alt.Legend(orient="bottom", columns=LEGEND_COLUMNS, labelLimit=160, title="group"))
+    title = "refined λ̂ (×: λ̂ < 0)"
+    tooltip = ["group", "checkpoint", "step", "refined λ̂ ± se"]
+    base = alt.Chart(minima).encode(x=x, color=color)
     return (base.mark_line(point=True).encode(y=alt.Y("λ̂:Q", title=title), tooltip=tooltip)
             + base.mark_errorbar().encode(y=alt.Y("low:Q", title=title), y2="high:Q")
-            + alt.Chart(others).mark_point(shape="cross", color="#d62728", size=90, filled=True).encode(
-                x=x, y=alt.Y("shown:Q", title=title), tooltip=tooltip)).properties(height=260)
+            + alt.Chart(others).mark_point(shape="cross", angle=45, size=70, filled=True).encode(
+                x=x, y=alt.Y("shown:Q", title=title), color=color, tooltip=tooltip)).properties(height=260)
+
+
+REFINED_CAPTION = (
+    "A refined LLC of a layer is λ̂ measured while only that layer's weights move and every other weight stays "
+    "at the checkpoint: how much that layer on its own can still change without the loss growing, i.e. how much "
+    "of the model's complexity it carries there. It is not a share of the full λ̂: layers work together, so the "
+    "groups' values need not add up to it. Read the heatmap by columns: when a row's colour changes, that group "
+    "is where the new complexity of that stage of training lives.")
+
+
+def draw_groups(progress: TrajectoryProgress) -> None:
+    """The tracked groups' refined λ̂: heatmap, lines, and each group's stage hints in words."""
+    names = group_names(progress)
+    data = group_frame(progress)
+    if not names or not len(data):
+        return
+    st.subheader("Refined λ̂ per group")
+    st.caption(REFINED_CAPTION)
+    heatmap, lines = group_heatmap(data, names), group_lines(data, names)
+    st.altair_chart(heatmap, width="stretch", height=int(heatmap.height) + 70)
+    legend_rows = -(-len(names) // LEGEND_COLUMNS)  # the lines' legend, below the plot, and its title
+    st.altair_chart(lines, width="stretch", height=int(lines.height) + 100 + 22 * legend_rows)
+    words = [f"- **{common.escape_markdown(name)}**: {common.escape_markdown(stage_hints(progress.points, name).text)}"
+             for name in names]
+    st.markdown("**Stages of each group's refined λ̂**\n\n" + "\n".join(words))
 
 
 def loss_chart(table: pd.DataFrame) -> alt.Chart:
@@ -225,10 +341,16 @@ def draw(progress: TrajectoryProgress, worker: TrajectoryRun) -> None:
         st.error(f"The run failed: {common.escape_markdown(progress.error)}")
     table = frame(progress)
     if len(table):
-        # two charts, each as wide as the page: a vconcat of them would keep Vega's own width and overflow
-        for chart in (llc_chart(table), loss_chart(table)):
-            # the element's height: the plot area's plus the x axis and its title (Streamlit fits the whole chart in it)
-            st.altair_chart(chart, width="stretch", height=int(chart.height) + 70)
+        hints = stage_hints(progress.points)
+        # two charts, each as wide as the page: a vconcat of them would keep Vega's own width and overflow;
+        # the element's height: the plot area's plus the x axis and its title (Streamlit fits the whole chart in it)
+        chart = llc_chart(table, hints)
+        st.altair_chart(chart, width="stretch", height=int(chart.height) + 70)
+        st.caption("**Stage hints.** " + common.escape_markdown(hints.text) + " Orange: each stage's level, and a "
+                   "dashed rule where a new stage begins; red ×: a checkpoint in transition (λ̂ < 0).")
+        chart = loss_chart(table)
+        st.altair_chart(chart, width="stretch", height=int(chart.height) + 70)
+        draw_groups(progress)
     result = progress.result
     if result is not None:
         text = (f"**Every checkpoint used** ε = {result.step_size:.3g} (calibrated on "

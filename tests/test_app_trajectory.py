@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from apptest_helpers import chart_count
 from streamlit.testing.v1 import AppTest
@@ -112,3 +113,100 @@ def test_loss_ticks_follow_the_losses(losses, start, ticks):
     [loss] = [s for s in chart_specs(at) if "train loss" in json.dumps(s, ensure_ascii=False)]
     assert loss["encoding"]["y"]["axis"]["values"] == ticks
     assert loss["encoding"]["y"]["scale"]["domain"][0] == start
+
+
+# refined λ̂ of three groups at each checkpoint; one group's name carries markdown, as a user's parameter names may
+GROUPS = ["0", "1", "evil_*name*"]
+
+
+def grouped_progress() -> TrajectoryProgress:
+    progress = finished_progress()
+    for i, point in enumerate(progress.points):
+        point.groups = {name: {"llc": (-0.2 if point.llc_mean < 0 else 0.5 * (k + 1) + (2.0 if i >= 4 and k == 1 else 0)),
+                               "se": 0.05, "moving": 9} for k, name in enumerate(GROUPS)}
+    progress.result.groups = list(GROUPS)
+    progress.result.with_stage_hints()
+    return progress
+
+
+def open_with(progress: TrajectoryProgress) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.run()
+    at.switch_page("pages/trajectory.py")
+    at.session_state["traj.worker"] = FinishedRun(progress)
+    at.run()
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_stage_hints_in_words_under_the_chart_and_boundaries_on_it():
+    at = open_finished()
+    [hint] = [c.value for c in at.caption if c.value.startswith("**Stage hints.**")]
+    assert "stage" in hint and "transition" in hint  # describe(...) of the full λ̂, a negative checkpoint named
+    [llc] = [s for s in chart_specs(at) if "in transition" in json.dumps(s, ensure_ascii=False)]
+    rules = [layer for layer in llc["layer"] if layer["mark"].get("type") == "rule"]
+    assert len(rules) == 2  # each stage's level, and the boundaries between stages
+    crosses = [layer for layer in llc["layer"] if layer["mark"].get("shape") == "cross"]
+    assert crosses and crosses[0]["mark"]["color"] == "#d62728"  # transition checkpoints: red crosses
+
+
+def chart_data(at: AppTest, mark: str) -> pd.DataFrame:
+    """The rows of the first dataset of the chart that has a `mark` layer (Streamlit sends data apart from the spec)."""
+    from streamlit import dataframe_util
+
+    def walk(node):
+        for child in getattr(node, "children", {}).values():
+            yield child
+            yield from walk(child)
+    [element] = [e for e in walk(at._tree) if getattr(e, "type", None) == "vega_lite_chart"
+                 and f'"{mark}"' in e.proto.spec]
+    return dataframe_util.convert_arrow_bytes_to_pandas_df(element.proto.datasets[0].data.data)
+
+
+def test_groups_draw_a_heatmap_and_lines_with_their_stages():
+    at = open_with(grouped_progress())
+    assert chart_count(at) == 4  # λ̂, loss, the group × checkpoint heatmap and the lines per group
+    specs = [json.dumps(s, ensure_ascii=False) for s in chart_specs(at)]
+    [heatmap] = [json.loads(s) for s in specs if '"rect"' in s]
+    cells = heatmap["layer"][0]
+    assert cells["encoding"]["color"]["field"] == "λ̂" and cells["encoding"]["y"]["field"] == "group"
+    assert {"field": "refined λ̂ ± se", "type": "nominal"} in cells["encoding"]["tooltip"]
+    rows = set(chart_data(at, "rect")["refined λ̂ ± se"])
+    assert rows >= {"0.5 ± 0.05", "3 ± 0.05", "-0.2 ± 0.05"}
+    assert any("category10" in s for s in specs)  # the lines, one distinct colour per group
+    assert any("refined LLC of a layer" in c.value for c in at.caption)  # for a student
+    [stages] = [m.value for m in at.markdown if "Stages of each group" in m.value]
+    assert r"evil\_\*name\*" in stages  # a user's group name as text, not markdown
+    assert stages.count("- **") == len(GROUPS)
+
+
+def test_without_groups_no_group_charts():
+    at = open_finished()
+    assert chart_count(at) == 2 and not any("Stages of each group" in m.value for m in at.markdown)
+
+
+def test_the_group_selector_puts_groups_into_the_config(monkeypatch):
+    import llc_core.studies
+
+    started = []
+
+    class Captured(FinishedRun):
+        def __init__(self, config):
+            started.append(config)
+            super().__init__(grouped_progress())
+
+        def start(self):
+            return self
+
+    monkeypatch.setattr(llc_core.studies, "TrajectoryRun", Captured)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.run()
+    at.switch_page("pages/trajectory.py")
+    at.run()
+    [selector] = [s for s in at.selectbox if s.label.startswith("Refined LLC per group")]
+    assert selector.value == "none"
+    selector.select("layer").run()
+    at.button(key="traj.start").click().run()
+    assert not at.exception, at.exception
+    assert started and started[0].refine.groups == "layer"

@@ -18,6 +18,7 @@ from llc_core.files import checkpoint as ckpt
 from llc_core.files import safe_read
 from llc_core.studies import trajectory
 from llc_core.cli import main as cli_main
+from llc_core.studies.refined import partition
 from llc_core.studies.trajectory import TrainingConfig, TrajectoryConfig
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
@@ -162,3 +163,65 @@ def test_mlp_student_of_a_teacher_learns():
     assert info["checkpoint_losses"][1] < info["checkpoint_losses"][0]  # Adam lowers the loss (deterministic, seeded)
     with pytest.raises(LLCInputError, match="training task 'cnn'"):
         trajectory.train_model(TrainingConfig(task="cnn"))
+
+
+def test_groups_are_tracked_at_every_checkpoint_with_the_same_settings(trained):
+    module, checkpoints, dataset, _ = trained
+    groups = partition(module, "layer")
+    seen = []
+    result = trajectory.estimate_trajectory(module, checkpoints, dataset.inputs, dataset.targets, TINY_SAMPLER,
+                                            groups=groups, on_point=lambda point, done, total: seen.append(point))
+    assert result.groups == ["0", "1", "2"]  # the DLN's three Linear layers, in order
+    for point in seen:  # streamed with its groups
+        assert list(point.groups) == result.groups
+        assert all(v["llc"] is not None and v["se"] is not None and v["moving"] == 9 for v in point.groups.values())
+    # the same calibrated ε as the full runs: one fixed sampler for every run
+    full = trajectory.estimate_trajectory(module, checkpoints, dataset.inputs, dataset.targets, TINY_SAMPLER)
+    assert result.step_size == full.step_size and [p.llc_mean for p in result.points] == [p.llc_mean for p in full.points]
+    # stage hints of the full λ̂ and of every group
+    assert result.stages == trajectory.stage_hints(result.points) and set(result.group_stages) == set(result.groups)
+    assert result.group_stages["1"] == trajectory.stage_hints(result.points, "1")
+    back = trajectory.TrajectoryResult.from_dict(json.loads(result.to_json()))
+    assert back.points == result.points and back.stages == result.stages and back.group_stages == result.group_stages
+    table = result.group_table().splitlines()
+    assert table[0].split() == ["step", "0", "1", "2"] and len(table) == 4 and "±" in table[1]
+    assert "Stages of λ̂:" in result.hints_text() and "Stages of group 2:" in result.hints_text()
+
+
+def test_stage_hints_of_a_group_read_its_refined_values():
+    points = [trajectory.TrajectoryPoint(step=10 * i, label="", train_loss=1.0, llc_mean=5.0, llc_se=0.1, llc_std=0.2,
+                                         acceptance=None, diverged_chains=0, partial=False, verdicts=[],
+                                         groups={"a": {"llc": 1.0 if i < 4 else 3.0, "se": 0.05}})
+              for i in range(8)]
+    assert len(trajectory.stage_hints(points).stages) == 1
+    hints = trajectory.stage_hints(points, "a")
+    assert [s.first_step for s in hints.stages] == [0, 40] and hints.text.startswith("2 stages")
+    assert trajectory.stage_hints(points, "missing").text.startswith("No checkpoint")
+
+
+def test_a_config_with_groups_round_trips_and_bad_groups_are_named():
+    config = TrajectoryConfig.from_dict({"training": {"task": "dln"}, "refine": {"groups": {"first": ["0.*"]}}})
+    assert config.refine.groups == {"first": ["0.*"]}
+    assert TrajectoryConfig.from_dict(json.loads(config.to_json())) == config
+    module = torch.nn.Sequential(torch.nn.Linear(2, 2, bias=False), torch.nn.Linear(2, 2, bias=False))
+    assert list(trajectory.tracked_groups(config, module)) == ["first"]
+    assert trajectory.tracked_groups(TrajectoryConfig(), module) is None
+    with pytest.raises(LLCInputError, match="no nn.MultiheadAttention"):
+        trajectory.tracked_groups(TrajectoryConfig.from_dict({"refine": {"groups": "head"}}), module)
+    with pytest.raises(LLCInputError, match="refine takes only groups"):
+        trajectory.tracked_groups(TrajectoryConfig.from_dict({"refine": {"parameters": ["0.*"]}}), module)
+    with pytest.raises(LLCInputError, match="unknown key"):
+        TrajectoryConfig.from_dict({"refine": {"layers": "all"}})
+
+
+def test_cli_prints_a_group_table_and_the_stage_hints(capsys):
+    code = cli_main(["trajectory", "--train", "dln", "--train-steps", "100", "--keep", "2", "--chains", "2",
+                     "--steps", "40", "--groups", "layer", "--quiet"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    text = out.out
+    assert "Refined λ̂ ± se of each group" in text and "Stages of λ̂:" in text and "Stages of group 0:" in text
+    table = text.split("Refined λ̂ ± se of each group")[1].splitlines()[1:4]
+    assert table[0].split() == ["step", "0", "1", "2"] and table[1].split()[0] == "0" and table[2].split()[0] == "100"
+    assert cli_main(["trajectory", "--train", "dln", "--train-steps", "10", "--keep", "2", "--groups", "[1]"]) == 2
+    assert "--groups JSON must be an object" in capsys.readouterr().err

@@ -7,7 +7,8 @@ import sys
 import threading
 
 from llc_core.cli.common import print_result, run_interruptibly
-from llc_core.config import parse_json
+from llc_core.cli.refine import json_groups
+from llc_core.config import RefineConfig, parse_json
 from llc_core.errors import LLCInputError
 from llc_core.files.checkpoint import parse_architecture
 from llc_core.files.safe_read import read_limited
@@ -33,6 +34,8 @@ def add_parser(commands) -> None:
     for name, kind in (("chains", int), ("steps", int), ("step-size", float), ("localization", float),
                        ("nbeta", float), ("burnin", float), ("batch-size", int), ("seed", int)):
         cmd.add_argument(f"--{name}", type=kind, help=f"sampler {name.replace('-', '_')} for every checkpoint")
+    cmd.add_argument("--groups", help='also the refined λ̂ of each group at every checkpoint: "layer", "head", or JSON '
+                                      'such as \'{"first": ["0.*"], "last": ["2.*"]}\'')
     cmd.add_argument("--device", help="auto, cpu or cuda")
     cmd.add_argument("--json", action="store_true", help="print the TrajectoryResult as JSON instead of a table")
     cmd.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -55,6 +58,10 @@ def main(args) -> int:
     print_result(result, args.json, f"ε = {result.step_size:.3g} (calibrated on {result.calibrated_on}), "
                                     f"nβ = {result.nbeta:.4g}, γ = {result.localization:g}, "
                                     f"{result.sampler['chains']} chains × {result.sampler['steps']} steps")
+    if not args.json:
+        if result.groups:
+            sys.stdout.write(f"\nRefined λ̂ ± se of each group (group × checkpoint):\n{result.group_table()}\n")
+        sys.stdout.write("\n" + result.hints_text() + "\n")
     return 0
 
 
@@ -94,4 +101,7 @@ def config_from_args(args) -> TrajectoryConfig:
         config.activation = args.activation
     if args.device:
         config.device = args.device
+    if args.groups:
+        groups = args.groups if args.groups in ("layer", "head") else json_groups(args.groups)
+        config.refine = dataclasses.replace(config.refine or RefineConfig(), groups=groups)
     return config

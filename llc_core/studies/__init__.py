@@ -8,9 +8,9 @@ group of a partition: per layer, per attention head).
 
 from llc_core.studies.refined import RefinedResult, partition, run_groups
 from llc_core.studies.sweep import SweepConfig, SweepResult, run_sweep
-from llc_core.studies.trajectory import (TrainingConfig, TrajectoryConfig, TrajectoryProgress, TrajectoryRun,
-                                         run_trajectory, step_from_name)
+from llc_core.studies.trajectory import (StageHints, TrainingConfig, TrajectoryConfig, TrajectoryProgress, TrajectoryRun,
+                                         run_trajectory, stage_hints, step_from_name)
 
-__all__ = ["RefinedResult", "SweepConfig", "SweepResult", "TrainingConfig", "TrajectoryConfig", "TrajectoryProgress", "TrajectoryRun",
-           "partition", "run_groups", "run_sweep", "run_trajectory",
+__all__ = ["RefinedResult", "StageHints", "SweepConfig", "SweepResult", "TrainingConfig", "TrajectoryConfig", "TrajectoryProgress", "TrajectoryRun",
+           "partition", "run_groups", "run_sweep", "run_trajectory", "stage_hints",
            "step_from_name"]

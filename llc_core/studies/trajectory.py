@@ -10,6 +10,10 @@ Checkpoints come from files (several, or a zip: `read_checkpoint_zip`) or from t
 here (`train_model`): a deep linear network from a small initialisation, whose rank grows in stages
 (saddle-to-saddle dynamics), or an MLP student of a zoo teacher.
 
+With `refine.groups` ("layer", "head" or {name: [patterns]}), every checkpoint also gets the refined λ̂ ± se
+of each group (`refined.estimate_groups`: all groups in one batched computation, with the same settings and ε).
+The result carries stage hints (`stages.find_stages`, `describe`) for the full λ̂ and for every group.
+
 `TrajectoryRun` runs a TrajectoryConfig in a worker thread that a UI polls (no UI calls in it).
 """
 
@@ -32,12 +36,15 @@ from torch import Tensor, nn
 from llc_core import defaults
 from llc_core.files import checkpoint as ckpt
 from llc_core.files import safe_read
-from llc_core.config import DataConfig, SamplerConfig, build_config, reject_unknown_keys
+from llc_core.config import DataConfig, RefineConfig, SamplerConfig, build_config, reject_unknown_keys
 from llc_core.files.datafiles import Dataset, dataset_for, make_dataset, check_fits
 from llc_core.errors import LLCInputError
 from llc_core.estimator import default_nbeta, estimate_llc, stop_checker
 from llc_core.execution.jobs import Job
+from llc_core.refine import ParameterMask
 from llc_core.result import RunResult, Snapshot
+from llc_core.studies.refined import estimate_groups, partition
+from llc_core.studies.stages import Stage, describe, find_stages, transitions
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".pt2")
 
@@ -93,6 +100,8 @@ class TrajectoryConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     device: str = "auto"
     dtype: str = "float32"
+    # groups tracked at every checkpoint: {"groups": "layer" | "head" | {"name": [patterns]}} (RefineConfig.groups)
+    refine: RefineConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -112,6 +121,7 @@ class TrajectoryConfig:
             training=build_config(TrainingConfig, training, "training") if training is not None else None,
             sampler=build_config(SamplerConfig, raw.get("sampler", {}), "sampler"),
             device=raw.get("device", "auto"), dtype=raw.get("dtype", "float32"),
+            refine=build_config(RefineConfig, raw["refine"], "refine") if raw.get("refine") is not None else None,
         )
 
 
@@ -136,6 +146,35 @@ class TrajectoryPoint:
     diverged_chains: int
     partial: bool
     verdicts: list[str]  # codes of the warnings and errors
+    # the refined λ̂ of every tracked group: name -> {"llc", "se", "moving"} (TrajectoryConfig.refine.groups)
+    groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class StageHints:
+    """Stage hints on one λ̂ curve (llc_core/studies/stages.py): its stages, the steps in transition
+    (negative λ̂) and both in words."""
+
+    stages: list[Stage]
+    transitions: list[int]
+    text: str
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "StageHints":
+        return cls([Stage(**s) for s in raw["stages"]], [int(s) for s in raw["transitions"]], str(raw["text"]))
+
+
+def stage_hints(points: list[TrajectoryPoint], group: str | None = None) -> StageHints:
+    """The stages of the full λ̂ across `points` (by step), or of one tracked group's refined λ̂."""
+    ordered = sorted(points, key=lambda p: p.step)
+    steps = [p.step for p in ordered]
+    if group is None:
+        llc, se = [p.llc_mean for p in ordered], [p.llc_se for p in ordered]
+    else:
+        llc = [p.groups.get(group, {}).get("llc") for p in ordered]
+        se = [p.groups.get(group, {}).get("se") for p in ordered]
+    stages, moving = find_stages(steps, llc, se), transitions(steps, llc)
+    return StageHints(stages, moving, describe(stages, moving))
 
 
 @dataclass
@@ -149,12 +188,49 @@ class TrajectoryResult:
     partial: bool  # stopped before every checkpoint was done
     sampler: dict[str, Any]  # the resolved sampler settings every point used
     info: dict[str, Any] = field(default_factory=dict)
+    groups: list[str] = field(default_factory=list)  # the tracked groups, in the model's order
+    stages: StageHints | None = None  # stage hints on the full λ̂
+    group_stages: dict[str, StageHints] = field(default_factory=dict)  # and on each group's refined λ̂
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False, default=str)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "TrajectoryResult":
+        """The inverse of to_dict (after a JSON round trip too)."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in raw.items() if k in fields}
+        kept["points"] = [TrajectoryPoint(**p) for p in raw["points"]]
+        kept["stages"] = StageHints.from_dict(raw["stages"]) if raw.get("stages") else None
+        kept["group_stages"] = {k: StageHints.from_dict(v) for k, v in (raw.get("group_stages") or {}).items()}
+        return cls(**kept)
+
+    def with_stage_hints(self) -> "TrajectoryResult":
+        """This result with the stage hints of its points filled in (full λ̂ and every group)."""
+        self.stages = stage_hints(self.points)
+        self.group_stages = {name: stage_hints(self.points, name) for name in self.groups}
+        return self
+
+    def group_table(self) -> str:
+        """The refined λ̂ ± se of every group (columns) at every checkpoint (rows); empty without groups."""
+        if not self.groups:
+            return ""
+        width = min(28, max(14, *(len(name) for name in self.groups)))
+        lines = [f"{'step':>8}  " + "  ".join(f"{name[:width]:>{width}}" for name in self.groups)]
+        for p in self.points:
+            cells = [p.groups.get(name, {}) for name in self.groups]
+            lines.append(f"{p.step:>8}  " + "  ".join(
+                f"{format_number(c.get('llc'), 3) + ' ± ' + format_number(c.get('se'), 2):>{width}}" for c in cells))
+        return "\n".join(lines)
+
+    def hints_text(self) -> str:
+        """The stage hints in words: the full λ̂'s, then each group's."""
+        lines = [f"Stages of λ̂: {self.stages.text}"] if self.stages is not None else []
+        lines += [f"Stages of group {name}: {hints.text}" for name, hints in self.group_stages.items()]
+        return "\n".join(lines)
 
     def table(self) -> str:
         lines = [f"{'step':>8}  {'checkpoint':<28}  {'train loss':>11}  {'λ̂':>10}  {'± se':>8}  {'accept':>6}"]
@@ -185,11 +261,14 @@ def estimate_trajectory(
     on_point: Callable[[TrajectoryPoint, int, int], None] | None = None,
     on_snapshot: Callable[[Snapshot], None] | None = None,
     stop: Callable[[], bool] | threading.Event | None = None,
+    groups: dict[str, ParameterMask] | None = None,
 ) -> TrajectoryResult:
     """λ̂ of every checkpoint, with ε calibrated once on the last one (module docstring).
 
     `on_point(point, done, total)` is called as each checkpoint finishes; `stop` ends the run after
-    the current checkpoint's partial estimate, keeping every point done so far.
+    the current checkpoint's partial estimate, keeping every point done so far. `groups` (named
+    parameter selections, `refined.partition`): each checkpoint also gets the refined λ̂ ± se of every
+    group, from one batched computation with the same settings and ε (`refine_point`).
     """
     if not checkpoints:
         raise LLCInputError("no checkpoints to estimate: give at least one")
@@ -210,13 +289,16 @@ def estimate_trajectory(
     order = [len(ordered) - 1, *range(len(ordered) - 1)] if by_run else list(range(len(ordered)))
     fixed = sampler
     stopped = False
+    estimate = {"loss": loss, "noise_scale": noise_scale, "device": device, "dtype": dtype, "stop": should_stop}
     for index in order:
-        result = estimate_llc(module, inputs, targets, fixed, loss=loss, noise_scale=noise_scale,
-                              w_star=ordered[index].weights, device=device, dtype=dtype, on_snapshot=on_snapshot,
-                              stop=should_stop)
+        result = estimate_llc(module, inputs, targets, fixed, w_star=ordered[index].weights,
+                              on_snapshot=part_of(on_snapshot, 0, 2 if groups else 1), **estimate)
         if by_run and fixed is sampler:
             fixed = _fixed_sampler(sampler, result)
         point = _point(ordered[index], result)
+        if groups and not result.partial and not should_stop():
+            refine_point(point, module, ordered[index].weights, (inputs, targets), fixed, groups,
+                         on_snapshot=part_of(on_snapshot, 1, 2), **estimate)
         points.append(point)
         if on_point is not None:
             on_point(point, len(points), len(ordered))
@@ -230,8 +312,27 @@ def estimate_trajectory(
         localization=float(fixed.localization),
         calibrated_on=(final.label or f"step {final.step}") if requested in (None, "auto") else "given",
         checkpoints_total=len(ordered), partial=stopped and len(points) < len(ordered) or any(p.partial for p in points),
-        sampler=dataclasses.asdict(fixed),
-    )
+        sampler=dataclasses.asdict(fixed), groups=list(groups or {}),
+    ).with_stage_hints()
+
+
+def refine_point(point: TrajectoryPoint, module: nn.Module, weights: dict[str, Tensor], data: tuple[Tensor, Tensor],
+                 sampler: SamplerConfig, groups: dict[str, ParameterMask], **estimate: Any) -> None:
+    """Fill `point.groups` with the refined λ̂ ± se of every group at this checkpoint: one computation of
+    len(groups) × sampler.chains chains (`refined.estimate_groups`), the sampler's ε as it is."""
+    result, llcs = estimate_groups(module, *data, sampler, groups, w_star=weights, **estimate)
+    point.groups = {g.name: {"llc": g.llc_mean, "se": g.llc_se, "moving": g.moving_params} for g in llcs}
+    point.partial = point.partial or result.partial
+
+
+def part_of(on_snapshot: Callable[[Snapshot], None] | None, part: int, parts: int
+            ) -> Callable[[Snapshot], None] | None:
+    """A snapshot callback for one of `parts` equal runs at one checkpoint: its progress, step / total,
+    is reported as part of the checkpoint's (the full run first, then the groups' run)."""
+    if on_snapshot is None or parts == 1:
+        return on_snapshot
+    return lambda snapshot: on_snapshot(dataclasses.replace(
+        snapshot, step=part * snapshot.total_steps + snapshot.step, total_steps=parts * snapshot.total_steps))
 
 
 def curvature_step_size(module: nn.Module, weights: dict[str, Tensor], inputs: Tensor, targets: Tensor, *, loss: str,
@@ -476,13 +577,26 @@ def run_trajectory(config: TrajectoryConfig, on_point=None, on_snapshot=None, st
     if should_stop():
         raise LLCInputError(f"stopped while {'training' if config.training else 'loading'}, before any checkpoint "
                             "was estimated: start again and let it reach the estimates")
+    groups = tracked_groups(config, module)
     if on_status:
         on_status("estimating")
     result = estimate_trajectory(module, checkpoints, dataset.inputs, dataset.targets, config.sampler,
                                  loss=dataset.loss, noise_scale=config.data.noise_scale, device=config.device,
-                                 dtype=config.dtype, on_point=on_point, on_snapshot=on_snapshot, stop=should_stop)
+                                 dtype=config.dtype, on_point=on_point, on_snapshot=on_snapshot, stop=should_stop,
+                                 groups=groups)
     result.info = {**info, "config": config.to_dict()}
     return result
+
+
+def tracked_groups(config: TrajectoryConfig, module: nn.Module) -> dict[str, ParameterMask] | None:
+    """The parameter selections of `config.refine.groups` in this model, or None when none are tracked."""
+    refine = config.refine
+    if refine is None:
+        return None
+    if refine.parameters is not None or refine.data is not None:
+        raise LLCInputError("a trajectory's refine takes only groups (\"layer\", \"head\" or {\"name\": [patterns]}): "
+                            "refine.parameters and refine.data are for one run")
+    return partition(module, refine.groups) if refine.groups is not None else None
 
 
 @dataclass
