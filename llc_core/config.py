@@ -297,6 +297,32 @@ class RunConfig:
         return cls.from_dict(parse_json(text, "config"))
 
 
+
+@dataclass
+class ExecutorConfig:
+    """Where a study's independent runs go (docs/CLUSTER.md), a study config's "executor" key.
+
+    ray: None runs them here, one after another (the default, which imports no Ray); "auto" a Ray
+    cluster started on this machine (`ray start --head`, or RAY_ADDRESS), else Ray on this machine
+    alone; "host:port" the Ray cluster whose head is there. num_cpus / num_gpus: what each run asks
+    for (its torch threads are num_cpus); max_retries: how often a run lost with its worker or node is
+    run again; resume: a results directory whose finished runs are kept and where new ones are written.
+    """
+
+    ray: str | None = None
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    max_retries: int = 3
+    resume: str | None = None
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> "ExecutorConfig":
+        built = build_config(cls, raw, "executor")
+        if built.num_cpus <= 0 or built.num_gpus < 0 or built.max_retries < 0:
+            raise LLCInputError("executor: num_cpus must be > 0, num_gpus ≥ 0 and max_retries ≥ 0")
+        return built
+
+
 def parse_json(text: str, what: str) -> Any:
     """JSON text as Python values, every failure (syntax, nesting too deep) an LLCInputError."""
     try:

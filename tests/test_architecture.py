@@ -24,7 +24,7 @@ LAYERS = [
     ("truth", ["llc_core.truth"]),
     ("files", ["llc_core.files"]),
     ("problems", ["llc_core.problems", "llc_core.runner"]),
-    ("execution", ["llc_core.execution"]),
+    ("execution", ["llc_core.execution", "llc_core.execution.ray_backend"]),
     ("studies", ["llc_core.studies"]),
     ("interfaces", ["llc_core.cli", "llc_core.__main__", "llc_core"]),
     ("app", ["pages", "app"]),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 from typing import Callable, TextIO, TypeVar
 
 import numpy as np
 
-from llc_core.config import parse_json
+from llc_core.config import ExecutorConfig, parse_json
 from llc_core.errors import LLCInputError
 from llc_core.result import RunResult, Snapshot
 
@@ -121,3 +122,42 @@ def summary(result: RunResult) -> str:
 def nanmean(values) -> float:
     finite = values[np.isfinite(values)]
     return float(finite.mean()) if len(finite) else float("nan")
+
+
+def add_ray_options(cmd) -> None:
+    """--ray and its companions, shared by the studies that can run on a Ray cluster (docs/CLUSTER.md)."""
+    cmd.add_argument("--ray", metavar="auto|local|HOST:PORT", default=None,
+                     help="run the study's independent runs as Ray tasks: auto (a cluster started on this machine "
+                          "or in RAY_ADDRESS, else Ray here alone), local, or a Ray head's host:port; needs "
+                          "`pip install -r requirements-ray.txt`")
+    cmd.add_argument("--resume", metavar="DIR", default=None,
+                     help="with --ray: a results directory; runs already finished there are kept, new ones are "
+                          "written there as they finish")
+    cmd.add_argument("--max-retries", type=int, default=None, help="with --ray: retries of a run whose worker dies (default 3)")
+    cmd.add_argument("--task-cpus", type=float, default=None, help="with --ray: CPUs (torch threads) per run (default 1)")
+    cmd.add_argument("--task-gpus", type=float, default=None, help="with --ray: GPUs per run (default 0)")
+
+
+def executor_from_args(args, base: ExecutorConfig | None = None) -> ExecutorConfig | None:
+    """The executor the flags ask for, over `base` (a config file's "executor"); None: run here."""
+    changes = {"ray": args.ray, "resume": args.resume, "max_retries": args.max_retries,
+               "num_cpus": args.task_cpus, "num_gpus": args.task_gpus}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes:
+        return base
+    raw = {**(dataclasses.asdict(base) if base is not None else {}), **changes}
+    executor = ExecutorConfig.from_dict(raw)
+    if executor.ray is None:
+        raise LLCInputError("--resume, --max-retries, --task-cpus and --task-gpus go with --ray auto|HOST:PORT")
+    return executor
+
+
+def ray_line(info: dict) -> str:
+    """One line on where a study's runs went: the cluster, nodes, and what was retried or resumed."""
+    parts = [f"ran on Ray at {info['address']}: {info['runs']} run(s) on {info['nodes_used']} node(s)"]
+    for name in ("retried", "resumed", "cancelled"):
+        if info.get(name):
+            parts.append(f"{name} {len(info[name])}: {', '.join(k.split('#')[0] for k in info[name])}")
+    if info.get("failed"):
+        parts.append(f"lost {len(info['failed'])}: {', '.join(k.split('#')[0] for k in info['failed'])}")
+    return "; ".join(parts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from llc_core.cli.common import add_ray_options, executor_from_args, ray_line
 from llc_core.config import RunConfig, parse_json, read_config_text
 from llc_core.errors import LLCInputError
 from llc_core.studies.sweep import (BATCH_LIMIT, MODES, SweepConfig, SweepProgress, format_table, log_grid,
@@ -27,6 +28,7 @@ def add_parser(commands) -> None:
     cmd.add_argument("--out", help="also write the SweepResult JSON to this file")
     cmd.add_argument("--json", action="store_true", help="print the SweepResult JSON on stdout (the table goes to stderr)")
     cmd.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_ray_options(cmd)
     cmd.set_defaults(handler=main)
 
 
@@ -53,6 +55,7 @@ def sweep_from_args(args) -> SweepConfig:
         sweep.chains_per_cell = args.chains_per_cell
     if args.mode:
         sweep.mode = args.mode
+    sweep.executor = executor_from_args(args, sweep.executor)
     sweep.validate()
     return sweep
 
@@ -68,6 +71,9 @@ def main(args) -> int:
             if args.quiet:
                 return
             status = f"{p.cells_done}/{total} cells done, step {p.step}/{p.total_steps}"
+            if sweep.executor is not None and sweep.executor.ray is not None:  # cells arrive whole from Ray
+                llc = p.running_llc[p.computation]
+                status = f"{p.cells_done}/{total} cells done (cell {p.computation}: λ̂ = {'—' if llc is None else f'{llc:.4g}'})"
             if interactive:
                 sys.stderr.write(f"\r{status}   ")
             elif (p.cells_done, int(10 * p.fraction)) not in logged:  # a plain line per tenth, for logs
@@ -87,7 +93,8 @@ def main(args) -> int:
     table = (f"{len(result.cells)} cells, {sweep.chains_per_cell} chains each, {result.steps} steps "
              f"({result.burnin_steps} burn-in), d = {result.num_params}, n = {result.n}, {result.mode} mode, "
              f"{result.wall_time_s:.1f} s\n" + format_table(result) + "\n"
-             + ("recommended (*): " if result.recommended is not None else "no recommendation: ") + result.reason + "\n")
+             + ("recommended (*): " if result.recommended is not None else "no recommendation: ") + result.reason + "\n"
+             + (ray_line(result.executor) + "\n" if result.executor else ""))
     if args.out:
         try:
             with open(args.out, "w", encoding="utf-8") as handle:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from llc_core.cli.common import json_object
+from llc_core.cli.common import add_ray_options, executor_from_args, json_object, ray_line
 from llc_core.errors import LLCInputError
 from llc_core.studies import validate
 
@@ -18,6 +18,7 @@ def add_parser(commands) -> None:
     cmd.add_argument("--check", action="store_true", help="exit with status 1 when the suite's targets are missed")
     cmd.add_argument("--sampler", default=None,
                      help='JSON object of sampler keys to override in every case, e.g. \'{"step_size": "auto"}\'')
+    add_ray_options(cmd)
     cmd.set_defaults(handler=main)
 
 
@@ -25,6 +26,7 @@ def main(args) -> int:
     try:
         sampler = json_object(args.sampler, "--sampler") if args.sampler else None
         cases = validate.suite_cases(args.suite, args.cases, args.seed, sampler)
+        executor = executor_from_args(args)
     except LLCInputError as err:
         sys.stderr.write(f"error: {err}\n")
         return 2
@@ -35,11 +37,18 @@ def main(args) -> int:
         print(f"[{index + 1}/{total}] " + "  ".join(validate.table_row(row)), flush=True)
 
     try:
-        report = validate.run_suite(args.suite, args.out, args.cases, args.seed, on_case=show, sampler=sampler)
+        report = validate.run_suite(args.suite, args.out, args.cases, args.seed, on_case=show, sampler=sampler,
+                                    executor=executor)
     except KeyboardInterrupt:  # pragma: no cover - interactive only
         return 130
+    except LLCInputError as err:  # with --ray: a bad address, Ray missing, an unwritable results directory
+        sys.stderr.write(f"error: {err}\n")
+        return 2
     print()
     print(validate.format_table(report["cases"]))
     print(validate.format_summary(report["summary"]))
+    if "executor" in report["summary"]:
+        print(ray_line(report["summary"]["executor"]))
     print(f"wrote {args.out}/{args.suite}.json and {args.out}/{args.suite}.png")
     return 1 if args.check and not report["summary"]["passed"] else 0
+

@@ -30,14 +30,16 @@ import json
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from llc_core import defaults, diagnostics
-from llc_core.config import RunConfig, SamplerConfig
+from llc_core.config import ExecutorConfig, RunConfig, SamplerConfig
 from llc_core.errors import LLCInputError
 from llc_core.estimator import StopRequest, stop_checker, default_nbeta, estimate_llc
+from llc_core.execution import ray_backend
 from llc_core.execution.jobs import Job
 from llc_core.result import RunResult, Snapshot, json_safe
 from llc_core.problem import Problem
@@ -96,6 +98,7 @@ class SweepConfig:
     nbetas: list[float] | None = None
     chains_per_cell: int = 4
     mode: str = "auto"
+    executor: ExecutorConfig | None = None  # where the cells run (None: here); with Ray, cell by cell
 
     def cells(self, nbeta: float | None = None) -> list[tuple[float, float, float | None]]:
         """(ε, γ, nβ) of every cell in order: nβ outermost, then γ, then ε. `nbeta` stands in for
@@ -112,6 +115,9 @@ class SweepConfig:
             raise LLCInputError(f"chains_per_cell = {self.chains_per_cell!r} must be a whole number ≥ 1 (2 or more give error bars)")
         if self.mode not in MODES:
             raise LLCInputError(f"mode = {self.mode!r}: use \"auto\", \"batched\" or \"cells\"")
+        if ray_backend.ray_requested(self.executor) and self.mode == "batched":
+            raise LLCInputError("a batched sweep is one computation and cannot be split over a Ray cluster: "
+                                "use mode \"cells\" or \"auto\" (with Ray every cell is a task)")
         count = len(self.cells())
         if count > MAX_CELLS:
             raise LLCInputError(f"the grid has {count} cells (more than {MAX_CELLS}): use fewer step sizes or localizations")
@@ -124,7 +130,8 @@ class SweepConfig:
         return {"run": self.run.to_dict(), "step_sizes": list(self.step_sizes),
                 "localizations": list(self.localizations),
                 "nbetas": None if self.nbetas is None else list(self.nbetas),
-                "chains_per_cell": self.chains_per_cell, "mode": self.mode}
+                "chains_per_cell": self.chains_per_cell, "mode": self.mode,
+                **({"executor": dataclasses.asdict(self.executor)} if self.executor is not None else {})}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -138,6 +145,8 @@ class SweepConfig:
         if unknown:
             raise LLCInputError(f"unknown key(s) {', '.join(map(repr, unknown))} in sweep: known keys are {', '.join(sorted(known))}")
         values = {k: v for k, v in raw.items() if k != "run"}
+        if values.get("executor") is not None:
+            values["executor"] = ExecutorConfig.from_dict(values["executor"])
         return cls(run=RunConfig.from_dict(raw.get("run", {})), **values)
 
     @classmethod
@@ -193,6 +202,7 @@ class SweepResult:
     theoretical_llc: float | None
     wall_time_s: float
     acceptance_band: list[float] = field(default_factory=lambda: list(defaults.ACCEPTANCE_TARGET))  # (low, high) used
+    executor: dict[str, Any] | None = None  # on Ray: where the cells ran, what was retried or resumed
 
     @property
     def recommended_cell(self) -> CellResult | None:
@@ -206,7 +216,10 @@ class SweepResult:
         return config_for_cell(SweepConfig.from_dict(self.config).run, cell, self.default_nbeta)
 
     def to_dict(self) -> dict[str, Any]:
-        return json_safe(dataclasses.asdict(self))
+        raw = json_safe(dataclasses.asdict(self))
+        if raw["executor"] is None:
+            del raw["executor"]
+        return raw
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False)
@@ -448,6 +461,8 @@ def choose_mode(sweep: SweepConfig, num_params: int) -> str:
     """"batched" when d × total chains ≤ BATCH_LIMIT (or asked for), else "cells"."""
     if sweep.mode != "auto":
         return sweep.mode
+    if ray_backend.ray_requested(sweep.executor):
+        return "cells"
     total = len(sweep.cells()) * sweep.chains_per_cell
     return "batched" if num_params * total <= BATCH_LIMIT else "cells"
 
@@ -480,7 +495,10 @@ def run_sweep(
         template=dataclasses.replace(base, step_size=None, localization=None, nbeta=None, calibration_steps=None),
         common=dict(loss=problem.loss, noise_scale=config.data.noise_scale, device=config.device, dtype=config.dtype),
     )
-    last = state.run_batched() if state.mode == "batched" else state.run_cells()
+    if ray_backend.ray_requested(sweep.executor):
+        last = state.run_cells_on_ray(sweep.executor, sweep_journal(sweep))
+    else:
+        last = state.run_batched() if state.mode == "batched" else state.run_cells()
     cells = state.cells
     index, reason = recommend(cells, state.band, default_nbeta=default)
     resolved = sweep.to_dict()
@@ -495,7 +513,7 @@ def run_sweep(
         partial=len(cells) < len(grid) or any(c.partial for c in cells), num_params=problem.num_params, n=n,
         init_loss=last.init_loss if last else float("nan"), default_nbeta=default, steps=base.steps,
         burnin_steps=base.burnin_steps(), theoretical_llc=float(truth.llc) if truth is not None else None,
-        wall_time_s=time.perf_counter() - started, acceptance_band=list(state.band),
+        wall_time_s=time.perf_counter() - started, acceptance_band=list(state.band), executor=state.executor_report,
     )
 
 
@@ -515,6 +533,34 @@ class SweepRun:
     stop: StopRequest = None
     cells: list[CellResult] = field(default_factory=list)
     running: list[float | None] = field(default_factory=list)
+    executor_report: dict[str, Any] | None = None
+
+    def run_cells_on_ray(self, executor: ExecutorConfig, journal: ray_backend.Journal | None) -> "LastRun | None":
+        """Every cell as a Ray task (execution/ray_backend.py), the problem shared through Ray's
+        object store; each cell is the same computation as in run_cells, seed included, so the numbers
+        are those of a local cell-by-cell sweep. Cells arrive as they finish and are kept in grid order."""
+        units, last = [], {}
+        for k, cell in enumerate(self.grid):
+            e, g, b = cell
+            sampler = dataclasses.replace(self.template, chains=self.per, step_size=e, localization=g, nbeta=b)
+            payload = {"index": k, "cell": cell, "per": self.per, "sampler": sampler, "common": self.common}
+            key = ray_backend.unit_key(f"cell {k}", [cell, self.per, dataclasses.asdict(sampler), self.common])
+            units.append(ray_backend.Unit(key, cell_on_worker, payload))
+
+        def arrived(key: str, value: dict[str, Any], done: int, total: int) -> None:
+            last.update(value)
+            cell = CellResult.from_dict(value["cell"])
+            self.finish(cell)
+            if self.on_progress is not None:
+                self.running = self.running or [None] * len(self.grid)
+                self.running[cell.index] = cell.llc_mean
+                self.on_progress(SweepProgress(done, total, 1, 1, cell.index, list(self.running), self.mode, self.band))
+
+        outcome = ray_backend.run_units(units, executor, shared=self.problem, journal=journal, on_value=arrived,
+                                        stop=stop_checker(self.stop))
+        self.cells.sort(key=lambda c: c.index)
+        self.executor_report = outcome.summary()
+        return LastRun(last["init_loss"], {"sampler": {"batch_size": last["batch_size"]}}) if last else None
 
     def run_batched(self) -> RunResult:
         """Every cell as a group of chains of one computation (each chain's ε from per_chain, which
@@ -562,6 +608,32 @@ class SweepRun:
             self.running[first_cell + k] = running
         self.on_progress(SweepProgress(len(self.cells), len(self.grid), snapshot.step, snapshot.total_steps,
                                        computation, list(self.running), self.mode, self.band))
+
+
+@dataclass
+class LastRun:
+    """What run_sweep reads from the last computation, when the cells ran as Ray tasks."""
+
+    init_loss: float
+    config: dict[str, Any]
+
+
+def cell_on_worker(payload: dict[str, Any], problem: Problem) -> dict[str, Any]:
+    """One cell on a Ray worker (ray_backend.Unit): run_cells' computation for it, its statistics."""
+    k, per = payload["index"], payload["per"]
+    result = estimate_llc(problem.model, problem.inputs, problem.targets, payload["sampler"], **payload["common"])
+    cell = cell_stats(result, k, payload["cell"], range(per), offset=k * per)
+    return {"cell": dataclasses.asdict(cell), "init_loss": float(result.init_loss),
+            "batch_size": result.config["sampler"]["batch_size"]}
+
+
+def sweep_journal(sweep: SweepConfig) -> ray_backend.Journal | None:
+    """With executor.resume: the sweep's results file there, named by a digest of the sweep itself."""
+    if sweep.executor is None or not sweep.executor.resume:
+        return None
+    grid = {k: v for k, v in sweep.to_dict().items() if k != "executor"}
+    name = ray_backend.unit_key("sweep", grid).replace("#", "-")
+    return ray_backend.Journal(Path(sweep.executor.resume) / f"{name}.runs.jsonl")
 
 
 def format_table(result: SweepResult) -> str:

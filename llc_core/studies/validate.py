@@ -46,8 +46,9 @@ import numpy as np
 import torch
 
 from llc_core.truth import theory
-from llc_core.config import RunConfig, SamplerConfig
+from llc_core.config import ExecutorConfig, RunConfig, SamplerConfig
 from llc_core.errors import LLCInputError
+from llc_core.execution import ray_backend
 from llc_core.execution.jobs import Job
 from llc_core.result import RunResult, json_safe
 from llc_core.runner import build_problem, check_config, run
@@ -358,15 +359,21 @@ def run_suite(
     on_case: Callable[[CaseResult, int, int], None] | None = None,
     stop: threading.Event | Callable[[], bool] | None = None,
     sampler: dict[str, Any] | None = None,
+    executor: ExecutorConfig | None = None,
 ) -> dict[str, Any]:
     """Run every case of a suite in turn; write `<out>/<suite>.json` and `.png` when out_dir is set.
 
     on_case(row, index, total) is called after each case. Returns {"summary": ..., "cases": [...]}.
+    With `executor.ray` set the cases run as Ray tasks instead (run_on_ray), and the summary's
+    "executor" says where they ran and what was retried or resumed.
     """
     cases = suite_cases(name, count, seed, sampler)
     rows: list[CaseResult] = []
     started = time.perf_counter()
-    for i, case in enumerate(cases):
+    outcome = None
+    if ray_backend.ray_requested(executor):
+        rows, outcome = run_on_ray(name, cases, out_dir, executor, on_case=on_case, stop=stop)
+    for i, case in enumerate(cases if outcome is None else []):
         if _stopped(stop):
             break
         row = run_case(case, stop=stop)
@@ -374,11 +381,53 @@ def run_suite(
         if on_case is not None:
             on_case(row, i, len(cases))
     report = {"summary": summarize(name, rows, time.perf_counter() - started), "cases": [asdict(r) for r in rows]}
+    if outcome is not None:
+        report["summary"]["executor"] = outcome.summary()
     if sampler:
         report["summary"]["sampler_override"] = dict(sampler)
     if out_dir is not None:
         write_outputs(report, out_dir)
     return report
+
+
+
+def case_on_worker(case: Case, shared: Any = None) -> dict[str, Any]:
+    """One case on a Ray worker (ray_backend.Unit): its scored row as a dict."""
+    return asdict(run_case(case))
+
+
+def case_key(name: str, index: int, case: Case) -> str:
+    """The case's name in the study: the suite, its place and everything that decides its numbers."""
+    return ray_backend.unit_key(f"{name}/{index}:{case.name}", [case.config, case.tolerance, case.llc, case.group])
+
+
+def run_on_ray(name: str, cases: list[Case], out_dir: str | Path | None, executor: ExecutorConfig, *,
+               on_case: Callable[[CaseResult, int, int], None] | None = None,
+               stop: threading.Event | Callable[[], bool] | None = None):
+    """The cases as Ray tasks (execution/ray_backend.py); each finished row is written at once to
+    `<dir>/<suite>.runs.jsonl` (dir: executor.resume, else out_dir), and with executor.resume the rows
+    already there are kept, not run again. Rows come back in the suite's order."""
+    keys = [case_key(name, i, case) for i, case in enumerate(cases)]
+    folder = executor.resume or out_dir
+    journal = ray_backend.Journal(Path(folder) / f"{name}.runs.jsonl") if folder is not None else None
+    if journal is not None and not executor.resume:
+        journal.reset()
+    units = [ray_backend.Unit(key, case_on_worker, case) for key, case in zip(keys, cases)]
+
+    def arrived(key: str, value: dict[str, Any], done: int, total: int) -> None:
+        if on_case is not None:
+            on_case(CaseResult(**value), done - 1, total)
+
+    outcome = ray_backend.run_units(units, executor, journal=journal, on_value=arrived,
+                                    stop=None if stop is None else (lambda: _stopped(stop)))
+    rows = []
+    for key, case in zip(keys, cases):
+        if key in outcome.values:
+            rows.append(CaseResult(**outcome.values[key]))
+        elif key in outcome.failed:
+            rows.append(CaseResult(case.name, case.group, tolerance=case.tolerance, llc=case.llc,
+                                   error=f"lost on the cluster: {outcome.failed[key]}"))
+    return rows, outcome
 
 
 def write_outputs(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
