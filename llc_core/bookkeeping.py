@@ -61,7 +61,10 @@ class Tally:
     nbeta_chains: np.ndarray
     init_loss: float
     alive: Tensor
-    distances: Tensor | None = None  # ||w_t − w*||² of each step's point, (steps, C)
+    # sums over the draws after burn-in of L_B, ||w − w*||² and their product, per chain (float64):
+    # the localization effect's covariance without keeping a second (steps, C) trace
+    distance_sums: Tensor | None = None  # (3, C)
+    distance_count: int = 0
     acceptances: list[Tensor] = field(default_factory=list)
     diverged: list[dict[str, Any]] = field(default_factory=list)
     post_sum: Tensor | None = None
@@ -78,13 +81,19 @@ class Tally:
         zeros = torch.zeros(chains, dtype=torch.float64, device=like.device)
         return cls(torch.empty(steps, chains, device=like.device, dtype=like.dtype), burnin, nbeta_chains,
                    init_loss, torch.ones(chains, dtype=torch.bool, device=like.device),
-                   torch.zeros(steps, chains, device=like.device, dtype=like.dtype),
+                   torch.zeros(3, chains, dtype=torch.float64, device=like.device),
                    post_sum=zeros, acc_sum=zeros.clone(), heat_sum=zeros.clone())
 
     def record_acceptance(self, acceptance: Tensor) -> None:
         self.acceptances.append(acceptance)
         self.acc_sum += acceptance * self.alive
         self.acc_count += 1
+
+    def record_distance(self, loss: Tensor, distance: Tensor) -> None:
+        """One draw after burn-in: its L_B and ||w − w*||², per chain."""
+        loss, distance = loss.double(), distance.double()
+        self.distance_sums += torch.stack((loss, distance, loss * distance))
+        self.distance_count += 1
 
     def record_heat(self, heat: Tensor) -> None:
         self.heat_sum += torch.where(self.alive, heat, 0.0)  # a diverging chain's NaN stays out
@@ -215,12 +224,11 @@ def localization_effect(tally: Tally, localization: float, healthy: np.ndarray) 
     mean and standard error across chains. The posterior ∝ exp(−nβL − γ||w − w*||²/2) makes
     d E[nβL]/dγ = −Cov(nβL, ||w − w*||²/2); a flat direction that only γ confines (a DLN's
     symmetries) adds no covariance, so this measures the pull of γ on λ̂ itself."""
-    done, start = tally.done, tally.burnin if tally.done > tally.burnin else tally.done // 2
-    if tally.distances is None or done - start < 8 or len(healthy) == 0 or not localization:
+    count = tally.distance_count
+    if tally.distance_sums is None or count < 8 or len(healthy) == 0 or not localization:
         return None
-    losses = tally.losses[start:done, healthy].double().cpu().numpy() * tally.nbeta_chains[healthy]
-    half_sq = tally.distances[start:done, healthy].double().cpu().numpy() / 2
-    covariance = ((losses - losses.mean(0)) * (half_sq - half_sq.mean(0))).mean(0)
+    loss, distance, product = (tally.distance_sums[:, healthy] / count).cpu().numpy()
+    covariance = tally.nbeta_chains[healthy] * (product - loss * distance) / 2
     effects = -float(localization) * covariance
     se = float(effects.std(ddof=1) / math.sqrt(len(effects))) if len(effects) >= 2 else None
     return {"effect": float(effects.mean()), "se": se}

@@ -178,8 +178,9 @@ def step(loop: Loop, t: int) -> None:
         started_from, loop.stream.batch(t), loop.generator, measure_acceptance=schedule.measure_acceptance(t),
         adapt_preconditioner=t < schedule.burnin, **({"keep_grad": True} if measure_heat else {}))
     tally.losses[t] = info.loss
-    # ||w − w*||² of the point whose loss that is: the localization effect's covariance (bookkeeping)
-    tally.distances[t] = (started_from.position - loop.divergence.w_star).square().sum(1)
+    if t >= tally.burnin:
+        # ||w − w*||² of the point whose loss that is: the localization effect's covariance (bookkeeping)
+        tally.record_distance(info.loss, (started_from.position - loop.divergence.w_star).square().sum(1))
     if measure_heat:
         schedule.after_heat(t, loop.kernel.minibatch_heat(started_from, info, loop.stream.peek()), tally)
     loop.kernel = schedule.recheck(t, loop.kernel, tally, loop.divergence.nbeta)
