@@ -29,7 +29,10 @@ common.require_entry_point()
 PAGE = "cal"
 JOBS = {"sweep": "cal.sweep_job", "rescale": "cal.rescale_job", "compare": "cal.compare_job"}
 POLL_SECONDS = 0.5
-DEFAULT_N = 1000  # smaller than Estimate's: a sweep runs every cell, so the page starts with a quick one
+PER_DECADE = 6  # ε values per decade of the default grid: neighbours 1.47× apart, finer than the acceptance
+# band's width (its rejection rates are 2× apart, so its ε about 2^(2/3) = 1.59× apart, rejection ∝ ε^(3/2))
+RULE_SPAN = (0.1, 100.0)  # the default grid: from 1/10 to 100× the model's curvature-rule ε
+NO_RULE_SPAN = (1e-5, 1e-1)  # ... or this, for a model without one
 
 
 def key(name: str) -> str:
@@ -41,6 +44,24 @@ def seed_widget(name: str, default: Any) -> str:
     if widget not in st.session_state:
         st.session_state[widget] = default
     return widget
+
+
+def start_value(name: str, kind: str) -> Any:
+    """A model or data widget's first value: what Estimate (or this page) last set for this kind, else the
+    kind's starting value."""
+    shared = settings.shared_model(st.session_state, PAGE, new_only=False)
+    if shared is not None and shared.get("kind") == kind and name in shared:
+        return shared[name]
+    return settings.default_values(kind).get(name)
+
+
+def take_shared_model() -> None:
+    """Before the widgets: the model and data set on Estimate since this page last drew (one model for
+    both pages, pages/settings.py)."""
+    shared = settings.shared_model(st.session_state, PAGE)
+    if shared is not None:
+        for name, value in shared.items():
+            st.session_state[key(name)] = value
 
 
 def reset_model_fields() -> None:
@@ -57,8 +78,7 @@ def model_widget(setting: settings.Setting) -> Any:
     label, help_text = settings.MODEL_LABELS.get(name, (name.replace("_", " ").capitalize(), None))
     widget = key(setting.name)
     if widget not in st.session_state:
-        kind = st.session_state[key("kind")]
-        st.session_state[widget] = settings.default_values(kind).get(setting.name)
+        st.session_state[widget] = start_value(setting.name, st.session_state[key("kind")])
     if setting.kind in ("list", "text"):
         if st.session_state[widget] is None:
             st.session_state[widget] = ""
@@ -69,9 +89,12 @@ def model_widget(setting: settings.Setting) -> Any:
 
 
 def sidebar_model() -> dict[str, Any]:
-    """The model and data widgets; returns settings.py widget values (sampler left at the kind's defaults)."""
+    """The model and data widgets, starting from the Estimate page's; returns settings.py widget values
+    (sampler left at the kind's defaults)."""
+    take_shared_model()
     kinds = settings.kinds()
-    kind_key = seed_widget("kind", "potential")
+    shared = settings.shared_model(st.session_state, PAGE, new_only=False) or {}
+    kind_key = seed_widget("kind", shared.get("kind", "potential"))
     if st.session_state[kind_key] not in kinds:
         st.session_state[kind_key] = "potential"
     st.header("Model")
@@ -90,9 +113,13 @@ def sidebar_model() -> dict[str, Any]:
                 values[setting.name] = model_widget(setting)
     st.header("Data")
     values["n"] = st.number_input("Data size n", min_value=2, max_value=10**7, step=500,
-                                  key=seed_widget("n", DEFAULT_N))
-    values["data_seed"] = st.number_input("Data seed", min_value=0, step=1, key=seed_widget("data_seed", 0))
-    values["step_size"] = settings.AUTO
+                                  key=seed_widget("n", start_value("n", kind)))
+    values["data_seed"] = st.number_input("Data seed", min_value=0, step=1,
+                                          key=seed_widget("data_seed", start_value("data_seed", kind)))
+    values["noise_scale"] = st.number_input("Label noise σ", min_value=1e-6, format="%g",
+                                            key=seed_widget("noise_scale", start_value("noise_scale", kind)))
+    st.caption("The Estimate page shares this model and data: a change here shows there, and the other way round.")
+    settings.publish_model(st.session_state, PAGE, values)
     return values
 
 
@@ -191,46 +218,71 @@ TABLE_NAMES = {"eps": "ε", "gamma": "γ", "nbeta": "nβ", "llc": "λ̂", "se": 
                "negative": "negative λ̂"}
 
 
+ROW_PX = 26  # plot height per ε row of a heatmap: room for its 12 px label
+LABEL_PX = 12
+
+
 def heatmap(frame: pd.DataFrame, title: str, color: alt.Color, label: str | None) -> alt.LayerChart:
-    gammas = [g for _, g in sorted({(v, g) for v, g in zip(frame["gamma_value"], frame["gamma"])}, reverse=True)]
+    """One quantity over the grid: a row per ε (log scale, small at the bottom), a column per γ, the value
+    written in each cell at 12 px; the recommended cell outlined in black."""
+    gammas = [g for _, g in sorted({(v, g) for v, g in zip(frame["gamma_value"], frame["gamma"])})]
     scale = alt.Scale(type="log", domain=[float(frame["eps_lo"].min()), float(frame["eps_hi"].max())], nice=False)
-    x = alt.X("eps_lo:Q", scale=scale, title="step size ε (log scale)", axis=alt.Axis(format="~e"))
-    y = alt.Y("gamma:O", sort=gammas, title="localization γ")
+    y = alt.Y("eps_lo:Q", scale=scale, title="step size ε (log scale)",
+              axis=alt.Axis(format=".1e", values=sorted(set(frame["eps"])), labelFontSize=11))
+    x = alt.X("gamma:O", sort=gammas, title="localization γ", axis=alt.Axis(labelAngle=0, labelFontSize=12))
     tooltip = ["cell", alt.Tooltip("eps:Q", title="ε", format=".3g"), alt.Tooltip("gamma:N", title="γ"),
                alt.Tooltip("nbeta:Q", title="nβ", format=".4g"), alt.Tooltip("llc:Q", title="λ̂", format=".4g"),
                alt.Tooltip("se:Q", title="± se", format=".2g"), alt.Tooltip("acceptance:Q", format=".3f"),
                alt.Tooltip("diverged:Q", format=".0%"), "trace"]
-    base = alt.Chart(frame).encode(x=x, x2="eps_hi:Q", y=y)
+    base = alt.Chart(frame).encode(x=x, y=y, y2="eps_hi:Q")
     layers = [base.mark_rect(stroke="white", strokeWidth=1).encode(color=color, tooltip=tooltip)]
     if label is not None:
-        layers.append(alt.Chart(frame).mark_text(fontSize=10).encode(
-            x=alt.X("eps_mid:Q", scale=scale), y=y, text=alt.Text(label), tooltip=tooltip))
+        layers.append(alt.Chart(frame).mark_text(fontSize=LABEL_PX).encode(
+            x=x, y=alt.Y("eps_mid:Q", scale=scale), text=alt.Text(label), tooltip=tooltip))
     layers.append(base.transform_filter("datum.recommended").mark_rect(
         fill=None, stroke="black", strokeWidth=3))
-    # Streamlit fits the whole chart (title, axes, legend) into `height`: leave room for a 4-entry legend
-    return alt.layer(*layers).properties(title=title, height=110 + 45 * len(gammas))
+    rows = len(set(frame["eps"]))
+    return alt.layer(*layers).properties(title=title, height=ROW_PX * rows,
+                                         autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
 
 
 def heatmaps(frame: pd.DataFrame, band: tuple[float, float] = defaults.ACCEPTANCE_TARGET) -> list[alt.LayerChart]:
     low, high = band
     frame = frame.assign(
         llc_text=[f"{v:.2g}" if v is not None and not pd.isna(v) else "×" for v in frame["llc"]],
-        acceptance_text=[f"{v:.3f}" if v is not None and not pd.isna(v) else "×" for v in frame["acceptance"]],
+        acceptance_text=[acceptance_label(v, band) for v in frame["acceptance"]],
         diverged_text=[f"{v:.0%}" for v in frame["diverged"]],
     )
     bands = alt.Scale(domain=band_names(band),
                       range=["#d62728", "#2ca02c", "#9ecae1", "#bbbbbb"])
     traces = alt.Scale(domain=["flat", "rising", "falling", "no estimate"], range=["#2ca02c", "#ff7f0e", "#9467bd", "#bbbbbb"])
+    legend = alt.Legend(orient="bottom", columns=2, labelFontSize=12, labelLimit=160)
+    gradient = alt.Legend(orient="bottom", direction="horizontal", gradientLength=160, labelFontSize=12)
     return [
-        heatmap(frame, "λ̂ (mean over the cell's chains)",
-                alt.Color("llc:Q", scale=alt.Scale(scheme="lighttealblue"), title="λ̂"), "llc_text:N"),
-        heatmap(frame, f"mean MALA acceptance (target {low:.3g}–{high:.3g})",
-                alt.Color("band:N", scale=bands, title="acceptance"), "acceptance_text:N"),
-        heatmap(frame, "fraction of chains diverged",
-                alt.Color("diverged:Q", scale=alt.Scale(domain=[0, 1], scheme="reds"), title="diverged"),
-                "diverged_text:N"),
-        heatmap(frame, "loss trace after burn-in", alt.Color("trace:N", scale=traces, title="trace"), None),
+        heatmap(frame, "λ̂ (mean of the cell's chains)",
+                alt.Color("llc:Q", scale=alt.Scale(scheme="lighttealblue"), title="λ̂", legend=gradient), "llc_text:N"),
+        heatmap(frame, f"acceptance (goal {low:.3g}–{high:.3g})",
+                alt.Color("band:N", scale=bands, title="acceptance", legend=legend), "acceptance_text:N"),
+        heatmap(frame, "chains diverged",
+                alt.Color("diverged:Q", scale=alt.Scale(domain=[0, 1], scheme="reds"), title="diverged",
+                          legend=gradient), "diverged_text:N"),
+        heatmap(frame, "loss after burn-in", alt.Color("trace:N", scale=traces, title="trace", legend=legend), None),
     ]
+
+
+def acceptance_label(value: float | None, band: tuple[float, float]) -> str:
+    """A cell's acceptance with the decimals its band needs (0.93 against 0.90–0.95, 0.993 against
+    0.990–0.995), cut rather than rounded, and with one more decimal where the cut label would read as
+    inside the band while the cell is not (0.9897 shows as 0.9897, not 0.990, in a red cell)."""
+    if value is None or pd.isna(value):
+        return "×"
+    low, high = band
+    decimals = 3 if high - low < 0.02 else 2
+    while True:
+        shown = math.floor(value * 10**decimals) / 10**decimals
+        if (low <= shown <= high) == (low <= value <= high) or decimals >= 5:
+            return f"{shown:.{decimals}f}"
+        decimals += 1
 
 
 def show_heatmaps(frame: pd.DataFrame, band: tuple[float, float]) -> None:
@@ -245,22 +297,52 @@ def show_heatmaps(frame: pd.DataFrame, band: tuple[float, float]) -> None:
             col.altair_chart(chart, width="stretch")
 
 
-def closest(cells: list[sweep.CellResult], band: tuple[float, float]) -> int:
-    """Without a recommendation: the cell failing the fewest rules, then the smallest γ, then the largest ε."""
-    best = min(cells, key=lambda c: (len(sweep.cell_problems(c, band)), c.localization, -c.step_size))
-    return best.index
-
-
 def cell_label(c: sweep.CellResult, recommended: int | None) -> str:
     llc = f"λ̂ = {c.llc_mean:.3g}" if c.llc_mean is not None else "no estimate"
     tag = " (recommended)" if c.index == recommended else ""
     return f"ε = {c.step_size:.3g}, γ = {c.localization:g}, nβ = {c.nbeta:.4g}: {llc}{tag}"
 
 
+def choose_and_send(result: sweep.SweepResult, usable: list[sweep.CellResult], recommended: int | None) -> None:
+    """The cell to use (the recommended one preselected; none when no cell passes every rule) and the
+    button that opens Estimate with its ε and γ."""
+    choices = [c.index for c in usable]
+    pick_key = key("sweep.pick")
+    if st.session_state.get(pick_key) not in choices:
+        st.session_state[pick_key] = recommended if recommended in choices else None
+    picked = st.selectbox("Cell to use", choices, key=pick_key,
+                          format_func=lambda i: cell_label(result.cells[i], recommended),
+                          placeholder="No cell passes every rule: choose one knowingly, or sweep again",
+                          help="The recommended cell, or any other you prefer.")
+    if st.button("Use these settings in Estimate", type="primary", key=key("sweep.use"), disabled=picked is None,
+                 help="Opens Estimate with this cell's ε and γ; its model, n and other settings stay as they are"):
+        values = estimate_values(sweep.SweepConfig.from_dict(result.config).run, result.cells[picked],
+                                 result.default_nbeta)
+        st.switch_page("pages/estimate.py", query_params=settings.values_to_query(values))
+
+
+def estimate_values(run: Any, cell: sweep.CellResult, default_nbeta: float | None) -> dict[str, Any]:
+    """The Estimate page's settings with what the sweep decided in them: the cell's ε and γ, and the nβ
+    they were found at (the swept value, or unset for n / log n), for the model and data the sweep ran;
+    everything else (steps, burn-in, chains, batch size, seed, ...) as Estimate has it, or Estimate's
+    defaults for the model."""
+    ran = settings.config_to_values(run)
+    kind = ran["kind"]
+    values = settings.default_values(kind)
+    remembered = st.session_state.get(f"{settings.ESTIMATE_PAGE}.values") or {}
+    if remembered.get("kind") == kind:
+        values.update(remembered)
+    values.update({name: ran[name] for name in settings.shared_names(kind)})
+    chosen = sweep.config_for_cell(run, cell, default_nbeta).sampler
+    values.update(step_size=chosen.step_size, localization=chosen.localization, nbeta=chosen.nbeta)
+    return values
+
+
 def draw_sweep(snap: dict[str, Any] | None, running: bool) -> None:
     if snap is None:
         st.info("Choose the model in the sidebar and the grid above, then press **Run sweep**. The default grid "
-                "(9 step sizes × 3 localizations × 4 chains, 1000 steps) takes a few seconds for the toy models.")
+                "(ε around the model's recommended step size, 6 per decade, × 3 localizations × 4 chains, 1000 "
+                "steps) takes seconds for the toy models.")
         return
     config: sweep.SweepConfig = st.session_state[f"{JOBS['sweep']}.config"]
     total = len(config.cells())
@@ -291,28 +373,36 @@ def draw_sweep(snap: dict[str, Any] | None, running: bool) -> None:
         st.warning("**No cell qualifies.** " + result.reason)
     usable = [c for c in result.cells if c.llc_mean is not None]
     if usable:
-        choices = [c.index for c in usable]
-        pick_key = key("sweep.pick")
-        if st.session_state.get(pick_key) not in choices:
-            st.session_state[pick_key] = recommended if recommended in choices else closest(usable, band)
-        picked = st.selectbox("Cell to use", choices, key=pick_key,
-                              format_func=lambda i: cell_label(result.cells[i], recommended),
-                              help="The recommended cell, or any other you prefer.")
-        if st.button("Use these settings in Estimate", type="primary", key=key("sweep.use")):
-            run = sweep.SweepConfig.from_dict(result.config).run
-            chosen = sweep.config_for_cell(run, result.cells[picked], result.default_nbeta)
-            st.switch_page("pages/estimate.py", query_params=settings.config_to_query(chosen))
+        choose_and_send(result, usable, recommended)
     with st.expander("All cells"):
         table = frame.drop(columns=["eps_lo", "eps_hi", "eps_mid", "gamma_value"]).rename(columns=TABLE_NAMES)
         st.dataframe(table, hide_index=True, width="stretch")
 
 
+def default_grid(values: dict[str, Any]) -> tuple[float, float, int, str]:
+    """The ε range the form proposes for this model: from 1/10 to 100× its curvature-rule ε (the kind's
+    recommended ε, or where "auto" starts), 6 values per decade; (low, high, count, why)."""
+    config, _ = settings.values_to_config(values)
+    advice = settings.recommended_step_size(config, rule_for_auto=True) if config is not None else None
+    if advice is not None and advice.rule:
+        low, high = (float(f"{advice.rule * f:.3g}") for f in RULE_SPAN)
+        why = f"around this model's recommended ε = {advice.rule:.2g} (its curvature rule at γ = 1)"
+    else:
+        low, high = NO_RULE_SPAN
+        why = "this model has no curvature rule for ε"
+    return low, high, round(math.log10(high / low) * PER_DECADE) + 1, why
+
+
 def sweep_tab(values: dict[str, Any]) -> None:
+    grid_low, grid_high, grid_count, why = default_grid(values)
     with st.form(key("sweep.form")):
         left, mid, right = st.columns(3)
-        eps_low = left.number_input("Smallest ε", min_value=1e-12, format="%g", key=seed_widget("eps_low", 1e-5))
-        eps_high = mid.number_input("Largest ε", min_value=1e-12, format="%g", key=seed_widget("eps_high", 1e-1))
-        eps_count = right.slider("Number of ε values (log-spaced)", 1, 15, key=seed_widget("eps_count", 9))
+        eps_low = left.number_input("Smallest ε", min_value=1e-12, value=None, format="%g", key=key("eps_low"),
+                                    placeholder=f"{grid_low:.3g}")
+        eps_high = mid.number_input("Largest ε", min_value=1e-12, value=None, format="%g", key=key("eps_high"),
+                                    placeholder=f"{grid_high:.3g}")
+        eps_count = right.number_input("Number of ε values (log-spaced)", min_value=1, max_value=40, step=1, value=None,
+                                       key=key("eps_count"), placeholder=str(grid_count))
         left, mid, right = st.columns(3)
         gammas = left.text_input("Localizations γ", key=seed_widget("gammas", "1,10,100"),
                                  help="Comma-separated, e.g. 1,10,100. docs/METHOD.md §3: keep γ small unless chains wander.")
@@ -327,6 +417,8 @@ def sweep_tab(values: dict[str, Any]) -> None:
                                   format="%g", key=seed_widget("burnin", 0.5))
         batch = right.number_input("Batch size (empty: min(500, n))", min_value=1, step=100, value=None,
                                    key=key("batch"))
+        st.caption(f"Empty ε fields: {grid_count} step sizes from {grid_low:.3g} to {grid_high:.3g}, {why}. These "
+                   "sweep settings are the sweep's own: Estimate keeps its steps, chains and batch size.")
         submitted = st.form_submit_button("Run sweep", type="primary")
     if submitted:
         try:
@@ -334,8 +426,10 @@ def sweep_tab(values: dict[str, Any]) -> None:
                                                           "chains": int(per_cell), "batch_size": batch})
             if config is None:
                 raise LLCInputError("; ".join(problems))
+            low = grid_low if eps_low is None else float(eps_low)
+            high = grid_high if eps_high is None else float(eps_high)
             grid = sweep.SweepConfig(
-                run=config, step_sizes=sweep.log_grid(float(eps_low), float(eps_high), int(eps_count)),
+                run=config, step_sizes=sweep.log_grid(low, high, grid_count if eps_count is None else int(eps_count)),
                 localizations=sweep.parse_numbers(gammas, "Localizations γ"),
                 nbetas=sweep.parse_numbers(nbetas, "nβ values") if nbetas.strip() else None,
                 chains_per_cell=int(per_cell),

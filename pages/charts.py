@@ -27,6 +27,12 @@ from llc_core.execution import Progress
 
 MAX_CHAINS_DRAWN = 16  # per-chain lines beyond this clutter the charts without telling more
 MAX_POINTS = 300  # points per chain and line: a ~650 px wide chart shows no more
+# Heights of the plot areas (the data rectangle, axes and titles come on top: `_to_spec` sizes the charts
+# with Vega-Lite's "fit-x", so a chart is as wide as its column and exactly this tall inside its axes):
+# readable on a 1024×768 projector, where a whole-chart height of 230 px left ~100 px of plot.
+PLOT_HEIGHT = 240
+LLC_PLOT_HEIGHT = 260
+FIT_WIDTH = {"type": "fit-x", "contains": "padding"}
 
 Spec = dict[str, Any]
 
@@ -96,7 +102,8 @@ def _burnin_layer(burnin: int) -> alt.Chart:
 
 
 def _x(total_steps: int) -> alt.X:
-    return alt.X("step:Q", title="step", scale=alt.Scale(domain=[0, max(total_steps, 1)]))
+    return alt.X("step:Q", title="step", scale=alt.Scale(domain=[0, max(total_steps, 1)], nice=False),
+                 axis=alt.Axis(format=",~r", tickCount=6))
 
 
 def _to_spec(chart: alt.TopLevelMixin) -> str:
@@ -110,6 +117,7 @@ def _to_spec(chart: alt.TopLevelMixin) -> str:
     default_theme = alt.theme.get()() if alt.theme.active == "default" else {}
     if "config" in spec and spec["config"] == default_theme.get("config"):
         del spec["config"]
+    spec["autosize"] = FIT_WIDTH  # the column's width, and the plot area exactly `height` tall
     return json.dumps(spec)
 
 
@@ -118,7 +126,7 @@ def _loss_spec(burnin: int, total_steps: int) -> str:
     lines = alt.Chart(alt.NamedData(name="loss")).mark_line(strokeWidth=1).encode(
         x=_x(total_steps), y=alt.Y("loss:Q", title="minibatch loss L_B(w)", scale=alt.Scale(zero=False)),
         color=alt.Color("chain:N", legend=None), tooltip=["chain:N", "step:Q", alt.Tooltip("loss:Q", format=".4g")])
-    chart = alt.layer(_burnin_layer(burnin), lines).properties(height=230, title="Loss trace per chain (burn-in shaded)")
+    chart = alt.layer(_burnin_layer(burnin), lines).properties(height=PLOT_HEIGHT, title="Loss per chain")
     return _to_spec(chart)
 
 
@@ -147,24 +155,44 @@ def _llc_spec(total_steps: int, truth: float | None, target: float | None, ghost
     if references:
         layers.append(alt.Chart(alt.InlineData(values=references)).mark_rule(strokeDash=[6, 3], strokeWidth=2).encode(
             y="value:Q", color=alt.Color("what:N", title=None, scale=alt.Scale(range=["#d62728", "#ff7f0e"]),
-                                         legend=alt.Legend(orient="bottom")), tooltip=["what:N"]))
-    chart = alt.layer(*layers).resolve_scale(color="independent").properties(
-        height=260, title="Running λ̂ (per chain, all chains ± SE, theory)")
+                                         legend=alt.Legend(orient="top", direction="vertical", labelLimit=400)),
+            tooltip=["what:N"]))
+    chart = alt.layer(*layers).resolve_scale(color="independent").properties(height=LLC_PLOT_HEIGHT, title="Running λ̂")
     return _to_spec(chart)
 
 
 @functools.lru_cache(maxsize=64)
-def _acceptance_spec(total_steps: int) -> str:
-    """The y domain's lower end follows the data: `acceptance_chart` sets it on each redraw."""
-    low, high = engine_defaults.ACCEPTANCE_TARGET
-    band = alt.Chart(alt.InlineData(values=[{"low": low, "high": high, "what": "target 0.90-0.95"}])).mark_rect(
-        color="#2ca02c", opacity=0.2).encode(y="low:Q", y2="high:Q", tooltip=["what:N"])
-    lines = alt.Chart(alt.NamedData(name="acceptance")).mark_line(strokeWidth=1).encode(
+def _acceptance_spec(total_steps: int, burnin: int, band: tuple[float, float]) -> str:
+    """The y domain follows the data and the band: `acceptance_chart` sets it on each redraw."""
+    low, high = band
+    shaded = alt.Chart(alt.InlineData(values=[{"low": low, "high": high, "what": f"goal {band_text(band)}"}])).mark_rect(
+        color="#2ca02c", opacity=0.25).encode(y="low:Q", y2="high:Q", tooltip=["what:N"])
+    lines = alt.Chart(alt.NamedData(name="acceptance")).mark_line(strokeWidth=1, clip=True).encode(
         x=_x(total_steps),
-        y=alt.Y("acceptance:Q", title="MALA acceptance", scale=alt.Scale(domain=[low, 1.0])),
+        y=alt.Y("acceptance:Q", title="MALA acceptance",
+                scale=alt.Scale(domain=[low, 1.0], nice=False, zero=False), axis=alt.Axis(format=".3f")),
         color=alt.Color("chain:N", legend=None),
-        tooltip=["chain:N", "step:Q", alt.Tooltip("acceptance:Q", format=".3f")])
-    return _to_spec(alt.layer(band, lines).properties(height=200, title="MALA acceptance (target band shaded)"))
+        tooltip=["chain:N", "step:Q", alt.Tooltip("acceptance:Q", format=".4f")])
+    return _to_spec(alt.layer(_burnin_layer(burnin), shaded, lines).properties(
+        height=PLOT_HEIGHT, title="MALA acceptance"))
+
+
+def band_text(band: tuple[float, float]) -> str:
+    """0.9, 0.95 → "0.90–0.95"; 0.99, 0.995 → "0.990–0.995": as many decimals as the band needs."""
+    low, high = band
+    decimals = 2
+    while decimals < 5 and (round(low, decimals) == round(high, decimals) or abs(round(high, decimals) - high) > 1e-9
+                            or abs(round(low, decimals) - low) > 1e-9):
+        decimals += 1
+    return f"{low:.{decimals}f}–{high:.{decimals}f}"
+
+
+def acceptance_domain(acceptance: np.ndarray, band: tuple[float, float]) -> list[float]:
+    """The y range of the acceptance chart: from a little below the lower of the band and the data
+    (the draws after burn-in when there are any: `acceptance` holds those rows) up to 1."""
+    finite = acceptance[np.isfinite(acceptance)]
+    lowest = min(band[0], float(finite.min())) if finite.size else band[0]
+    return [max(0.0, lowest - 0.15 * (1.0 - lowest)), 1.0]
 
 
 # ====================================================================== specs with data
@@ -191,17 +219,19 @@ def llc_chart(progress: Progress, total_steps: int, truth: float | None = None, 
     return spec
 
 
-def acceptance_chart(progress: Progress, total_steps: int) -> Spec:
-    """Running MALA acceptance per chain against the 0.90-0.95 target band."""
+def acceptance_chart(progress: Progress, total_steps: int, burnin: int = 0,
+                     band: tuple[float, float] = engine_defaults.ACCEPTANCE_TARGET) -> Spec:
+    """Running MALA acceptance per chain against the model's goal band, the y axis zoomed to the band and
+    to the acceptance of the draws after burn-in (burn-in's calibration has its own chart)."""
     steps, _, _, acceptance = _thinned(progress)
     frame = _long_frame(steps, acceptance, "acceptance")
     drawn = progress.history_acceptance[:, _chain_columns(progress.history_acceptance)]
-    drawn = drawn[np.isfinite(drawn)]  # over every row, thinned out or not
-    lowest = float(drawn.min()) if drawn.size else engine_defaults.ACCEPTANCE_TARGET[0]
-    spec = json.loads(_acceptance_spec(int(total_steps)))
+    after = progress.history_step > burnin
+    spec = json.loads(_acceptance_spec(int(total_steps), int(burnin), (float(band[0]), float(band[1]))))
+    domain = acceptance_domain(drawn[after] if after.any() else drawn, band)  # over every row, thinned out or not
     for layer in spec["layer"]:
         if layer.get("encoding", {}).get("y", {}).get("field") == "acceptance":
-            layer["encoding"]["y"]["scale"]["domain"] = [min(lowest, 0.8), 1.0]
+            layer["encoding"]["y"]["scale"]["domain"] = domain
     spec.setdefault("datasets", {})["acceptance"] = frame
     return spec
 
@@ -215,12 +245,13 @@ def calibration_chart(calibration: dict[str, Any]) -> alt.VConcatChart:
                           "ε": np.asarray(calibration["trace_step_size"])[keep],
                           "acceptance": np.asarray(calibration["trace_acceptance"])[keep]})
     x = alt.X("calibration step:Q")
-    step = alt.Chart(frame).mark_line().encode(x=x, y=alt.Y("ε:Q", scale=alt.Scale(type="log"))).properties(height=140)
+    step = alt.Chart(frame).mark_line().encode(
+        x=x, y=alt.Y("ε:Q", scale=alt.Scale(type="log"), axis=alt.Axis(format="~e"))).properties(height=180)
     goal = alt.Chart(pd.DataFrame({"goal": [calibration["target_acceptance"]]})).mark_rule(
         strokeDash=[4, 3], color="green").encode(y="goal:Q")
     accepted = alt.Chart(frame).mark_line(color="gray", opacity=0.7).encode(
         x=x, y=alt.Y("acceptance:Q", scale=alt.Scale(domain=[0, 1]), title="MALA acceptance"))
-    return alt.vconcat(step, (accepted + goal).properties(height=140))
+    return alt.vconcat(step, (accepted + goal).properties(height=180))
 
 
 # ====================================================================== refined LLCs (drawn once)

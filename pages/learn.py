@@ -25,7 +25,6 @@ SETTLE_STEPS = 1000  # discarded after every change of settings
 WINDOW_STEPS = 3000  # λ̂ of the cloud averages the most recent steps only
 MAX_TICKS = 240  # about two minutes of animation, then it pauses to spare the CPU
 EXTENT = 1.5  # the pictures show [−1.5, 1.5]²; the prior box is [−1, 1]²
-CHART_SIZE = 360
 
 LEVELS = [float(f"{m}e{k}") for k in range(-6, 0) for m in (1, 2, 5)]
 GAMMAS = [0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0]
@@ -85,9 +84,18 @@ def choose_potential() -> Potential2D:
         return MENU[0]
 
 
-def log_slider(label: str, name: str, help_text: str, digits: int = 2) -> float:
-    return st.select_slider(label, options=SLIDERS[name], key=key(name), help=help_text,
-                            format_func=lambda v: f"{v:.{digits}g}")
+def slider_text(value: float) -> str:
+    """One format for every slider and axis of the page: 3e-4 below 0.001, 0.01 or 1 up to 1,000, 3,000 above."""
+    if value == 0:
+        return "0"
+    if abs(value) < 1e-3:
+        mantissa, exponent = f"{value:.0e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:g}"
+
+
+def log_slider(label: str, name: str, help_text: str) -> float:
+    return st.select_slider(label, options=SLIDERS[name], key=key(name), help=help_text, format_func=slider_text)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
@@ -97,8 +105,24 @@ def cached_target(slug: str, nbeta: float, localization: float | None) -> float 
 
 # ---------------------------------------------------------------------- charts
 
+# Pictures of the plane are square, PLOT_SIZE px inside their axes (autosize "pad": Streamlit would
+# otherwise squeeze a whole chart, legend included, into its column and the square into a strip);
+# with the axes they fit a column of 1024×768's main area.
+PLOT_SIZE = 240
+CLOUD_SIZE = 200
+TICKS = [-1.0, -0.5, 0.0, 0.5, 1.0]  # the box's corners and middle: readable at 200 px
+SQUARE = {"type": "pad", "contains": "padding"}
+# powers of ten for log axes, labelled in one format (1e-8 … 1e-2, never 1e-8 beside 0.000001)
+DECADES = [10.0 ** k for k in range(-12, 4)]
 
-def landscape_layers(potential: Potential2D, resolution: int) -> list[alt.Chart]:
+
+def log_axis(values: np.ndarray, title: str, exponent: bool) -> alt.Axis:
+    low, high = float(np.min(values)), float(np.max(values))
+    ticks = [d for d in DECADES if low / 1.001 <= d <= high * 1.001]
+    return alt.Axis(title=title, values=ticks, format="~e" if exponent else "~g", grid=True)
+
+
+def landscape_layers(potential: Potential2D, resolution: int, legend: bool = True) -> list[alt.Chart]:
     """Heatmap of log10 K and the prior box; only the columns drawn are sent (the live chart is
     resent a few times a second)."""
     grid = potential_grid(potential, EXTENT, resolution)
@@ -106,9 +130,12 @@ def landscape_layers(potential: Potential2D, resolution: int) -> list[alt.Chart]
     cells = pd.DataFrame({"x": grid["w1"] - half, "x2": grid["w1"] + half, "y": grid["w2"] - half,
                           "y2": grid["w2"] + half, "log10K": grid["log10K"]}).round(3)
     scale = alt.Scale(domain=[-EXTENT, EXTENT], nice=False)
+    shown = alt.Legend(orient="bottom", direction="horizontal", gradientLength=180, title="log10 K") if legend else None
+    axis = alt.Axis(values=TICKS, format="~g")
     heat = alt.Chart(cells).mark_rect().encode(
-        x=alt.X("x:Q", title="w1", scale=scale), x2="x2:Q", y=alt.Y("y:Q", title="w2", scale=scale), y2="y2:Q",
-        color=alt.Color("log10K:Q", title="log10 K", scale=alt.Scale(scheme="blues", reverse=True)),
+        x=alt.X("x:Q", title="w1", scale=scale, axis=axis), x2="x2:Q",
+        y=alt.Y("y:Q", title="w2", scale=scale, axis=axis), y2="y2:Q",
+        color=alt.Color("log10K:Q", scale=alt.Scale(scheme="blues", reverse=True), legend=shown),
         tooltip=[alt.Tooltip("log10K:Q", format=".2f")])
     box = alt.Chart(pd.DataFrame({"x": [-1.0], "x2": [1.0], "y": [-1.0], "y2": [1.0]})).mark_rect(
         fill=None, stroke="#333333", strokeDash=[4, 3]).encode(x="x:Q", x2="x2:Q", y="y:Q", y2="y2:Q")
@@ -120,31 +147,32 @@ def contour_chart(potential: Potential2D, level: float) -> alt.LayerChart:
     shaded = alt.Chart(band).mark_area(color="#d62728", opacity=0.45).encode(
         x="w1:Q", y="lower:Q", y2="upper:Q")
     return alt.layer(*landscape_layers(potential, 41), shaded).properties(
-        width=CHART_SIZE, height=CHART_SIZE, title=f"K = {potential.label}; red: {{K < {level:.2g}}} in the box")
+        width=PLOT_SIZE, height=PLOT_SIZE, autosize=SQUARE)
 
 
 def volume_chart(potential: Potential2D, level: float) -> tuple[alt.LayerChart, object]:
     fit = volume_scaling(potential)
     lam = float(potential.theory.llc)
-    points = pd.DataFrame({"ε": fit.levels, "V(ε)": fit.volumes})
+    points = pd.DataFrame({"δ": fit.levels, "V(δ)": fit.volumes})
     middle = len(fit.levels) // 2
     anchor_e, anchor_v = fit.levels[middle], fit.volumes[middle]
     lines = pd.DataFrame({
-        "ε": np.concatenate([fit.levels, fit.levels]),
-        "V(ε)": np.concatenate([np.exp(fit.intercept) * fit.levels ** fit.slope,
+        "δ": np.concatenate([fit.levels, fit.levels]),
+        "V(δ)": np.concatenate([np.exp(fit.intercept) * fit.levels ** fit.slope,
                                 anchor_v * (fit.levels / anchor_e) ** lam]),
         "line": [f"fitted slope {fit.slope:.3f}"] * len(fit.levels) + [f"slope λ = {lam:.3g}"] * len(fit.levels),
     })
     log = alt.Scale(type="log")
     dots = alt.Chart(points).mark_circle(size=45, color="#1f3b73").encode(
-        x=alt.X("ε:Q", scale=log, title="level ε"), y=alt.Y("V(ε):Q", scale=log, title="volume V(ε)"),
-        tooltip=[alt.Tooltip("ε:Q", format=".1e"), alt.Tooltip("V(ε):Q", format=".3e")])
+        x=alt.X("δ:Q", scale=log, axis=log_axis(fit.levels, "level δ", exponent=True)),
+        y=alt.Y("V(δ):Q", scale=log, axis=log_axis(lines["V(δ)"].to_numpy(), "volume V(δ)", exponent=False)),
+        tooltip=[alt.Tooltip("δ:Q", format=".1e"), alt.Tooltip("V(δ):Q", format=".3e")])
     fitted = alt.Chart(lines).mark_line(strokeDash=[5, 3]).encode(
-        x="ε:Q", y="V(ε):Q", color=alt.Color("line:N", title=None, legend=alt.Legend(orient="bottom")))
-    here = alt.Chart(pd.DataFrame({"ε": [level], "V(ε)": [sublevel_volume(potential, level)]})).mark_point(
-        shape="diamond", size=120, color="#d62728", filled=True).encode(x="ε:Q", y="V(ε):Q")
-    chart = alt.layer(fitted, dots, here).properties(width=CHART_SIZE, height=CHART_SIZE,
-                                                     title="log-log: V(ε) against ε")
+        x="δ:Q", y="V(δ):Q", color=alt.Color("line:N", title=None, legend=alt.Legend(orient="bottom", direction="vertical")))
+    here = alt.Chart(pd.DataFrame({"δ": [level], "V(δ)": [sublevel_volume(potential, level)]})).mark_point(
+        shape="diamond", size=120, color="#d62728", filled=True).encode(x="δ:Q", y="V(δ):Q")
+    chart = alt.layer(fitted, dots, here).properties(width=PLOT_SIZE, height=PLOT_SIZE, autosize=SQUARE,
+                                                     title="V(δ) against δ, log-log")
     return chart, fit
 
 
@@ -157,82 +185,84 @@ def cloud_chart(potential: Potential2D, sampler: CloudSampler) -> alt.LayerChart
         x=alt.X("w1:Q", scale=scale), y=alt.Y("w2:Q", scale=scale))
     current = alt.Chart(pd.DataFrame({"w1": now[:, 0], "w2": now[:, 1]})).mark_circle(
         size=60, color="#000000", clip=True).encode(x="w1:Q", y="w2:Q")
-    return alt.layer(*landscape_layers(potential, 25), recent, current).properties(
-        width=CHART_SIZE, height=CHART_SIZE, title="SGLD chains (black: now; orange: recent draws)")
+    return alt.layer(*landscape_layers(potential, 25, legend=False), recent, current).properties(
+        width=CLOUD_SIZE, height=CLOUD_SIZE, autosize=SQUARE, title="chains: black now, orange recent")
 
 
 # ---------------------------------------------------------------------- page
 
 
-st.title("Learn: the learning coefficient in two dimensions")
+st.title("Learn: λ in two dimensions")
 st.markdown(
-    "A model's loss near its best weights w* decides how much the data can tell about it. Here the "
-    "*loss landscape* is an explicit function K(w) ≥ 0 of two weights with K(w*) = 0 at w* = 0: in a "
-    "real model K(w) is the expected loss L(w) − L(w*). Pick a landscape, then follow the three steps.")
+    "Near its best weights w* = 0 a model's loss is a function K(w) ≥ 0, here of two weights (in a real model "
+    "K(w) = L(w) − L(w*)). How flat K is around its zeros decides how much the data can tell: pick a "
+    "landscape and follow the three steps.")
 
 for problem in common.restore_from_url(PAGE, parse_query):
     st.error(common.escape_markdown(problem))
 
-potential = choose_potential()
-truth = potential.theory
-
-st.header("1. Sublevel sets")
+st.subheader("1. Sublevel sets: where K < δ")
 left, right = st.columns([3, 2])
 with right:
-    level = log_slider("Level ε", "level", "Shade the weights whose loss is below ε")
+    potential = choose_potential()
+    truth = potential.theory
+    level = log_slider("Level δ", "level", "Shade the weights whose loss K is below δ")
     st.markdown(
-        "The red region is the **sublevel set** {w : K(w) < ε} inside the box [−1, 1]² (dashed): every "
-        "weight setting whose loss is within ε of the best. Darker blue means lower K.\n\n"
+        "The red region is the **sublevel set** {w : K(w) < δ} inside the box [−1, 1]² (dashed): every "
+        "weight setting whose loss is within δ of the best. Darker blue means lower K.\n\n"
         "In a **regular** model such as K = w1² + w2² the minimum is a single point and the set is a small "
         "disc. In a **singular** model such as K = w1² w2⁴ the loss is zero on whole lines (here the axes), "
-        "and K rises only slowly away from them, so the set stays fat as ε shrinks: many weights fit "
+        "and K rises only slowly away from them, so the set stays fat as δ shrinks: many weights fit "
         "almost equally well.")
-left.altair_chart(contour_chart(potential, level))
+left.altair_chart(contour_chart(potential, level), width="content")
 
-st.header("2. How fast the volume shrinks: λ")
+st.subheader("2. How fast the volume shrinks: λ")
 left, right = st.columns([3, 2])
 chart, fit = volume_chart(potential, level)
-left.altair_chart(chart)
+left.altair_chart(chart, width="content")
 with right:
-    st.metric("fitted slope of log V against log ε", f"{fit.slope:.3f}")
+    st.metric("fitted slope", f"{fit.slope:.3f}", help="The slope of log V(δ) against log δ over the dots")
     st.metric("true learning coefficient λ", common.fraction_text(truth.llc))
     st.markdown(
-        "As ε → 0 the volume of the sublevel set behaves like\n\n"
-        "V(ε) ≈ c · ε^λ · (−log ε)^(m−1),\n\n"
-        "so on a log-log plot V(ε) is nearly a straight line of slope **λ**, the *learning coefficient* "
+        "As δ → 0 the volume of the sublevel set behaves like\n\n"
+        "V(δ) ≈ c · δ^λ · (−log δ)^(m−1),\n\n"
+        "so on a log-log plot V(δ) is nearly a straight line of slope **λ**, the *learning coefficient* "
         "(the real log canonical threshold), and **m** is its multiplicity. A bowl w1² + w2² is a disc of "
-        "radius √ε: V = πε, slope 1 = d/2, as for any regular model with d parameters. A smaller λ means a "
+        "radius √δ: V = πδ, slope 1 = d/2, as for any regular model with d parameters. A smaller λ means a "
         "fatter basin: the model is effectively simpler, and its Bayesian free energy grows like "
         "n·L_n(w*) + λ·log n instead of (d/2)·log n.")
     if truth.multiplicity > 1:
         st.info(
-            f"Here m = {truth.multiplicity}: V(ε) carries a factor (−log ε)^{truth.multiplicity - 1}, which "
-            f"changes slowly but bends the log-log line, so over these ε the fitted slope {fit.slope:.3f} "
-            f"falls short of λ = {float(truth.llc):.3g}. Fitting log V − (m − 1)·log(−log ε) instead gives "
+            f"Here m = {truth.multiplicity}: V(δ) carries a factor (−log δ)^{truth.multiplicity - 1}, which "
+            f"changes slowly but bends the log-log line, so over these δ the fitted slope {fit.slope:.3f} "
+            f"falls short of λ = {float(truth.llc):.3g}. Fitting log V − (m − 1)·log(−log δ) instead gives "
             f"{fit.corrected_slope:.3f}.")
     else:
         st.caption("m = 1: no logarithmic factor, so the slope approaches λ directly.")
 
-st.header("3. What SGLD measures")
+st.subheader("3. What SGLD measures")
 st.markdown(
     "The estimator samples the *tempered, localized posterior* "
     "p(w) ∝ exp(−nβ·K(w) − (γ/2)·|w − w*|²) with stochastic-gradient Langevin dynamics: each step "
-    "moves every chain downhill by (ε/2)·∇U and adds Gaussian noise of variance ε. At inverse "
-    "temperature t = nβ the chains spend their time where K ≲ 1/t, and the volume law above makes "
+    "moves every chain downhill by (ε/2)·∇U and adds Gaussian noise of variance ε, ε the step size. At "
+    "inverse temperature t = nβ the chains spend their time where K ≲ 1/t, and the volume law above makes "
     "t·E[K] → λ as t grows: **λ̂ = nβ · mean K(draws)**. "
     "Beside the cloud: its λ̂, the exact t·E[K] of the posterior it samples (the gap between the two is "
     "the sampler's error), and λ itself (the gap to it comes from finite n and from γ).")
-controls, live_area = st.columns([2, 5])
-with controls:
-    gamma = log_slider("Localization γ", "gamma", "Pull towards w* = 0: a larger γ tightens the cloud", 3)
-    step_size = log_slider("Step size ε (SGLD, not the level above)", "step_size",
-                           "Larger steps move faster but are biased; too large and the chains blow up")
+gamma_col, step_col, nbeta_col = st.columns(3)
+gamma = gamma_col.select_slider("Localization γ", options=SLIDERS["gamma"], key=key("gamma"), format_func=slider_text,
+                                help="Pull towards w* = 0: a larger γ tightens the cloud")
+with step_col:
+    step_size = log_slider("Step size ε", "step_size",
+                           "SGLD's step: larger steps move faster but are biased; too large and the chains blow up")
+with nbeta_col:
     nbeta = log_slider("Inverse temperature nβ", "nbeta", "nβ = n / log n for n samples: larger means more data")
-    animate = st.toggle("Animate", value=True, key=f"{PAGE}.animate")
-    reset = st.button("Restart the chains")
-    st.caption("Try: raise γ: the cloud tightens and λ̂ falls below λ, and so does the exact value, so it is "
-               "the posterior that changed, not the sampler. Raise the step size: λ̂ drifts away from the "
-               "exact value, and at some point the chains blow up. Raise nβ: the cloud hugs the zero set of K.")
+animate_col, reset_col = st.columns(2)
+animate = animate_col.toggle("Animate", value=True, key=f"{PAGE}.animate")
+reset = reset_col.button("Restart the chains")
+st.caption("Try: raise γ: the cloud tightens and λ̂ falls below λ, and so does the exact value, so it is "
+           "the posterior that changed, not the sampler. Raise the step size: λ̂ drifts away from the "
+           "exact value, and at some point the chains blow up. Raise nβ: the cloud hugs the zero set of K.")
 
 common.remember_and_write_url(PAGE, {
     "potential": st.session_state[common.widget_key(PAGE, "potential")],
@@ -253,6 +283,33 @@ if settings != sampler.settings:
 playing = animate and state.get(f"{PAGE}.ticks", 0) < MAX_TICKS
 
 
+def cloud_numbers(stats: object) -> None:
+    """Beside the cloud: its λ̂ (or that it diverged), the exact t·E[K], λ, and how the sampler is doing."""
+    if stats.blow_ups:
+        st.metric("λ̂ of the cloud", "diverged",
+                  help="Chains blew up under these settings and were put back at w*: their K says nothing about λ")
+    elif stats.llc is None:
+        st.metric("λ̂ of the cloud", "settling …", help=f"{stats.settling} steps to go before counting")
+    else:
+        st.metric("λ̂ of the cloud", f"{stats.llc:.3f} ± {stats.llc_se:.3f}",
+                  help=f"nβ · mean K over the last {stats.draws:,} steps × {sampler.chains} chains")
+    st.metric("exact t·E[K]", common.fmt(target, 3, fixed=True),
+              help="Of this posterior: what a perfect sampler's λ̂ converges to at these nβ and γ; the gap to "
+                   "λ̂ is the sampler's own error (step size, too few steps)")
+    st.metric("λ", common.fraction_text(truth.llc))
+    if target is None:
+        st.caption("With γ = 0 this posterior has infinite mass along the axes, where K = 0: nothing "
+                   "holds the chains, and they wander off. That is why the estimator localizes.")
+    st.caption(f"SLT's finite-n target (flat prior on the box, no γ) at n/log n = nβ: {box_target:.3f}")
+    acceptance = common.fmt(stats.acceptance, 3, fixed=True)
+    st.caption(f"MALA acceptance {acceptance} · {sampler.steps_done:,} steps so far")
+    if stats.blow_ups:
+        st.error(f"{stats.blow_ups} chain restart(s): the step size is too large for this nβ, so chains "
+                 "shot off to infinity and were put back at w*. Lower the step size.")
+    if not playing and animate:
+        st.caption("Paused after two minutes to spare the CPU: move a slider or restart to continue.")
+
+
 @st.fragment(run_every=TICK_SECONDS if playing else None)
 def live_cloud() -> None:
     if playing or sampler.steps_done == 0:
@@ -262,32 +319,12 @@ def live_cloud() -> None:
             st.rerun()  # a full rerun turns the timer off
     else:
         stats = sampler.stats()
-    picture, numbers = st.columns([3, 2])
-    picture.altair_chart(cloud_chart(potential, sampler))
+    picture, numbers = st.columns(2)
+    picture.altair_chart(cloud_chart(potential, sampler), width="content")
     with numbers:
-        if stats.llc is None:
-            st.metric("λ̂ of the cloud", "settling …", help=f"{stats.settling} steps to go before counting")
-        else:
-            st.metric("λ̂ of the cloud", f"{stats.llc:.3f} ± {stats.llc_se:.3f}",
-                      help=f"nβ · mean K over the last {stats.draws:,} steps × {sampler.chains} chains")
-        st.metric("exact t·E[K] of this posterior", common.fmt(target, 3, fixed=True),
-                  help="What a perfect sampler's λ̂ converges to at these nβ and γ: the gap to λ̂ is the "
-                       "sampler's own error (step size, too few steps)")
-        st.metric("λ", common.fraction_text(truth.llc))
-        if target is None:
-            st.caption("With γ = 0 this posterior has infinite mass along the axes, where K = 0: nothing "
-                       "holds the chains, and they wander off. That is why the estimator localizes.")
-        st.caption(f"SLT's finite-n target (flat prior on the box, no γ) at n/log n = nβ: {box_target:.3f}")
-        acceptance = common.fmt(stats.acceptance, 3, fixed=True)
-        st.caption(f"MALA acceptance {acceptance} · {sampler.steps_done:,} steps so far")
-        if stats.blow_ups:
-            st.error(f"{stats.blow_ups} chain restart(s): the step size is too large for this nβ, so chains "
-                     "shot off to infinity and were put back at w*. Lower the step size.")
-        if not playing and animate:
-            st.caption("Paused after two minutes to spare the CPU: move a slider or restart to continue.")
+        cloud_numbers(stats)
 
 
 target = cached_target(potential.slug, nbeta, gamma)
 box_target = cached_target(potential.slug, nbeta, None)
-with live_area:
-    live_cloud()
+live_cloud()

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from llc_core import DataConfig, LLCInputError, ModelConfig, RunConfig, default_nbeta
+from llc_core import DataConfig, LLCInputError, ModelConfig, RunConfig, default_nbeta, diagnostics
 from llc_core.truth import theory, zoo
 from llc_core import defaults as engine_defaults
 from llc_core.execution import BackgroundRun, Progress, worker_limit
@@ -219,37 +219,66 @@ def draw_progress(record: RunRecord) -> None:
 
 
 def draw_charts(record: RunRecord, previous: RunRecord | None) -> None:
+    """The running λ̂ across the page, the loss and the acceptance below it side by side, then how to read them."""
     ghost = previous.progress if previous is not None else None
     loss, llc, acceptance = chart_specs(record, ghost)
+    st.vega_lite_chart(spec=llc, width="stretch")
     left, right = st.columns(2)
     left.vega_lite_chart(spec=loss, width="stretch")
-    right.vega_lite_chart(spec=llc, width="stretch")
-    left, right = st.columns(2)
-    left.vega_lite_chart(spec=acceptance, width="stretch")
-    right.caption(
-        "**Reading the charts.** After burn-in (grey) the loss trace should be flat: a slow upward "
-        "slope means the chains have not equilibrated and λ̂ is an under-estimate. The running λ̂ "
-        "should settle, the chains agreeing within the band. MALA acceptance inside the green band "
-        "(0.90-0.95) means the step size ε is about right: below it, lower ε; well above it, ε can grow."
+    right.vega_lite_chart(spec=acceptance, width="stretch")
+    band, num_params = acceptance_band(record)
+    size = f" for this model's {num_params:,} parameters" if num_params is not None else ""
+    st.caption(
+        "**Reading the charts.** The running λ̂ should settle, the chains agreeing within the band; dashed lines "
+        "mark the theory. After burn-in (grey) the loss should be flat: a slow upward slope means the chains "
+        "have not equilibrated and λ̂ is an under-estimate. MALA acceptance inside the green band "
+        f"({charts.band_text(band)}{size}) means the step size ε is about right: below it, lower ε; "
+        "well above it, ε can grow."
         + (" The dotted grey line is the previous run." if ghost is not None else ""))
+
+
+def acceptance_band(record: RunRecord) -> tuple[tuple[float, float], int | None]:
+    """The MALA acceptance band the verdicts judge this run's model by (narrower for models under 20
+    parameters, llc_core.diagnostics.acceptance_band), and the model's parameter count when known."""
+    num_params = record.result.num_params if record.result is not None else None
+    if num_params is None and record.config.model.kind in zoo.KINDS:
+        try:
+            planned = zoo.planned_size(record.config.model)
+        except LLCInputError:
+            planned = None
+        num_params = planned[0] if planned else None
+    low, _, high = diagnostics.acceptance_band(num_params)
+    return (low, high), num_params
+
+
+def chart_steps(record: RunRecord) -> int:
+    """The x axis's length: the planned steps while the run goes on, the steps it took once it has ended
+    (a run stopped at step 1,380 of 50,000 fills the chart, not a sliver of it)."""
+    progress, config = record.progress, record.config
+    result = progress.result
+    if result is not None and result.steps_completed:
+        return int(result.steps_completed)
+    if progress.latest is not None:
+        return int(progress.latest.total_steps)
+    return int(config.sampler.steps or 1)
 
 
 def chart_specs(record: RunRecord, ghost: Progress | None) -> tuple[charts.Spec, ...]:
     """The loss, λ̂ and acceptance charts of the record's progress, rebuilt only when it has moved on."""
-    progress, config = record.progress, record.config
+    progress = record.progress
     drawn_from = (progress.latest.step if progress.latest else None, len(progress.history_step),
                   progress.result is not None)
     cached = record.chart_cache
     if cached is not None and cached[0] == drawn_from and cached[1] is ghost:
         return cached[2]
-    total = progress.latest.total_steps if progress.latest else (config.sampler.steps or 1)
+    total = chart_steps(record)
     burnin = progress.latest.burnin if progress.latest else 0
     truth = float(record.theory.llc) if record.theory is not None else None
     if truth is None and progress.result is not None:
         truth = progress.result.theoretical_llc
     specs = (charts.loss_chart(progress, burnin, total),
              charts.llc_chart(progress, total, truth, record.target, ghost),
-             charts.acceptance_chart(progress, total))
+             charts.acceptance_chart(progress, total, burnin, acceptance_band(record)[0]))
     record.chart_cache = (drawn_from, ghost, specs)
     return specs
 
@@ -273,7 +302,8 @@ def draw_result(page: str, record: RunRecord, previous: RunRecord | None) -> Non
     truth = result.theoretical_llc
     cols = st.columns(5)
     cols[0].metric("theory λ", fmt(truth))
-    cols[1].metric("MALA acceptance", fmt(result.mala_acceptance_mean, 3, fixed=True))
+    cols[1].metric("acceptance", fmt(result.mala_acceptance_mean, 3, fixed=True),
+                   help="Mean MALA acceptance: the share of Langevin moves an exact accept/reject test would keep")
     cols[2].metric("R-hat", fmt(result.rhat, 3, fixed=True))
     cols[3].metric("ESS", fmt(result.ess, 3))
     cols[4].metric("chain-steps/s", f"{result.chain_steps_per_second:,.0f}")

@@ -9,25 +9,32 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from llc_core import DataConfig, LLCInputError, ModelConfig, RunConfig, SamplerConfig, available_devices
+from llc_core import (DataConfig, LLCInputError, ModelConfig, RunConfig, SamplerConfig, available_devices, build_problem,
+                      default_nbeta)
 from llc_core.truth import zoo
 from llc_core import defaults as engine_defaults
 from llc_core.config import ALGORITHMS
 
-# URL spelling of "let the engine choose": None in a RunConfig, except for the step size, where it
-# is the engine's "auto" (ε calibrated to the target acceptance)
+# URL spelling of "let the engine choose": None in a RunConfig, except for the step size, where "auto"
+# is the engine's ε calibrated to the target acceptance, and RECOMMENDED (the default) leaves step_size
+# out of the config so that the engine takes the model kind's recommendation: its curvature rule for the
+# toy kinds, "auto" for the others (llc_core/truth/zoo.py), as `python -m llc_core run` does
 AUTO = "auto"
+RECOMMENDED = "recommended"
+ESTIMATE_PAGE = "est"  # the Estimate page's session-state prefix (Calibrate hands its result to it)
 
 
 @dataclass(frozen=True)
 class Setting:
     """One setting: its URL parameter `name`, the config field it fills, its type and bounds.
 
-    kind: "int", "float", "choice", "step_size" (a float > 0 or AUTO), "list" (comma-separated
+    kind: "int", "float", "choice", "step_size" (a float > 0, AUTO or RECOMMENDED), "list" (comma-separated
     numbers, kept as text in the widget) or "text". `optional` settings accept AUTO (None).
     """
 
@@ -45,6 +52,8 @@ class Setting:
 
     def format(self, value: Any) -> str:
         """Widget value → URL text."""
+        if self.kind == "step_size" and value in (None, RECOMMENDED):
+            return RECOMMENDED
         if value is None or value == AUTO:
             return AUTO
         if self.kind in ("list", "text"):
@@ -65,6 +74,8 @@ class Setting:
             if text not in self.choices:
                 raise ValueError(f"{self.name} = {text!r} is not available here: use one of {', '.join(self.choices)}")
             return text
+        if self.kind == "step_size" and text.lower() in (RECOMMENDED, ""):
+            return RECOMMENDED
         if text.lower() == AUTO or (text == "" and self.optional):
             if self.optional:
                 return AUTO if self.kind == "step_size" else None
@@ -95,14 +106,11 @@ class Setting:
         return number
 
 
-# Per model kind: starting values of the model fields (widget form) and app-level sampler choices
-# on top of the engine's recommendations. The potential, the page's first sight, gets a quick start:
-# the engine's own settings aim at a 3% standard error for validation (32 chains × 20000 steps)
-# and take minutes on a 2-core CPU, while 4 chains × 2000 steps at ε = 1e-3 finish in seconds
-# (measured: λ̂ = 0.21-0.24 ± 0.01-0.04 against 1/4, acceptance ≈ 0.99, R-hat ≈ 1.05).
-KIND_PRESETS: dict[str, dict[str, Any]] = {
-    "potential": {"powers": "1,2", "step_size": AUTO, "steps": 2000, "chains": 4, "burnin": 0.25,
-                  "localization": 1.0},
+# Per model kind: starting values of the model fields (widget form). The sampler settings are not the
+# app's to choose: they come from the engine (zoo.recommended_sampler, `engine_recommendations`), so that
+# the app, the CLI and the README give one set of defaults for a model.
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    "potential": {"powers": "1,2"},
     "dln": {"widths": "5,3,5", "rank": 1, "model_seed": 0},
     "rrr": {"input_dim": 4, "hidden": "3", "output_dim": 4, "rank": 1, "model_seed": 0},
     "tanh": {"hidden": "3"},
@@ -141,7 +149,7 @@ DATA_SETTINGS = [
     Setting("noise_scale", "float", 1.0, ("data", "noise_scale"), positive=True),
 ]
 SAMPLER_SETTINGS = [
-    Setting("step_size", "step_size", AUTO, ("sampler", "step_size"), optional=True),
+    Setting("step_size", "step_size", RECOMMENDED, ("sampler", "step_size"), optional=True),
     Setting("localization", "float", engine_defaults.LOCALIZATION, ("sampler", "localization"), minimum=0.0),
     Setting("nbeta", "float", None, ("sampler", "nbeta"), positive=True, optional=True),
     Setting("chains", "int", engine_defaults.CHAINS, ("sampler", "chains"), minimum=1, maximum=256),
@@ -225,32 +233,26 @@ def all_settings() -> dict[str, Setting]:
 
 
 def default_values(kind: str = "potential") -> dict[str, Any]:
-    """Widget values of a fresh page for this kind: the app's preset for the kind, over the engine's
-    recommendations for it, over the engine's generic defaults."""
+    """Widget values of a fresh page for this kind: the kind's starting model, the engine's sampler
+    recommendations for the kind, the engine's generic defaults for the rest, and ε left to the kind
+    (RECOMMENDED): what `python -m llc_core run` uses for a config that sets no sampler keys."""
     values = {s.name: s.default for s in all_settings().values()}
     for s in model_settings():
         values[s.name] = "" if s.kind in ("list", "text") else None
     values["kind"] = kind
-    values["step_size"] = AUTO
+    values["step_size"] = RECOMMENDED
     values.update(engine_recommendations(kind))
-    values.update(KIND_PRESETS.get(kind, {}))
+    values.update(default_model_values(kind))
     return values
 
 
 @functools.lru_cache(maxsize=32)
 def engine_recommendations(kind: str) -> dict[str, Any]:
-    """The engine's sampler defaults for a kind (`Problem.sampler_defaults`), in widget form.
-
-    Read by building the kind's preset model on a tiny dataset: the recommendations live with the
-    model kinds in zoo.py. ε and nβ are left out: a kind may derive them from the model and n at run
-    time, which the page's "auto" leaves to the engine. A kind this page cannot build gets none.
-    """
-    preset = dict(default_model_values(kind))
-    config, _ = _model_config(kind, preset)
-    if config is None:
-        return {}
+    """The engine's sampler settings for a kind (zoo.recommended_sampler, the same values as the kind's
+    `Problem.sampler_defaults`), in widget form. ε and nβ are left out: the kind derives them from the
+    model and n when the run starts (see `recommended_step_size`). A kind zoo does not know gets none."""
     try:
-        recommended = zoo.build_problem(config, DataConfig(n=16)).sampler_defaults
+        recommended = zoo.recommended_sampler(kind)
     except Exception:  # noqa: BLE001 - a kind under construction must not break the page
         return {}
     return {name: value for name, value in recommended.items()
@@ -258,8 +260,112 @@ def engine_recommendations(kind: str) -> dict[str, Any]:
 
 
 def default_model_values(kind: str) -> dict[str, Any]:
-    return {name: value for name, value in KIND_PRESETS.get(kind, {}).items()
+    return {name: value for name, value in MODEL_PRESETS.get(kind, {}).items()
             if name in {s.name for s in model_settings()}}
+
+
+# ====================================================================== the kind's step size
+
+# The kind's ε is read off its model built without SGD pre-training (train_steps): first on TINY_N samples,
+# which says whether the kind recommends a number or "auto" (the Estimate page needs no more for "auto");
+# the rule's ε is then read at the run's n, up to RULE_PREVIEW_MAX_N samples (the toy kinds build in
+# milliseconds; a network's curvature takes a second, which only Calibrate's default grid asks for).
+TINY_N = 16
+RULE_PREVIEW_MAX_N = 20_000
+
+
+@dataclass(frozen=True)
+class StepSizeAdvice:
+    """What the engine does with a run whose step_size is left out (llc_core.runner.run).
+
+    value: the ε it will use (a number: the kind's curvature rule at the run's nβ and γ), or AUTO
+    (calibrated to the acceptance band during burn-in), or None when the model cannot be built.
+    rule: the kind's rule ε at the run's nβ and γ ("auto" starts from it), None when the kind has none
+    or it was not asked for.
+    exact: False when the rule was read off fewer samples than the run's n, or before pre-training.
+    """
+
+    value: float | str | None
+    rule: float | None
+    exact: bool = True
+
+
+def recommended_step_size(config: RunConfig, rule_for_auto: bool = False) -> StepSizeAdvice:
+    """The kind's recommended ε for this config's model, data, nβ and γ, as `run` resolves it; with
+    `rule_for_auto`, also the curvature-rule ε that "auto" starts from (a model built on more samples)."""
+    n = config.data.n if isinstance(config.data.n, int) else engine_defaults.N_SAMPLES
+    model = dataclasses.replace(config.model, train_steps=None)
+    try:
+        recommended, rule = _kind_step_size(_key(model), _key(dataclasses.replace(config.data, n=min(n, TINY_N))))
+        sampler = dataclasses.replace(config.sampler, step_size=None).with_defaults(recommended)
+        auto = sampler.step_size == AUTO
+        if auto and not (rule_for_auto and rule is not None):
+            return StepSizeAdvice(AUTO, None)
+        preview = min(n, RULE_PREVIEW_MAX_N)
+        recommended, rule = _kind_step_size(_key(model), _key(dataclasses.replace(config.data, n=preview)))
+    except Exception:  # noqa: BLE001 - the run itself reports what is wrong with the model
+        return StepSizeAdvice(None, None)
+    sampler = dataclasses.replace(config.sampler, step_size=None).with_defaults(recommended)
+    nbeta = sampler.nbeta if sampler.nbeta is not None else default_nbeta(n)
+    rule_value = rule(nbeta, sampler.localization) if rule is not None else None
+    exact = preview == n and not config.model.train_steps
+    if auto:
+        return StepSizeAdvice(AUTO, rule_value, exact)
+    return StepSizeAdvice(rule_value if rule_value is not None else sampler.step_size, rule_value, exact)
+
+
+def _key(section: Any) -> str:
+    return json.dumps(dataclasses.asdict(section), sort_keys=True, default=str)
+
+
+@functools.lru_cache(maxsize=64)
+def _kind_step_size(model: str, data: str) -> tuple[dict[str, Any], Any]:
+    """(the kind's sampler defaults, its step-size rule or None) for a model and data (JSON of their configs)."""
+    problem = build_problem(ModelConfig(**json.loads(model)), DataConfig(**json.loads(data)))
+    return dict(problem.sampler_defaults), problem.step_size_rule
+
+
+def step_size_text(advice: StepSizeAdvice) -> str:
+    """The recommended ε in words, for the page beside the step-size control."""
+    if advice.value is None:
+        return "The model's recommended ε is chosen when the run starts."
+    if advice.value == AUTO:
+        start = f", starting from about {advice.rule:.2g}, its curvature rule's ε" if advice.rule else ""
+        return (f"Recommended for this model: **auto**, ε calibrated during burn-in until the MALA acceptance "
+                f"reaches the goal{start}.")
+    about = "" if advice.exact else "about "
+    return (f"Recommended for this model: ε = **{about}{advice.value:.2g}**, from its curvature at this n, nβ "
+            "and γ (what the CLI uses when step_size is left out).")
+
+
+# ====================================================================== the model shared by Estimate and Calibrate
+
+SHARED_MODEL = "shared.model"  # session-state key: {"values": model and data widget values, "version": n}
+
+
+def shared_names(kind: str) -> list[str]:
+    """The widget values that describe the model and its data (what Estimate and Calibrate share)."""
+    model = [s.name for s in settings_for_kind(kind) if s.field[0] == "model"]
+    return [*model, "n", "data_seed", "noise_scale"]
+
+
+def publish_model(state: MutableMapping[str, Any], page: str, values: dict[str, Any]) -> None:
+    """After a page's widgets: its model and data become the shared ones (a new version when they changed).
+    `state` is the session state (passed in: nothing in this module reads Streamlit)."""
+    shared = {name: values.get(name) for name in shared_names(values.get("kind", "potential"))}
+    current = state.get(SHARED_MODEL)
+    if current is None or current["values"] != shared:
+        state[SHARED_MODEL] = {"values": shared, "version": (current["version"] if current else 0) + 1}
+    state[f"{page}.shared_seen"] = state[SHARED_MODEL]["version"]
+
+
+def shared_model(state: MutableMapping[str, Any], page: str, new_only: bool = True) -> dict[str, Any] | None:
+    """The shared model and data, when another page changed them since this page last published
+    (or at all, with new_only=False); None otherwise."""
+    current = state.get(SHARED_MODEL)
+    if current is None or (new_only and state.get(f"{page}.shared_seen") == current["version"]):
+        return None
+    return dict(current["values"])
 
 
 def _parse_list(setting: Setting, text: str) -> list | int | float | None:
@@ -334,6 +440,13 @@ def _model_config(kind: str, values: dict[str, Any]) -> tuple[ModelConfig | None
     return (None, problems) if problems else (ModelConfig(**model), [])
 
 
+def step_size_value(value: Any) -> float | str | None:
+    """The step-size widget's value → SamplerConfig.step_size: None (the kind's recommendation), "auto" or ε."""
+    if value in (None, RECOMMENDED, ""):
+        return None
+    return AUTO if value == AUTO else float(value)
+
+
 def values_to_config(values: dict[str, Any]) -> tuple[RunConfig | None, list[str]]:
     """Widget values → RunConfig, or None and the list of what is wrong (one sentence each)."""
     kind = values.get("kind", "potential")
@@ -343,9 +456,8 @@ def values_to_config(values: dict[str, Any]) -> tuple[RunConfig | None, list[str
         value = values.get(name, all_settings()[name].default)
         return None if value == AUTO else value
 
-    step_size = values.get("step_size", AUTO)
     sampler = SamplerConfig(
-        step_size=AUTO if step_size in (AUTO, None) else step_size, localization=get("localization"), nbeta=get("nbeta"),
+        step_size=step_size_value(values.get("step_size", RECOMMENDED)), localization=get("localization"), nbeta=get("nbeta"),
         chains=get("chains"), steps=get("steps"), burnin=get("burnin"), batch_size=get("batch_size"),
         seed=get("seed"), preconditioner=None if get("preconditioner") == "none" else get("preconditioner"),
         mala_every=get("mala_every"), snapshot_every=get("snapshot_every"),
@@ -353,7 +465,7 @@ def values_to_config(values: dict[str, Any]) -> tuple[RunConfig | None, list[str
     )
     data = DataConfig(n=get("n"), seed=get("data_seed"), noise_scale=get("noise_scale"))
     try:
-        sampler.with_defaults().validate(n=data.n)
+        sampler.with_defaults(engine_recommendations(kind)).validate(n=data.n)
     except LLCInputError as err:
         problems.append(str(err))
     if problems:
@@ -366,30 +478,35 @@ def values_to_config(values: dict[str, Any]) -> tuple[RunConfig | None, list[str
 def config_to_values(config: RunConfig) -> dict[str, Any]:
     """RunConfig → widget values (the inverse of `values_to_config`).
 
-    A field left unset (None) where the page needs a value takes what the engine would use: the
-    generic sampler defaults, or the kind's preset for a model field.
+    A field left unset (None) where the page needs a value takes what the engine would use: the kind's
+    sampler recommendations, then the generic defaults, or the kind's preset for a model field; an unset
+    step size stays the kind's recommendation (RECOMMENDED).
     """
-    values = default_values(config.model.kind)
-    sections = {"model": config.model, "data": config.data, "sampler": config.sampler.with_defaults()}
+    kind = config.model.kind
+    values = default_values(kind)
+    sampler = config.sampler.with_defaults(engine_recommendations(kind))
+    sampler.step_size = config.sampler.step_size
+    sections = {"model": config.model, "data": config.data, "sampler": sampler}
     for setting in all_settings().values():
         where, field_name = setting.field
         value = getattr(config, field_name) if where == "run" else getattr(sections[where], field_name)
         if value is None and not setting.optional and setting.kind != "step_size":
             continue  # keep the page's default (for a model field: the kind's preset)
         if setting.kind == "list":
-            value = "" if value is None else ",".join(str(v) for v in value)
+            value = "" if value is None else ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
         elif setting.kind == "text":
             value = "" if value is None else str(value)
         elif setting.name == "preconditioner":
             value = "none" if value is None else value
         elif setting.kind == "step_size":
-            value = AUTO if value in (None, AUTO) else float(value)
+            value = RECOMMENDED if value is None else AUTO if value == AUTO else float(value)
         values[setting.name] = value
     return values
 
 
 def values_to_query(values: dict[str, Any]) -> dict[str, str]:
-    """Widget values → URL query parameters: every setting the current kind uses, "auto" included."""
+    """Widget values → URL query parameters: every setting the current kind uses, "auto" and
+    "recommended" included."""
     return {s.name: s.format(values.get(s.name, s.default)) for s in settings_for_kind(values.get("kind", "potential"))}
 
 

@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import time
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -32,6 +33,10 @@ RUN_LIMIT_S = float(os.environ.get("LLC_E2E_RUN_LIMIT_S", 240))
 STALL_S = 60
 CHART = '[data-testid="stVegaLiteChart"]:visible'  # a chart in a collapsed expander is in the DOM but hidden
 LAMBDA = "λ̂ ="
+# Issue 14: every page readable on a desktop and on a 1024×768 projector; the screenshots of each size,
+# a screen at a time from the top, go here (look at them: a test cannot see a cut title or a crowded axis)
+SHOTS = Path(os.environ.get("LLC_SHOTS_DIR", "/tmp/shots14b"))
+SIZES = {"1440": {"width": 1440, "height": 900}, "1024x768": {"width": 1024, "height": 768}}
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -58,14 +63,63 @@ def progress_text(page) -> str:
 
 
 def chart_fingerprint(page) -> str | None:
-    """A hash of what the first chart shows right now, or None when there is none on screen."""
-    chart = page.locator(CHART).first
+    """A hash of what the first two charts show right now (the running λ̂, empty during burn-in, and the
+    loss per chain), or None when there is none on screen."""
+    digest = hashlib.sha256()
     try:
-        if not chart.is_visible():
+        charts = page.locator(CHART)
+        if not charts.count() or not charts.first.is_visible():
             return None
-        return hashlib.sha256(chart.screenshot(timeout=5_000, animations="disabled")).hexdigest()
+        for index in range(min(charts.count(), 2)):
+            digest.update(charts.nth(index).screenshot(timeout=5_000, animations="disabled"))
+        return digest.hexdigest()
     except Exception:  # redrawn or detached mid-screenshot: try again on the next poll
         return None
+
+
+def save_shots(page, name: str, most: int = 12) -> list[Path]:
+    """Screenshots of the page's main area as a user scrolls it, a screen at a time (Streamlit scrolls
+    its main area, not the page, so a full-page screenshot would show the first screen only)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SHOTS.glob(f"{name}-*.png"):
+        old.unlink()
+    height = page.viewport_size["height"]
+    total = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    paths = []
+    for index, top in enumerate(range(0, max(total, 1), height - 80)):
+        if index >= most:
+            break
+        page.evaluate(f"() => document.querySelector('[data-testid=\"stMain\"]').scrollTo(0, {top})")
+        page.wait_for_timeout(300)
+        paths.append(SHOTS / f"{name}-{index}.png")
+        page.screenshot(path=paths[-1], animations="disabled")
+    page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollTo(0, 0)")
+    return paths
+
+
+CHART_BOXES = """() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
+    .filter(chart => chart.offsetParent !== null)
+    .map(chart => {
+        const drawing = chart.querySelector('canvas, svg');
+        const box = (drawing || chart).getBoundingClientRect();
+        const column = (chart.closest('[data-testid="stColumn"]') || chart.closest('[data-testid="stMain"]'))
+            .getBoundingClientRect();
+        return {top: box.top, bottom: box.bottom, left: box.left, right: box.right, height: box.height,
+                width: box.width, columnLeft: column.left, columnRight: column.right};
+    })"""
+
+
+def chart_boxes(page) -> list[dict]:
+    """Where each visible chart's drawing sits, and the column it has to fit in (page coordinates of now)."""
+    return page.evaluate(CHART_BOXES)
+
+
+def assert_charts_fit(page, where: str) -> list[dict]:
+    """No chart is wider than its column: a title, axis or legend past the edge would be cut off."""
+    boxes = chart_boxes(page)
+    for box in boxes:
+        assert box["left"] >= box["columnLeft"] - 2 and box["right"] <= box["columnRight"] + 2, (where, box)
+    return boxes
 
 
 # --- tests -------------------------------------------------------------------------------------
@@ -227,3 +281,51 @@ def _sidebar_number_input(page, names: tuple[str, ...]):
     labels = sidebar.locator('[data-testid="stWidgetLabel"]').all_inner_texts()
     pytest.fail(f"no number input labelled {' or '.join(names)} in the sidebar; its labels: {labels}",
                 pytrace=False)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_estimate_charts_are_readable_on_a_desktop_and_a_projector(new_page, app_url, size):
+    """Issue 14: plot areas ≥ 220 px tall (~100 px before), nothing past its column at 1024 px."""
+    page = new_page()
+    page.set_viewport_size(SIZES[size])
+    open_page(page, f"{app_url}/estimate?steps=4000")
+    slider = page.locator('[data-testid="stSidebar"]').get_by_text("Step size ε (log scale)")
+    slider.scroll_into_view_if_needed()
+    advice = page.locator('[data-testid="stSidebar"]').get_by_text(re.compile(r"Recommended for this model: ε = "))
+    expect(advice).to_be_visible()  # the kind's own ε, what the CLI uses, beside the slider that defaults to it
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SHOTS / f"estimate-sidebar-{size}.png", animations="disabled")
+    button(page, "Run").click()
+    done = page.get_by_text("Download result (JSON)")
+    wait_until(lambda: done.count() > 0, RUN_LIMIT_S, "no result")
+    wait_for_app_idle(page)
+    page.wait_for_timeout(1_500)  # the charts' last redraw
+    assert_no_exception(page)
+    boxes = assert_charts_fit(page, f"estimate at {size}")
+    assert len(boxes) >= 3
+    llc, loss, acceptance = boxes[:3]
+    # the specs size the plot area itself (Vega-Lite fit-x: 260 and 240 px); the drawing adds axes and titles
+    assert llc["height"] >= 300 and loss["height"] >= 280 and acceptance["height"] >= 280, boxes[:3]
+    assert abs(loss["top"] - acceptance["top"]) < 2 and llc["width"] > loss["width"]  # λ̂ across, two below
+    assert page.get_by_text(re.compile(r"green band \(0\.990–0\.995 for this model's 2 parameters\)")).count() == 1
+    save_shots(page, f"estimate-{size}")
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_learn_shows_its_first_chart_above_the_fold(new_page, app_url, size):
+    page = new_page()
+    page.set_viewport_size(SIZES[size])
+    open_page(page, f"{app_url}/learn")
+    expect(page.locator(CHART).first).to_be_visible(timeout=30_000)
+    wait_for_app_idle(page)
+    page.wait_for_timeout(1_000)
+    boxes = assert_charts_fit(page, f"learn at {size}")
+    first = min(boxes, key=lambda box: box["top"])
+    assert 0 <= first["top"] and first["bottom"] <= SIZES[size]["height"], first  # the whole first picture
+    for box in boxes:  # the pictures of the plane are square, not squeezed into a strip
+        if box["height"] > 150:
+            assert box["width"] >= 200, box
+    page.locator('[data-testid="stCheckbox"]').filter(has_text="Animate").locator("label").first.click()
+    wait_for_app_idle(page)  # the cloud holds still: the screenshots show it, not a half-faded redraw
+    page.wait_for_timeout(1_000)
+    save_shots(page, f"learn-{size}")
