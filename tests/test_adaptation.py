@@ -1,4 +1,4 @@
-"""Automatic step size: dual averaging on log ε (REFERENCE.md §6) and the estimator's "auto" mode."""
+"""Automatic step size: dual averaging on log ε (docs/METHOD.md §6) and the estimator's "auto" mode."""
 
 import math
 

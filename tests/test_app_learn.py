@@ -35,7 +35,7 @@ def test_default_potential_numbers():
     assert shown["true learning coefficient λ"] == "1/4 = 0.25"
     assert float(shown["fitted slope"]) == pytest.approx(0.25, abs=0.015)
     assert float(shown["exact t·E[K]"]) == pytest.approx(0.2249, abs=0.001)  # nβ = 1000, γ = 1
-    assert any("flat prior on the box" in c.value and "0.226" in c.value for c in at.caption)  # REFERENCE-style target
+    assert any("flat prior on the box" in c.value and "0.226" in c.value for c in at.caption)  # the finite-n target of docs/METHOD.md §4
     assert chart_count(at) == 3  # contour with sublevel set, log-log volume, SGLD cloud
     assert at.query_params == {"potential": "product-1-2", "level": "0.01", "gamma": "1.0",
                                "step_size": "0.0003", "nbeta": "1000.0"}
@@ -59,7 +59,7 @@ def test_regular_bowl_has_slope_one_and_the_cloud_measures_it():
     for _ in range(5):  # each rerun is one tick of the live fragment: 300 steps
         at.run()
     llc, se = (float(part) for part in metrics(at)["λ̂ of the cloud"].split("±"))
-    # K = ½ Σ h w² with h = 2: t·E[K] = Σ ½ [t h/(t h + γ)] / (1 − ε (t h + γ)/4) for SGLD (REFERENCE §4)
+    # K = ½ Σ h w² with h = 2: t·E[K] = Σ ½ [t h/(t h + γ)] / (1 − ε (t h + γ)/4) for SGLD (docs/METHOD.md §4)
     t, h, gamma, eps = 1000.0, 2.0, 1.0, 2e-4
     exact = (t * h / (t * h + gamma)) / (1 - eps * (t * h + gamma) / 4)
     assert llc == pytest.approx(exact, abs=max(4 * se, 0.1))

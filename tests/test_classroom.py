@@ -94,7 +94,7 @@ def test_finite_targets():
     n = 1e4
     t = n / math.log(n)
     assert finite_target(Potential2D("product", 1, 2), t) == pytest.approx(theory.finite_n_target([1, 2], n), rel=1e-9)
-    assert finite_target(Potential2D("product", 1, 2), t) == pytest.approx(0.227, abs=0.001)  # REFERENCE §4 table
+    assert finite_target(Potential2D("product", 1, 2), t) == pytest.approx(0.227, abs=0.001)  # docs/METHOD.md §4 table
     assert finite_target(Potential2D("product", 1, 1), t) == pytest.approx(0.388, abs=0.001)
     assert finite_target(Potential2D("sum", 1, 1), t) == pytest.approx(1.0, abs=1e-9)  # regular: d/2
     assert finite_target(Potential2D("sum", 1, 2), t) == pytest.approx(0.75, abs=1e-6)
@@ -132,7 +132,7 @@ def test_value_and_grad_match_autograd():
 
 
 def test_cloud_matches_the_exact_quadratic_stationary_value():
-    # K = w1² + w2² = ½ Σ h δ², h = 2: t·E[K] = Σ ½ [t h/(t h + γ)] / (1 − ε (t h + γ)/4) (REFERENCE §4)
+    # K = w1² + w2² = ½ Σ h δ², h = 2: t·E[K] = Σ ½ [t h/(t h + γ)] / (1 − ε (t h + γ)/4) (docs/METHOD.md §4)
     t, gamma, eps = 1000.0, 1.0, 1e-4
     _, stats = sample_cloud(Potential2D("sum", 1, 1), CloudSettings(t, gamma, eps), steps=6000, chains=16,
                             settle_steps=300)

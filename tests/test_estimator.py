@@ -24,7 +24,7 @@ def quadratic_problem(h=(4.0, 6.0, 8.0, 10.0)):
 
 
 def test_full_batch_matches_quadratic_stationary_formula():
-    # REFERENCE §4: t·E[K] = ½ Σ [t h/(t h + γ)] / (1 − ε(t h + γ)/4). 64 chains × 2500 draws give a
+    # docs/METHOD.md §4: t·E[K] = ½ Σ [t h/(t h + γ)] / (1 − ε(t h + γ)/4). 64 chains × 2500 draws give a
     # standard error near 0.4% (measured: 2000 chains agree to 0.05%), so 2% is 5 standard errors.
     model, x, y, h = quadratic_problem()
     t, gamma = 100.0, 1.0

@@ -55,7 +55,7 @@ def test_preconditioned_llc_is_invariant_and_plain_sgld_is_not():
 
 
 def test_the_preconditioner_as_stated_in_the_paper_diverges():
-    """REFERENCE §5 / App. O give α² on W1, b1 for W1 → W1/α: the inverse of D², so the stiff
+    """docs/METHOD.md §5 / App. O give α² on W1, b1 for W1 → W1/α: the inverse of D², so the stiff
     rescaled layer gets the larger step. At α = 10 every chain diverges (deterministically: the
     stiffest direction's ε·curvature grows 10^4-fold past the stability limit 4)."""
     result = experiments.rescaling_experiment([10.0], ("reference",), hidden=3, n=200, steps=100, chains=2)

@@ -1,11 +1,11 @@
-"""The SGLD kernel alone, on an exactly solvable quadratic (REFERENCE.md §4, quadratic check)."""
+"""The SGLD kernel alone, on an exactly solvable quadratic (docs/METHOD.md §4, quadratic check)."""
 
 import math
 
 import torch
 
 from llc_core.bookkeeping import Divergence
-from llc_core.sampling.sgld import SGLD, LangevinMove, RMSprop, local_rmsprop
+from llc_core.sampling.sgld import SGLD, RMSprop, local_rmsprop
 
 H = torch.tensor([4.0, 6.0, 8.0, 10.0], dtype=torch.float64)
 NBETA, GAMMA = 100.0, 1.0

@@ -1,4 +1,4 @@
-"""Tests of llc_core.truth.theory against every worked value of REFERENCE.md section 4."""
+"""Tests of llc_core.truth.theory against every worked value of docs/METHOD.md section 4."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from llc_core.truth.theory import (
 
 # --------------------------------------------------------------------------- normal crossing
 
-# REFERENCE §4 normal-crossing table: K = Π w_j^(2 k_j) -> (λ, m). Its first row,
+# docs/METHOD.md §4 normal-crossing table: K = Π w_j^(2 k_j) -> (λ, m). Its first row,
 # w1^2 + w2^2, is a sum rather than a monomial and is tested as a regular model below;
 # the w^(2k) row is test_single_monomial.
 NORMAL_CROSSING_TABLE = [
@@ -260,7 +260,7 @@ def test_regular(d: int) -> None:
 
 # --------------------------------------------------------------------------- finite-n target
 
-# REFERENCE §4 finite-n table. It is printed to 3 decimal places, so a correct value may
+# docs/METHOD.md §4 finite-n table. It is printed to 3 decimal places, so a correct value may
 # differ from the printed one by up to 0.0005 from rounding; 0.0015 leaves room for that
 # while still catching any real error (the values move by ~0.03 per decade of n).
 FINITE_N_TABLE = {

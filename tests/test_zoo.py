@@ -33,7 +33,7 @@ def test_explicit_dln_keeps_its_old_config_shape():
     config = RunConfig.from_dict({"model": {"kind": "dln", "widths": [10, 10, 10, 10], "rank": 3, "seed": 0},
                                   "data": {"n": 600}})
     p = build_problem(config.model, config.data)
-    assert p.truth.llc == Fraction(42) and p.truth.multiplicity == 3  # REFERENCE §4 worked value
+    assert p.truth.llc == Fraction(42) and p.truth.multiplicity == 3  # docs/METHOD.md §4 worked value
     assert p.num_params == 300
     product = p.model[2].weight @ p.model[1].weight @ p.model[0].weight
     assert int(torch.linalg.matrix_rank(product.double(), rtol=1e-4)) == 3  # float32 weights: a loose rtol
