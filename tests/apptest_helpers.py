@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from streamlit.testing.v1 import AppTest
@@ -19,13 +20,18 @@ def run_until(at: AppTest, done, timeout: float = 60.0) -> AppTest:
     return at
 
 
-def chart_count(at: AppTest) -> int:
-    """How many Vega-Lite (Altair) charts the page shows, inside columns, tabs and expanders too."""
+def chart_specs(at: AppTest) -> list[dict]:
+    """The Vega-Lite specs of every chart on the page (inside columns, tabs and expanders too)."""
     def walk(node):
         for child in getattr(node, "children", {}).values():
             yield child
             yield from walk(child)
-    return sum(getattr(e, "type", None) == "vega_lite_chart" for e in walk(at._tree))
+    return [json.loads(e.proto.spec) for e in walk(at._tree) if getattr(e, "type", None) == "vega_lite_chart"]
+
+
+def chart_count(at: AppTest) -> int:
+    """How many Vega-Lite (Altair) charts the page shows, inside columns, tabs and expanders too."""
+    return len(chart_specs(at))
 
 
 def shown(text: str) -> str:

@@ -1,13 +1,12 @@
 """The Calibrate page under streamlit's AppTest: a tiny sweep runs through, the heatmaps and the
 recommendation are shown, and "Use these settings in Estimate" opens Estimate with the cell's ε and γ."""
 
-import json
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from apptest_helpers import chart_count, run_until, shown
+from apptest_helpers import chart_count, chart_specs, run_until, shown
 
 from llc_core.studies import sweep
 from llc_core.truth import zoo
@@ -30,14 +29,6 @@ def button(at: AppTest, label: str):
     found = [b for b in at.button if b.label == label]
     return found[0] if found else None
 
-
-def chart_specs(at: AppTest) -> list[dict]:
-    """The Vega-Lite specs of every chart on the page (inside columns, tabs and expanders too)."""
-    def walk(node):
-        for child in getattr(node, "children", {}).values():
-            yield child
-            yield from walk(child)
-    return [json.loads(e.proto.spec) for e in walk(at._tree) if getattr(e, "type", None) == "vega_lite_chart"]
 
 
 def text_marks(spec: dict) -> list[dict]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from apptest_helpers import run_until, shown
+from apptest_helpers import chart_specs, run_until, shown
 
 from llc_core import LLCInputError, ModelConfig, RunConfig, SamplerConfig, Verdict, diagnostics, run
 from llc_core.execution import Progress
@@ -47,14 +47,6 @@ def texts(at: AppTest) -> list[str]:
 def finished(at: AppTest) -> bool:
     return any("λ̂ =" in text for text in texts(at)) or any("failed" in shown(e.value) for e in at.error)
 
-
-def chart_specs(at: AppTest) -> list[dict]:
-    """The Vega-Lite specs of every chart on the page (inside columns, tabs and expanders too)."""
-    def walk(node):
-        for child in getattr(node, "children", {}).values():
-            yield child
-            yield from walk(child)
-    return [json.loads(e.proto.spec) for e in walk(at._tree) if getattr(e, "type", None) == "vega_lite_chart"]
 
 
 def x_domain(spec: dict) -> list:

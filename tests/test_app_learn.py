@@ -1,13 +1,12 @@
 """The Learn page under streamlit's AppTest: the numbers it shows, the live cloud, the URL."""
 
-import json
 import math
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from apptest_helpers import chart_count
+from apptest_helpers import chart_count, chart_specs
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
@@ -83,13 +82,6 @@ def test_too_large_a_step_blows_up_and_says_so():
     assert metrics(at)["λ̂ of the cloud"] == "diverged"
     assert not at.exception
 
-
-def chart_specs(at: AppTest) -> list[dict]:
-    def walk(node):
-        for child in getattr(node, "children", {}).values():
-            yield child
-            yield from walk(child)
-    return [json.loads(e.proto.spec) for e in walk(at._tree) if getattr(e, "type", None) == "vega_lite_chart"]
 
 
 def axes(spec: dict) -> list[tuple[str, dict]]:

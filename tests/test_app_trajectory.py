@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from apptest_helpers import chart_count
+from apptest_helpers import chart_count, chart_specs
 from streamlit.testing.v1 import AppTest
 
 from llc_core.studies.trajectory import (
@@ -61,13 +61,6 @@ def open_finished() -> AppTest:
     assert not at.exception, at.exception
     return at
 
-
-def chart_specs(at: AppTest) -> list[dict]:
-    def walk(node):
-        for child in getattr(node, "children", {}).values():
-            yield child
-            yield from walk(child)
-    return [json.loads(e.proto.spec) for e in walk(at._tree) if getattr(e, "type", None) == "vega_lite_chart"]
 
 
 def test_the_table_shows_verdicts_in_words_and_every_row():
