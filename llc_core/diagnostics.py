@@ -523,7 +523,9 @@ def _suggest(step_size: float | str | None) -> dict[str, Any] | None:
 def _pair(acceptance: float, edge: float) -> str:
     """"0.874 is below 0.9", with enough digits that the two never read the same ("0.99 is below 0.99")."""
     digits = 3
-    while f"{acceptance:.{digits}g}" == f"{edge:.{digits}g}" and digits < 8:
+    # also never round an acceptance below 1 up to "1" ("1 is above 0.995")
+    while digits < 8 and (f"{acceptance:.{digits}g}" == f"{edge:.{digits}g}"
+                          or (acceptance < 1 and float(f"{acceptance:.{digits}g}") >= 1)):
         digits += 1
     word = "below" if acceptance < edge else "above"
     return f"{acceptance:.{digits}g} is {word} {edge:.{digits}g}"

@@ -202,3 +202,9 @@ def test_the_pull_of_gamma_on_lambda_is_measured_on_the_draws():
     assert share == pytest.approx(0.5, abs=0.1)
     [verdict] = [v for v in result.verdicts if v.code == "localization_too_strong"]
     assert verdict.suggestion["localization"] < gamma / 10
+
+
+def test_an_acceptance_below_one_never_reads_as_one():
+    found = diagnostics.verdicts(**{**HEALTHY, "num_params": 2, "acceptance": 0.99979})
+    [grow] = [v for v in found if v.code == "step_could_grow"]
+    assert "acceptance 0.9998 is above" in grow.message
