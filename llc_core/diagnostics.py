@@ -317,7 +317,9 @@ def localization_too_strong(run: Evidence) -> Verdict | None:
     gamma, llc = run.localization, run.llc_mean
     if not isinstance(gamma, (int, float)) or not gamma or llc is None or llc <= 0:
         return None
-    share = _measured_bias(run)
+    # while the loss still rises, distance and loss grow together over time, and that trend, not γ,
+    # makes their covariance: the measured effect means nothing until the trace is flat
+    share = _measured_bias(run) if run.trace_flat and not run.climbing else None
     by_rule = (run.nbeta and gamma > STRONG_LOCALIZATION * run.nbeta
                and not (run.num_params and llc >= REGULAR_SHARE * run.num_params / 2))
     if share is None and not by_rule:

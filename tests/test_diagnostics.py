@@ -208,3 +208,14 @@ def test_an_acceptance_below_one_never_reads_as_one():
     found = diagnostics.verdicts(**{**HEALTHY, "num_params": 2, "acceptance": 0.99979})
     [grow] = [v for v in found if v.code == "step_could_grow"]
     assert "acceptance 0.9998 is above" in grow.message
+
+
+def test_measured_localization_effect_is_ignored_while_the_trace_still_rises():
+    # a rising trace makes distance and loss grow together over time: their covariance is that
+    # trend, not γ (the CNN and transformer examples read "85% lower" at γ = 1 from it), so only
+    # not_equilibrated speaks; with a flat trace the same effect is reported
+    effect = {"effect": -15.0, "se": 1.0}
+    rising = {"drift": 3.7, "drift_se": 0.6, "scale": 18.0}
+    found = codes(llc_mean=18.0, llc_se=0.5, localization_effect=effect, flat=rising)
+    assert "not_equilibrated" in found and "localization_too_strong" not in found
+    assert "localization_too_strong" in codes(llc_mean=18.0, llc_se=0.5, localization_effect=effect)
