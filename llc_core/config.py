@@ -249,15 +249,19 @@ class RefineConfig:
     """A refined LLC (llc_core/refine.py): which parameters move, which data count, or which groups.
 
     parameters: name patterns of the parameters that move, e.g. ["layers.0.*"] (the rest stay at w*).
-    data: a subset of the data, {"indices": [...]}, {"label": 3}, {"tokens": [5, 7]} or
+    data: a subset of the data, {"indices": [...]}, {"range": [0, 500]}, {"label": 3}, {"tokens": [5, 7]} or
     {"column": 0, "value": 1.0}; n and nβ = n / log n are then the subset's.
     groups: for `python -m llc_core refine` and the Checkpoint page: "layer", "head", or
     {"name": [patterns], ...}: the LLC of every group at once, groups as extra chains.
+    subsets: for the same: the data-refined LLC of every data subset, one run each (all parameters move, the
+    loss is the subset's, n and nβ = n / log n the subset's): "label" (one subset per class label), or
+    {"name": one `data` form, ...}. Excludes groups and data.
     """
 
     parameters: list[str] | None = None
     data: dict | None = None
     groups: str | dict | None = None
+    subsets: str | dict | None = None
 
 
 @dataclass
@@ -304,22 +308,35 @@ class ExecutorConfig:
 
     ray: None runs them here, one after another (the default, which imports no Ray); "auto" a Ray
     cluster started on this machine (`ray start --head`, or RAY_ADDRESS), else Ray on this machine
-    alone; "host:port" the Ray cluster whose head is there. num_cpus / num_gpus: what each run asks
-    for (its torch threads are num_cpus); max_retries: how often a run lost with its worker or node is
-    run again; resume: a results directory whose finished runs are kept and where new ones are written.
+    alone; "local" Ray on this machine alone; "host:port" the Ray cluster whose head is there.
+    num_cpus / num_gpus: what each run asks for (its torch threads are num_cpus; num_gpus unset: one
+    GPU per run when the cluster has GPUs, else none); actors: how many long-lived workers take the
+    runs in turn, keeping the study's model and data resident (unset: one per GPU when the cluster has
+    GPUs, else a task per run; 0: always a task per run); max_retries: how often a run lost with its
+    worker or node is run again; resume: a results directory whose finished runs are kept and where
+    new ones are written (with or without Ray); chain_groups: an estimate's chains split into this
+    many groups, each a run of its own, merged into one result (llc_core/execution/chain_groups.py).
     """
 
     ray: str | None = None
     num_cpus: float = 1.0
-    num_gpus: float = 0.0
+    num_gpus: float | None = None
     max_retries: int = 3
     resume: str | None = None
+    actors: int | None = None
+    chain_groups: int = 1
 
     @classmethod
     def from_dict(cls, raw: Any) -> "ExecutorConfig":
         built = build_config(cls, raw, "executor")
-        if built.num_cpus <= 0 or built.num_gpus < 0 or built.max_retries < 0:
-            raise LLCInputError("executor: num_cpus must be > 0, num_gpus ≥ 0 and max_retries ≥ 0")
+        if (built.num_cpus <= 0 or (built.num_gpus is not None and built.num_gpus < 0) or built.max_retries < 0
+                or (built.actors is not None and built.actors < 0) or built.chain_groups < 1):
+            raise LLCInputError("executor: num_cpus must be > 0, num_gpus ≥ 0, max_retries ≥ 0, actors ≥ 0 and "
+                                "chain_groups ≥ 1")
+        if not all(math.isfinite(v) for v in (built.num_cpus, built.num_gpus or 0.0)):
+            raise LLCInputError("executor: num_cpus and num_gpus must be finite numbers")
+        if built.resume is not None and not built.resume.strip():
+            raise LLCInputError("executor.resume is empty: give a results directory, e.g. \"runs/\"")
         return built
 
 

@@ -43,23 +43,25 @@ def run(
     The result's `config` is the fully resolved one (every default filled in), so that feeding it
     back reproduces the run exactly.
     """
-    if config.refine is not None and config.refine.groups is not None:
-        raise LLCInputError("refine.groups asks for the LLC of every group: run `python -m llc_core refine` "
-                            "(llc_core.studies.refined.run_groups); a single run takes refine.parameters")
+    if config.refine is not None and (config.refine.groups is not None or config.refine.subsets is not None):
+        which = "group" if config.refine.groups is not None else "data subset"
+        raise LLCInputError(f"refine.{which}s asks for the LLC of every {which}: run `python -m llc_core refine` "
+                            "(llc_core.studies.refined.run_groups); a single run takes refine.parameters or refine.data")
     check_config(config)
     problem = build_problem(config.model, config.data, stop=stop)
     sampler = config.sampler.with_defaults(problem.sampler_defaults)
-    kind_step_size = None
-    if problem.step_size_rule is not None:
-        # the kind's ε depends on nβ and γ: recompute it for the values this run actually uses
-        nbeta = sampler.nbeta if sampler.nbeta is not None else default_nbeta(problem.inputs.shape[0])
-        kind_step_size = problem.step_size_rule(nbeta, sampler.localization)
-    if config.sampler.step_size is None and kind_step_size is not None and not sampler.auto_step_size:
-        sampler = dataclasses.replace(sampler, step_size=kind_step_size)
     refined = refinement(config.refine, problem)
     # a refined LLC is not the model's λ: the closed form of the whole model does not apply to it
     truth = problem.truth if refined is None else None
     inputs, targets = (problem.inputs, problem.targets) if refined is None else refined.data
+    kind_step_size = None
+    if problem.step_size_rule is not None:
+        # the kind's ε depends on nβ and γ: recompute it for the values this run actually uses (a data
+        # subset's nβ follows its own n)
+        nbeta = sampler.nbeta if sampler.nbeta is not None else default_nbeta(inputs.shape[0])
+        kind_step_size = problem.step_size_rule(nbeta, sampler.localization)
+    if config.sampler.step_size is None and kind_step_size is not None and not sampler.auto_step_size:
+        sampler = dataclasses.replace(sampler, step_size=kind_step_size)
     result = estimate_llc(
         problem.model, inputs, targets, sampler,
         loss=problem.loss, noise_scale=config.data.noise_scale, device=config.device, dtype=config.dtype,

@@ -20,9 +20,9 @@ import streamlit as st
 
 from llc_core import LLCInputError, defaults
 from llc_core.studies import experiments, sweep
-from llc_core.execution import jobs
+from llc_core.execution import jobs, where_ran
 from llc_core.config import SamplerConfig
-from pages import common, live_runs, settings
+from pages import common, live_runs, run_on, settings
 
 common.require_entry_point()
 
@@ -366,7 +366,8 @@ def draw_sweep(snap: dict[str, Any] | None, running: bool) -> None:
     st.caption(f"{len(result.cells)} cells × {config.chains_per_cell} chains, {result.steps} steps "
                f"({result.burnin_steps} burn-in), d = {result.num_params}, n = {result.n}; ran {result.mode} "
                f"in {result.wall_time_s:.1f} s" + (" — stopped early" if result.partial else "")
-               + (f"; the true λ of this model is {result.theoretical_llc:.4g}" if result.theoretical_llc else ""))
+               + (f"; the true λ of this model is {result.theoretical_llc:.4g}" if result.theoretical_llc else "")
+               + (f"; {common.escape_markdown(where_ran(result.executor))}" if result.executor else ""))
     if result.recommended is not None:
         st.success("**Recommended cell** (black outline): " + result.reason)
     else:
@@ -395,6 +396,7 @@ def default_grid(values: dict[str, Any]) -> tuple[float, float, int, str]:
 
 def sweep_tab(values: dict[str, Any]) -> None:
     grid_low, grid_high, grid_count, why = default_grid(values)
+    executor, may_start = run_on.setting(key("sweep"))  # this machine, or a Ray cluster (pages/run_on.py)
     with st.form(key("sweep.form")):
         left, mid, right = st.columns(3)
         eps_low = left.number_input("Smallest ε", min_value=1e-12, value=None, format="%g", key=key("eps_low"),
@@ -420,7 +422,7 @@ def sweep_tab(values: dict[str, Any]) -> None:
         st.caption(f"Empty ε fields: {grid_count} step sizes from {grid_low:.3g} to {grid_high:.3g}, {why}. These "
                    "sweep settings are the sweep's own: Estimate keeps its steps, chains and batch size.")
         submitted = st.form_submit_button("Run sweep", type="primary")
-    if submitted:
+    if submitted and may_start:  # else the setting's message is shown above the form
         try:
             config, problems = settings.values_to_config({**values, "steps": int(steps), "burnin": float(burnin),
                                                           "chains": int(per_cell), "batch_size": batch})
@@ -432,7 +434,7 @@ def sweep_tab(values: dict[str, Any]) -> None:
                 run=config, step_sizes=sweep.log_grid(low, high, grid_count if eps_count is None else int(eps_count)),
                 localizations=sweep.parse_numbers(gammas, "Localizations γ"),
                 nbetas=sweep.parse_numbers(nbetas, "nβ values") if nbetas.strip() else None,
-                chains_per_cell=int(per_cell),
+                chains_per_cell=int(per_cell), executor=executor,
             )
             grid.validate()
         except LLCInputError as err:

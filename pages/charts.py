@@ -264,29 +264,35 @@ def short_label(name: str, most: int = GROUP_LABEL_CHARS) -> str:
 
 
 def refined_frame(groups: list) -> pd.DataFrame:
-    """One row per group (llc_core.studies.refined.GroupLLC): its label, λ̂, λ̂ ± 2 se and moving parameters."""
+    """One row per group (llc_core.studies.refined.GroupLLC): its label, λ̂, λ̂ ± 2 se and moving parameters;
+    for a data subset also its rows, nβ and ε (its own run's)."""
     rows = []
     for g in groups:
         llc = float("nan") if g.llc_mean is None else float(g.llc_mean)
         se = 0.0 if g.llc_se is None else float(g.llc_se)
         rows.append({"label": short_label(g.name), "group": g.name, "λ̂": llc, "se": g.llc_se,
                      "low": llc - 2 * se, "high": llc + 2 * se, "moving parameters": int(g.moving_params),
-                     "acceptance": g.acceptance})
+                     "acceptance": g.acceptance, "rows": getattr(g, "n", None), "nβ": getattr(g, "nbeta", None),
+                     "ε": getattr(g, "step_size", None), "verdicts": list(getattr(g, "verdicts", []) or [])})
     labels = [r["label"] for r in rows]
     for i, row in enumerate(rows):  # two names cut to the same label stay two bars
         if labels.count(row["label"]) > 1:
             row["label"] = f"{short_label(row['group'], GROUP_LABEL_CHARS - 4)} #{i + 1}"
-    return pd.DataFrame(rows, columns=["label", "group", "λ̂", "se", "low", "high", "moving parameters", "acceptance"])
+    return pd.DataFrame(rows, columns=["label", "group", "λ̂", "se", "low", "high", "moving parameters", "acceptance",
+                                       "rows", "nβ", "ε", "verdicts"])
 
 
-def refined_chart(frame: pd.DataFrame, full_llc: float | None = None) -> alt.LayerChart:
+def refined_chart(frame: pd.DataFrame, full_llc: float | None = None, by_data: bool = False) -> alt.LayerChart:
     """Horizontal bars of the groups' refined λ̂ with ± 2 se error bars and, when known, a rule at the
-    full model's λ̂ with its label. A group without a finite λ̂ gets no bar."""
-    drawn = frame[np.isfinite(frame["λ̂"])]
+    full model's λ̂ with its label. A group without a finite λ̂ gets no bar. by_data: the groups are data
+    subsets (every parameter moves, the loss is the subset's): their rows and nβ in the tooltip."""
+    drawn = frame[np.isfinite(frame["λ̂"].astype(float))]
     y = alt.Y("label:N", sort=list(frame["label"]), title=None, axis=alt.Axis(labelLimit=220))
-    tooltip = ["group:N", alt.Tooltip("λ̂:Q", format=".4g"), alt.Tooltip("se:Q", title="se", format=".2g"),
-               alt.Tooltip("moving parameters:Q", format=","), alt.Tooltip("acceptance:Q", format=".3f")]
-    x = alt.X("λ̂:Q", title="refined λ̂ (± 2 se)")
+    tooltip = ["group:N", alt.Tooltip("λ̂:Q", format=".4g"), alt.Tooltip("se:Q", title="se", format=".2g")]
+    tooltip += ([alt.Tooltip("rows:Q", format=","), alt.Tooltip("nβ:Q", format=".4g")] if by_data
+                else [alt.Tooltip("moving parameters:Q", format=",")])
+    tooltip.append(alt.Tooltip("acceptance:Q", format=".3f"))
+    x = alt.X("λ̂:Q", title=("data-refined" if by_data else "refined") + " λ̂ (± 2 se)")
     layers = [
         alt.Chart(drawn).mark_bar(color="#4c78a8", opacity=0.85).encode(x=x, y=y, tooltip=tooltip),
         alt.Chart(drawn).mark_rule(color="#1f1f1f", strokeWidth=1.5).encode(x="low:Q", x2="high:Q", y=y,
@@ -299,5 +305,6 @@ def refined_chart(frame: pd.DataFrame, full_llc: float | None = None) -> alt.Lay
         layers.append(alt.Chart(full).mark_text(color="#d62728", align="center", baseline="bottom", dy=-4).encode(
             x="value:Q", y=alt.value(0), text="what:N"))
     height = max(220, 32 * len(frame))
-    title = alt.Title("Refined λ̂ per group (only that group moves)", offset=18)
+    title = alt.Title("Data-refined λ̂ per subset (the loss on that subset only)" if by_data
+                      else "Refined λ̂ per group (only that group moves)", offset=18)
     return alt.layer(*layers).properties(height=height, title=title)

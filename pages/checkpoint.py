@@ -20,13 +20,13 @@ from llc_core import DataConfig, LLCInputError, ModelConfig, RunConfig, SamplerC
 from llc_core import defaults as engine_defaults
 from llc_core.config import RefineConfig
 from llc_core.execution import Job
-from llc_core.refine import head_groups
-from llc_core.studies import run_groups
+from llc_core.refine import attention_layers, label_subsets
+from llc_core.studies import data_subsets, run_groups
 from llc_core.files import checkpoint as ckpt
 from llc_core.files import datafiles
 from llc_core.files import MAX_FILE_BYTES
 from llc_core.truth import theory
-from pages import charts, common, glossary, live_runs, runs
+from pages import charts, common, glossary, live_runs, runs, settings
 
 common.require_entry_point()
 
@@ -38,18 +38,33 @@ EXPORT_HELP = ("A custom architecture (convolutions, attention, normalisation, e
                "`torch.export.save(torch.export.export(model.eval(), (x[:2],), dynamic_shapes=({0: "
                "torch.export.Dim('batch')},)), 'model.pt2')` and upload the .pt2.")
 REFINE_JOB = "ckpt.refine_job"
+REFINE_PLAN = "ckpt.refine_plan"  # what the job does: {"by_data": data subsets?, "count": how many}
 # what a reload during a run takes back with it (pages/live_runs.py): the files the run reads and the settings
 KEPT = tuple(f"{PAGE}.{name}" for name in (
     "dir", "model_path", "data_path", "model_label", "data_label", "origin", "loss", "activation", "use_spec", "spec",
     "confirmed", "target_columns", "inputs_key", "targets_key", "sigma", "teacher", "teacher_n", "teacher_seed",
-    "auto_step", "chains", "steps", "step_size", "localization", "nbeta", "refine_groups", "refine_chains"))
+    "auto_step", "chains", "steps", "step_size", "localization", "nbeta", "refine_groups", "refine_chains",
+    "refine_subsets", "refine_subset_rows"))
 POLL_SECONDS = 0.5
-GROUPINGS = {"layer": "per layer", "head": "per attention head"}
+GROUPINGS = {"layer": "per layer", "head": "per attention head", "data": "per data subset"}
+SUBSET_CHOICES = {"label": "each class label", "chosen": "rows I choose"}
 REFINED_ABOUT = (
     "A **refined LLC** samples only one group's parameters (a layer, or one attention head) while every other "
-    "parameter stays exactly at the trained w*. It measures the effective dimension that group adds around w*: "
-    "how many directions of that group the loss really constrains. Refined LLCs are **not shares** of the full "
-    "λ̂: parameters interact, so the groups' values need not add up to it (their sum may be larger or smaller).")
+    "parameter stays exactly at the trained w\\*. It measures the effective dimension that group adds around "
+    "w\\*: how many directions of that group the loss really constrains. Refined LLCs are **not shares** of the "
+    "full λ̂: parameters interact, so the groups' values need not add up to it (their sum may be larger or smaller).")
+DATA_REFINED_ABOUT = (
+    "A **data-refined LLC** lets every parameter move but measures the loss on one subset of the data only (one "
+    "class, a range of rows), with n and nβ = n / log n of that subset: how complex the model looks to that data, "
+    "i.e. how many directions around w\\* that subset's loss constrains. These are not shares either: each subset "
+    "may see most of the full λ̂, or little of it. Each subset is a run of its own, and its bar appears when it "
+    "finishes. λ̂ assumes w\\* is a minimum of the subset's loss too; where it is not (a single class's rows often "
+    "pull towards more confident predictions), λ̂ comes out negative and the table's verdicts say so.")
+SUBSET_ROWS_HELP = (
+    "A JSON object, subset name → its rows, in one of these forms: {\"range\": [0, 500]} (rows 0 … 499), "
+    "{\"indices\": [3, 8, 12]}, {\"label\": 3} (rows whose target is 3), {\"tokens\": [5, 7]} (sequences "
+    "that contain token 5 or 7), {\"column\": 0, \"value\": 1.0} (rows whose input column 0 is 1.0). "
+    "Subsets may overlap; each needs at least 2 rows.")
 # what the page guesses from the files (the loss from the targets, the target columns from the model's widths)
 GUESSED = ("loss", "target_columns", "inputs_key", "targets_key")
 LOSS_LABELS = {"gaussian": "Gaussian (MSE) with noise σ", "cross_entropy": "Cross-entropy (class labels)",
@@ -422,21 +437,52 @@ def sampler_section() -> SamplerConfig:
 
 
 def groupings(model) -> list[str]:
-    """"layer" always; "head" when the model has an nn.MultiheadAttention (llc_core.refine.head_groups)."""
+    """"layer" and "data" always; "head" when the model has an attention with a fused projection
+    (llc_core.refine.attention_layers: an nn.MultiheadAttention, also inside a torch.export program). Asked
+    on every rerun: it finds the layers without building the heads' parameter masks."""
+    return ["layer", "head", "data"] if attention_layers(model) else ["layer", "data"]
+
+
+def subset_choices(targets) -> tuple[list[str], str | None]:
+    """The ways to choose data subsets for these targets: "label" when they are class labels (with at most
+    llc_core.refine.MAX_LABEL_SUBSETS classes), always "chosen"; and why "label" is not offered, if not."""
     try:
-        head_groups(model)
-    except LLCInputError:
-        return ["layer"]
-    return ["layer", "head"]
+        label_subsets(targets)
+    except LLCInputError as err:
+        return ["chosen"], str(err)
+    return ["label", "chosen"], None
+
+
+def default_subset_rows(n: int) -> str:
+    """The chosen subsets a user starts from: the data's two halves."""
+    half = n // 2
+    return json.dumps({"first half": {"range": [0, half]}, "second half": {"range": [half, n]}})
+
+
+def parse_subset_rows(text: str) -> dict:
+    """The chosen subsets' JSON text → {name: a refine.data form}; LLCInputError saying what to write."""
+    example = '{"first half": {"range": [0, 500]}, "class 3": {"label": 3}}'
+    if not text.strip():
+        raise LLCInputError(f"write the subsets as JSON, e.g. {example}")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise LLCInputError(f"the subsets are not valid JSON ({err.msg}, at character {err.pos}): e.g. {example}") from None
+    except RecursionError:
+        raise LLCInputError(f"the subsets' JSON is nested too deeply: e.g. {example}") from None
+    if not isinstance(value, dict) or not value:
+        raise LLCInputError(f"the subsets must be a JSON object of name → rows, e.g. {example}")
+    return value
 
 
 def refine_work(config: RunConfig):
-    """The job's work: run_groups in the worker thread (no st.* there). An error comes back as the result,
-    so that the page shows it with common.show_error, by its type."""
+    """The job's work: run_groups in the worker thread (no st.* there). Each group's λ̂ is reported as it is
+    known (a data subset's when its own run ends), so that the chart grows while the others run. An error
+    comes back as the result, so that the page shows it with common.show_error, by its type."""
     def work(report, stop):
         try:
             return run_groups(config, on_snapshot=lambda snap: report("progress", (snap.step, snap.total_steps)),
-                              stop=stop)
+                              stop=stop, on_group=lambda group: report("item", group))
         except Exception as err:  # noqa: BLE001 - shown on the page by common.show_error
             return err
     return work
@@ -450,14 +496,16 @@ def load_jvp_decompositions() -> None:
     torch.func.jvp(lambda x: x * x, (torch.ones(1),), (torch.ones(1),))
 
 
-def start_refined(config: RunConfig) -> None:
+def start_refined(config: RunConfig, count: int) -> None:
+    """Start the job of `config.refine` (weight groups, or `count` data subsets, one run each)."""
     load_jvp_decompositions()
     old = st.session_state.get(REFINE_JOB)
     if old is not None and old.alive:
         old.request_stop()
     job = st.session_state[REFINE_JOB] = Job(refine_work(config), name="llc-refine").start()
+    plan = st.session_state[REFINE_PLAN] = {"by_data": config.refine.subsets is not None, "count": count}
     kept = live_runs.kept(KEPT)
-    live_runs.register(PAGE, "refine", job, lambda: {**kept, REFINE_JOB: job})
+    live_runs.register(PAGE, "refine", job, lambda: {**kept, REFINE_JOB: job, REFINE_PLAN: plan})
 
 
 def full_llc(config: RunConfig | None) -> float | None:
@@ -471,28 +519,55 @@ def full_llc(config: RunConfig | None) -> float | None:
     return result.llc_mean
 
 
+def draw_groups(groups: list, full: float | None, by_data: bool):
+    """Draw the groups' bars (± 2 se) beside the full λ̂; return their table (a DataFrame) for the caller to
+    show under its caption."""
+    frame = charts.refined_frame(groups)
+    chart = charts.refined_chart(frame, full, by_data=by_data)
+    # the element's height: the plot area's, plus the title, the rule's label and the x axis
+    st.altair_chart(chart, width="stretch", height=int(chart.height) + 130)
+    if by_data:
+        table = frame[["group", "rows", "nβ", "ε", "λ̂", "se", "acceptance"]].assign(
+            verdicts=[glossary.verdict_labels(g.verdicts) or "–" for g in groups])
+    else:
+        table = frame[["group", "moving parameters", "λ̂", "se", "acceptance"]]
+    return table
+
+
 def draw_refined(result, full: float | None) -> None:
     if isinstance(result, BaseException):
         common.show_error(result)
         return
-    if result.partial:
+    if result.partial and not (result.by_data and result.groups):  # weight groups share one run: all or nothing
         st.info("Stopped before the end: nothing was kept. Press **Estimate per group** to run it again.")
         return
-    frame = charts.refined_frame(result.groups)
-    chart = charts.refined_chart(frame, full)
-    # the element's height: the plot area's, plus the title, the rule's label and the x axis
-    st.altair_chart(chart, width="stretch", height=int(chart.height) + 130)
-    st.caption(f"{len(result.groups)} groups × {result.chains_per_group} chains, n = {result.n:,}, "
-               f"nβ = {result.nbeta:.4g}, ε = {common.fmt(result.step_size, 3)}; {result.wall_time_s:.1f} s"
-               + (f"; the red line is the full model's λ̂ = {full:.4g}" if full is not None else
-                  "; estimate the full λ̂ above to see it beside the groups")
-               + (f". Verdicts of the shared run: {', '.join(result.verdicts)}" if result.verdicts else ""))
-    table = frame[["group", "moving parameters", "λ̂", "se", "acceptance"]]
+    if result.partial:  # data subsets: the finished ones are kept
+        st.warning(f"Stopped: {len(result.groups)} data subset{'s' if len(result.groups) > 1 else ''} finished and "
+                   "are kept below; the one running was dropped. Press **Estimate per group** to run them all again.")
+    table = draw_groups(result.groups, full, result.by_data)
+    red = (f"; the red line is the full model's λ̂ = {full:.4g}" if full is not None else
+           "; estimate the full λ̂ above to see it beside the " + ("subsets" if result.by_data else "groups"))
+    if result.by_data:
+        st.caption(f"{len(result.groups)} data subsets × {result.chains_per_group} chains, each its own run on its "
+                   f"rows (its n, nβ and ε in the table); {result.wall_time_s:.1f} s" + red)
+    else:
+        shared = glossary.verdict_labels(result.verdicts)
+        st.caption(f"{len(result.groups)} groups × {result.chains_per_group} chains, n = {result.n:,}, "
+                   f"nβ = {result.nbeta:.4g}, ε = {common.fmt(result.step_size, 3)}; {result.wall_time_s:.1f} s" + red
+                   + (f". Verdicts of the shared run: {shared}" if shared else ""))
     st.dataframe(table, hide_index=True, width="stretch")
+    negative = [g.name for g in result.groups if g.llc_mean is not None and g.llc_mean < 0]
+    if result.by_data and negative:
+        names = common.escape_markdown(", ".join(name[:40] for name in negative[:8]) + (" …" if len(negative) > 8 else ""))
+        st.info(f"λ̂ < 0 on {names}: w\\* is not a minimum of the loss on those rows. The chains found lower loss "
+                "there (one class's rows pull a classifier towards predicting that class more confidently), so λ̂ "
+                "does not measure their complexity. Subsets that mix the classes, such as row ranges, keep w\\* "
+                "at or near a minimum of their loss.")
 
 
 def refined_live(config: RunConfig | None) -> None:
-    """The job's state: polled by a fragment while it runs (with Stop), drawn once when it has finished."""
+    """The job's state: polled by a fragment while it runs (with Stop, and the groups finished so far),
+    drawn once when it has finished."""
     job: Job | None = st.session_state.get(REFINE_JOB)
     if job is None:
         return
@@ -504,6 +579,7 @@ def refined_live(config: RunConfig | None) -> None:
         elif snap["result"] is not None:
             draw_refined(snap["result"], full_llc(config))
         return
+    plan = st.session_state.get(REFINE_PLAN) or {"by_data": False, "count": 0}
 
     @st.fragment(run_every=POLL_SECONDS)
     def poll() -> None:
@@ -511,9 +587,15 @@ def refined_live(config: RunConfig | None) -> None:
         if not snap["running"]:
             st.rerun()  # the whole page, so that the finished view replaces this one
         step, total = snap["progress"] or (0, 1)
-        st.progress(min(step / max(total, 1), 1.0), text=f"Sampling every group at once: step {step:,} of {total:,}")
-        if st.button("Stop", key=key("refine_stop"), disabled=job.stop_requested, help="Nothing partial is kept"):
+        done = snap["items"]
+        text = (f"Data subsets, one run each: {len(done)} of {plan['count']} done (step {step:,} of {total:,} in all)"
+                if plan["by_data"] else f"Sampling every group at once: step {step:,} of {total:,}")
+        st.progress(min(step / max(total, 1), 1.0), text=text)
+        if st.button("Stop", key=key("refine_stop"), disabled=job.stop_requested,
+                     help="Finished data subsets are kept; nothing partial is"):
             job.request_stop()
+        if done:  # a data subset's bar as soon as its run ends
+            st.dataframe(draw_groups(done, full_llc(config), plan["by_data"]), hide_index=True, width="stretch")
 
     poll()
 
@@ -577,30 +659,100 @@ def attach_known_llc(record) -> None:
         record.progress = dataclasses.replace(record.progress, result=result)
 
 
-def refined_section(config: RunConfig, model) -> None:
+def url_choice_unavailable(name: str, offered: list[str], labels: dict[str, str], why: str | None = None) -> None:
+    """A choice that a link set (pages/settings.py, restore_refine_settings) but this model or data does not
+    offer: one warning, naming what is shown instead; the radio then falls back to its first option."""
+    from_url = st.session_state.get(key("from_url")) or {}
+    value = st.session_state.get(key(name))
+    if name in from_url and from_url[name] == value and value not in offered:
+        st.warning(common.escape_markdown(
+            f"The link asks for {labels.get(value, value)}, which this model and data do not offer"
+            + (f" ({why})" if why else "") + f": showing {labels[offered[0]]} instead."))
+    if name in from_url and value != from_url[name] or value not in offered:
+        from_url.pop(name, None)
+
+
+def subsets_setting(problem) -> tuple[RefineConfig | None, int]:
+    """The data subsets: each class label, or rows the user writes as JSON; (the RefineConfig, how many
+    subsets), or (None, 0) after an error shown here."""
+    st.markdown(DATA_REFINED_ABOUT)
+    options, why_not = subset_choices(problem.targets)
+    url_choice_unavailable("refine_subsets", options, SUBSET_CHOICES, why_not)
+    choice = st.radio("Subsets", options, format_func=SUBSET_CHOICES.get, horizontal=True,
+                      key=seeded("refine_subsets", options[0], options),
+                      help="Each class label: one subset per label value of the targets (a classifier's). Rows I "
+                           "choose: any subsets, written as JSON. " + glossary.help_text("data_refined"))
+    if why_not is not None:
+        st.caption("Each class label is offered for a classifier's labels; here " + common.escape_markdown(why_not))
+    try:
+        if choice == "label":
+            spec = "label"
+        else:
+            text = st.text_area("Subsets: a JSON object of name → rows", height=100, help=SUBSET_ROWS_HELP,
+                                key=seeded("refine_subset_rows", default_subset_rows(int(problem.inputs.shape[0]))))
+            spec = parse_subset_rows(text)
+        subsets = data_subsets(problem.inputs, problem.targets, spec)
+    except LLCInputError as err:
+        st.error(common.escape_markdown(err))
+        return None, 0
+    names = [f"{common.escape_markdown(name[:40])} ({len(rows):,} rows)" for name, (rows, _) in subsets.items()]
+    listed = ", ".join(names[:12]) + (" …" if len(names) > 12 else "")
+    st.caption(f"{len(subsets)} subset{'s' if len(subsets) > 1 else ''}: {listed}. Each is a run of "
+               "its own with every parameter moving, nβ = n / log n of its rows (unless nβ is set above) and ε as set "
+               "above (\"auto\" calibrates it on each subset).")
+    return RefineConfig(subsets=spec), len(subsets)
+
+
+def refined_section(config: RunConfig, problem) -> None:
     st.subheader("5 · Where does the complexity live?")
     st.markdown(REFINED_ABOUT)
-    offered = groupings(model)
+    offered = groupings(problem.model)
+    url_choice_unavailable("refine_groups", offered, GROUPINGS)
     left, right = st.columns(2)
     grouping = left.radio("Groups", offered, format_func=GROUPINGS.get, horizontal=True,
                           key=seeded("refine_groups", "layer", offered),
-                          help="Per attention head is offered when the model has an nn.MultiheadAttention.")
+                          help="Per attention head is offered when the model has an nn.MultiheadAttention (also "
+                               "inside a .pt2 program). Per data subset: the whole model on one part of the data.")
     per_group = right.number_input("Chains per group", min_value=1, max_value=64, step=1,
                                    key=seeded("refine_chains", 4),
-                                   help="Steps, ε, γ and nβ are the sampler's above; all groups run as one computation.")
+                                   help="Steps, ε, γ and nβ are the sampler's above. Weight groups run as one "
+                                        "computation; each data subset is a run of its own with this many chains.")
+    refine, count = (subsets_setting(problem) if grouping == "data"
+                     else (RefineConfig(groups=grouping), 0))
     job: Job | None = st.session_state.get(REFINE_JOB)
     if st.button("Estimate per group", type="primary", key=key("refine_start"),
-                 disabled=job is not None and job.alive):
+                 disabled=(job is not None and job.alive) or refine is None):
         sampler = dataclasses.replace(config.sampler, chains=int(per_group))
-        start_refined(dataclasses.replace(config, sampler=sampler, refine=RefineConfig(groups=grouping)))
+        start_refined(dataclasses.replace(config, sampler=sampler, refine=refine), count)
         st.rerun()
     refined_live(config)
+
+
+def restore_refine_settings(params: dict[str, str]) -> tuple[dict, list[str]]:
+    """A link's refine settings (pages/settings.py, CHECKPOINT_REFINE_SETTINGS) → widget values; what it set is
+    remembered, so that a choice this model does not offer is said once (`url_choice_unavailable`)."""
+    values, problems = settings.page_query_to_values(params, settings.CHECKPOINT_REFINE_SETTINGS,
+                                                     settings.CHECKPOINT_REFINE_WIDGETS)
+    st.session_state[key("from_url")] = dict(values)
+    return values, problems
+
+
+def write_refine_settings() -> None:
+    """The refine settings into the URL (those the page has: a widget's, or the session's last)."""
+    remembered = st.session_state.get(f"{PAGE}.values", {})
+    values = {name: st.session_state.get(key(name), remembered.get(name))
+              for name in settings.CHECKPOINT_REFINE_WIDGETS.values()}
+    values = {name: value for name, value in values.items() if value is not None}
+    common.remember_and_write_url(PAGE, values, settings.page_values_to_query(
+        values, settings.CHECKPOINT_REFINE_SETTINGS, settings.CHECKPOINT_REFINE_WIDGETS))
 
 
 st.title("Inspect a checkpoint")
 st.caption("Upload a trained model and its data, or load an example, and estimate its local learning coefficient. "
            "Files are read without running any code from them: pickles that would import anything beyond tensors "
            "are refused, and TorchScript is not accepted (README: Checkpoint inspection).")
+for problem in common.restore_from_url(PAGE, restore_refine_settings):  # a link's refine settings
+    st.error(common.escape_markdown(problem))
 live_runs.reattach(PAGE, ("Estimate λ̂", "Estimate per group"))  # a reload during a run (pages/live_runs.py)
 
 sources()
@@ -639,6 +791,7 @@ if record is not None:  # the run's live panel, then its result (the button abov
     attach_known_llc(record)
     runs.run_panel(PAGE)
 if config is not None and problem is not None:
-    refined_section(config, problem.model)
+    refined_section(config, problem)
 elif st.session_state.get(REFINE_JOB) is not None:
     refined_live(None)  # re-attached after a reload, before the files are read again
+write_refine_settings()

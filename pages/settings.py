@@ -552,3 +552,46 @@ def model_summary(config: RunConfig) -> str:
         if value is not None:
             parts.append(f"{name}={','.join(map(str, value)) if isinstance(value, list) else value}")
     return " ".join(parts)
+
+
+# ====================================================================== a page's own settings in the URL
+
+MAX_URL_TEXT = 4000  # characters of a text setting taken from a URL (a JSON of data subsets)
+
+
+def page_query_to_values(params: dict[str, str], page_settings: list[Setting], widgets: dict[str, str]
+                         ) -> tuple[dict[str, Any], list[str]]:
+    """A page's URL parameters → its widget values ({widget name: value}, `widgets` naming each setting's
+    widget), only for the settings the URL carries; one message per unusable value (that setting keeps the
+    page's value). Parameters the page does not know are ignored."""
+    values, problems = {}, []
+    for setting in page_settings:
+        if setting.name not in params:
+            continue
+        text = str(params[setting.name])
+        try:
+            if setting.kind == "text" and len(text) > MAX_URL_TEXT:
+                raise ValueError(f"{setting.name} is {len(text):,} characters long, more than {MAX_URL_TEXT:,}")
+            values[widgets[setting.name]] = setting.parse(text)
+        except ValueError as err:
+            shown = setting.format(setting.default) if setting.default not in (None, "") else "empty"
+            problems.append(f"URL: {err}; using {shown} instead")
+    return values, problems
+
+
+def page_values_to_query(values: dict[str, Any], page_settings: list[Setting], widgets: dict[str, str]) -> dict[str, str]:
+    """A page's widget values → its URL parameters (the settings whose widget has a value)."""
+    return {s.name: s.format(values[widgets[s.name]]) for s in page_settings if values.get(widgets[s.name]) is not None}
+
+
+# The Checkpoint page's refined LLCs (section 5) and the Training run page's tracked groups: URL name → widget
+CHECKPOINT_REFINE_SETTINGS = [
+    Setting("groups", "choice", "layer", ("refine", "groups"), choices=("layer", "head", "data")),
+    Setting("chains_per_group", "int", 4, ("refine", "chains"), minimum=1, maximum=64),
+    Setting("subsets", "choice", "label", ("refine", "subsets"), choices=("label", "chosen")),
+    Setting("subset_rows", "text", "", ("refine", "subsets")),
+]
+CHECKPOINT_REFINE_WIDGETS = {"groups": "refine_groups", "chains_per_group": "refine_chains",
+                             "subsets": "refine_subsets", "subset_rows": "refine_subset_rows"}
+TRAJECTORY_REFINE_SETTINGS = [Setting("groups", "choice", "none", ("refine", "groups"), choices=("none", "layer", "head"))]
+TRAJECTORY_REFINE_WIDGETS = {"groups": "groups"}

@@ -24,7 +24,7 @@ from llc_core.config import RefineConfig
 from llc_core.files import checkpoint as ckpt
 from llc_core.studies import (StageHints, TrainingConfig, TrajectoryConfig, TrajectoryProgress, TrajectoryRun, stage_hints,
                               step_from_name)
-from pages import common, glossary, live_runs
+from pages import common, glossary, live_runs, run_on, settings
 
 common.require_entry_point()
 
@@ -37,6 +37,10 @@ SOURCES = {
     "upload": "My checkpoints (files or a zip) and data",
 }
 GROUPINGS = {"none": "none: the whole model only", "layer": "each layer", "head": "each attention head"}
+FROM_FILE = "none"  # the activation "option" of checkpoints that bring their architecture (.pt2): none given
+ACTIVATIONS = {FROM_FILE: "none given (.pt2 files bring their own architecture)",
+               **{name: name for name in ckpt.ACTIVATIONS}}
+LOSSES = ["gaussian", "cross_entropy", "next_token"]
 
 
 def key(name: str) -> str:
@@ -55,14 +59,22 @@ def session_dir() -> Path:
     return Path(common.session_folder("llc-trajectory-", "traj.dir"))
 
 
-def load_example() -> None:
-    """Button callback: the example training run's checkpoints and data."""
-    example = json.loads((EXAMPLES / "examples.json").read_text())["trajectory"][0]
+def examples() -> list[dict]:
+    """The example training runs (assets/examples/examples.json, scripts/make_examples.py)."""
+    try:
+        return json.loads((EXAMPLES / "examples.json").read_text())["trajectory"]
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def load_example(example: dict) -> None:
+    """Button callback: an example training run's checkpoints, data, loss and activation (none for a .pt2)."""
     st.session_state["traj.paths"] = [str(EXAMPLES / example["checkpoints"])]
     st.session_state["traj.data_path"] = str(EXAMPLES / example["data"])
     st.session_state["traj.labels"] = f"{example['checkpoints']} + {example['data']} (example)"
     st.session_state[common.widget_key(PAGE, "source")] = "upload"
-    st.session_state[common.widget_key(PAGE, "activation")] = example.get("activation", "identity")
+    st.session_state[common.widget_key(PAGE, "activation")] = example.get("activation", FROM_FILE)
+    st.session_state[common.widget_key(PAGE, "loss")] = example.get("loss", "gaussian")
 
 
 def keep_uploads(uploads: list, data_upload) -> None:
@@ -96,7 +108,14 @@ def source_settings(source: str) -> tuple[TrainingConfig | None, dict]:
                    "descent; each teacher mode is learned in its own stage." if source == "dln" else
                    "MLP: a 4-16-1 ReLU student of the zoo's 4-8-1 ReLU teacher, Adam.")
         return TrainingConfig(task=source, steps=int(steps), checkpoints=int(keep), seed=int(seed)), {}
-    st.button("Load example training run", on_click=load_example, key="traj.example")
+    shown = examples()
+    if shown:
+        pick, button = st.columns([3, 1], vertical_alignment="bottom")
+        names = [e["name"] for e in shown]
+        chosen = pick.selectbox("Example training run", names, key="traj.example_name")
+        example = shown[names.index(chosen)]
+        button.button("Load example training run", on_click=load_example, args=(example,), key="traj.example")
+        st.caption(example.get("about", ""))
     left, right = st.columns(2)
     uploads = left.file_uploader("Checkpoints of one architecture (.safetensors, .pt, .pt2), or a .zip of them",
                                  type=["safetensors", "pt", "pth", "bin", "pt2", "zip"], accept_multiple_files=True,
@@ -107,11 +126,14 @@ def source_settings(source: str) -> tuple[TrainingConfig | None, dict]:
     if st.session_state.get("traj.labels"):
         st.caption(f"Using {st.session_state['traj.labels']}")  # a count or the example's names: no user text
     cols = st.columns(2)
-    activation = cols[0].selectbox("Activation between Linear layers (state dicts)", list(ckpt.ACTIVATIONS),
-                                   key=key("activation"))
-    loss = cols[1].radio("Loss", ["gaussian", "cross_entropy"], key=key("loss"), horizontal=True)
+    activation = cols[0].selectbox("Activation between Linear layers (state dicts)", list(ACTIVATIONS),
+                                   format_func=ACTIVATIONS.get, key=key("activation"),
+                                   help="For state dicts, whose architecture is inferred as a stack of Linear layers. "
+                                        "Checkpoints that are torch.export programs (.pt2) bring their own: none given.")
+    loss = cols[1].radio("Loss", LOSSES, key=key("loss"), horizontal=True,
+                         help="next_token: a `tokens` array of sequences, each predicting its next token.")
     return None, {"paths": st.session_state.get("traj.paths"), "data_path": st.session_state.get("traj.data_path"),
-                  "activation": activation, "loss": loss}
+                  "activation": None if activation == FROM_FILE else activation, "loss": loss}
 
 
 def sampler_settings() -> SamplerConfig:
@@ -291,6 +313,18 @@ def group_lines(data: pd.DataFrame, names: list[str]) -> alt.LayerChart:
                 x=x, y=alt.Y("shown:Q", title=title), color=color, tooltip=tooltip)).properties(height=260)
 
 
+def restore_group_setting(params: dict[str, str]) -> tuple[dict, list[str]]:
+    """A link's tracked groups (pages/settings.py, TRAJECTORY_REFINE_SETTINGS) → the selector's value."""
+    return settings.page_query_to_values(params, settings.TRAJECTORY_REFINE_SETTINGS, settings.TRAJECTORY_REFINE_WIDGETS)
+
+
+def write_group_setting() -> None:
+    """The tracked groups into the URL, beside the run token."""
+    values = {"groups": st.session_state.get(common.widget_key(PAGE, "groups"), DEFAULTS["groups"])}
+    common.remember_and_write_url(PAGE, values, settings.page_values_to_query(
+        values, settings.TRAJECTORY_REFINE_SETTINGS, settings.TRAJECTORY_REFINE_WIDGETS))
+
+
 REFINED_CAPTION = (
     "A refined LLC of a layer is λ̂ measured while only that layer's weights move and every other weight stays "
     "at the checkpoint: how much that layer on its own can still change without the loss growing, i.e. how much "
@@ -378,13 +412,16 @@ st.caption("λ̂ of every checkpoint with one set of SGLD settings, calibrated o
            "the paper's ResNet experiments, so that changes in λ̂ come from the checkpoints, not the sampler. "
            "Checkpoints caught between two loss plateaus are no local minima: their λ̂ can come out negative.")
 
+for problem in common.restore_from_url(PAGE, restore_group_setting):  # a link's tracked groups
+    st.error(common.escape_markdown(problem))
 live_runs.reattach(PAGE, ("Estimate every checkpoint",))  # a reload during a run (pages/live_runs.py)
 source = st.radio("Checkpoints", list(SOURCES), format_func=SOURCES.get, key=key("source"))
 config = None
 try:
-    config = build_config(source)
+    config = run_on.attach(build_config(source), PAGE)  # this machine, or a Ray cluster (pages/run_on.py)
 except LLCInputError as err:
     common.show_error(err)
+write_group_setting()
 
 worker: TrajectoryRun | None = st.session_state.get(WORKER)
 running = worker is not None and worker.alive

@@ -13,8 +13,9 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from llc_core.execution import where_ran
 from llc_core.studies import validate
-from pages import common, live_runs
+from pages import common, live_runs, run_on
 
 common.require_entry_point()
 
@@ -30,6 +31,7 @@ st.caption(
 
 live_runs.reattach(PAGE, ("Run suite",))  # a reload during a run (pages/live_runs.py)
 names = list(validate.SUITES)
+executor, may_start = run_on.setting(PAGE)  # this machine, or a Ray cluster (pages/run_on.py)
 with st.form("validate.form"):
     suite = st.selectbox("Suite", names, index=names.index("toy"), key="validate.suite",
                          format_func=lambda n: f"{n}: {validate.SUITES[n].description}")
@@ -38,10 +40,10 @@ with st.form("validate.form"):
     start = st.form_submit_button("Run suite", type="primary")
 
 current: validate.SuiteRun | None = st.session_state.get(STATE)
-if start:
+if start and may_start:  # else the setting's message is shown beneath it
     if current is not None and current.alive:
         current.request_stop()
-    current = validate.SuiteRun(suite, int(cases) or None, int(seed)).start()
+    current = validate.SuiteRun(suite, int(cases) or None, int(seed), executor=executor).start()
     st.session_state[STATE] = current
     live_runs.register(PAGE, "suite", current, lambda current=current: {STATE: current})
 
@@ -125,6 +127,8 @@ def progress() -> None:
         st.altair_chart(scatter(table), width="stretch")
     if snap["summary"] is not None:
         st.markdown("**Summary** — " + validate.format_summary(snap["summary"]))
+        if snap["summary"].get("executor"):
+            st.caption(common.escape_markdown(where_ran(snap["summary"]["executor"])))
     if len(table):
         # a static table: every column and row in view at 1024 px (a data grid scrolled the last columns away)
         st.table(styled(shown_columns(table)), hide_index=True, border="horizontal")

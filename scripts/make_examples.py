@@ -1,7 +1,7 @@
 """Write the example checkpoints and datasets of the Checkpoint and Trajectory pages to assets/examples/.
 
 Run from the repository root: `.venv/bin/python scripts/make_examples.py`. Every file is small
-(well under 1 MB in all) and seeded, so the output is the same from run to run (up to the torch
+(under 1 MB in all) and seeded, so the output is the same from run to run (up to the torch
 version's serialisation). `examples.json` lists them for the pages' "Load example" buttons.
 
 Each model's w* is the point that generated its labels, so it is a minimum of the loss: the
@@ -137,6 +137,47 @@ def tiny_transformer() -> dict:
                      f"by 1 or 2 (mod 8); next-token loss {loss:.3f} nats"}
 
 
+TRANSFORMER_CHECKPOINTS = (0, 10, 20, 30, 50, 100, 400)  # the loss falls from 2.16 to its 0.087 floor by step ~100
+
+
+def transformer_training() -> dict:
+    """The tiny transformer's training run (the seeds, data and steps of `tiny_transformer`), with checkpoints
+    kept at TRANSFORMER_CHECKPOINTS: the last as a torch.export program, the zip's first member, which brings
+    the architecture; the others as safetensors state dicts under the same parameter names."""
+    torch.manual_seed(3)
+    generator = torch.Generator().manual_seed(3)
+    tokens = counting_sequences(1000, 8, 8, generator)
+    model = TinyCausalTransformer()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    kept = {}
+    for step in range(TRANSFORMER_CHECKPOINTS[-1] + 1):
+        if step in TRANSFORMER_CHECKPOINTS:
+            kept[step] = {name: p.detach().clone().contiguous() for name, p in model.named_parameters()}
+        if step == TRANSFORMER_CHECKPOINTS[-1]:
+            break
+        optimizer.zero_grad()
+        logits = model(tokens[:, :-1])
+        nn.functional.cross_entropy(logits.transpose(1, 2), tokens[:, 1:]).backward()
+        optimizer.step()
+    model.eval()
+    torch.backends.mha.set_fastpath_enabled(False)
+    program = io.BytesIO()
+    torch.export.save(torch.export.export(model, (tokens[:4, :-1],), dynamic_shapes=({0: torch.export.Dim("batch")},)),
+                      program)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        last = TRANSFORMER_CHECKPOINTS[-1]
+        archive.writestr(f"transformer_step_{last:05d}.pt2", program.getvalue())
+        for step in TRANSFORMER_CHECKPOINTS[:-1]:
+            archive.writestr(f"transformer_step_{step:05d}.safetensors", save(kept[step]))
+    (OUT / "transformer_training.zip").write_bytes(buffer.getvalue())
+    return {"name": "Tiny transformer training run, two attention heads (zip of checkpoints + token npz)",
+            "checkpoints": "transformer_training.zip", "data": "counting_tokens.npz", "loss": "next_token",
+            "about": f"the Checkpoint page's tiny transformer, {len(TRANSFORMER_CHECKPOINTS)} checkpoints over its "
+                     f"{TRANSFORMER_CHECKPOINTS[-1]} Adam steps (the loss reaches its floor by step ~100); track "
+                     "\"each attention head\" to see when each head takes on complexity"}
+
+
 class SmallCNN(nn.Module):
     def __init__(self, classes: int = 10):
         super().__init__()
@@ -195,7 +236,7 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     examples = [mlp_regression(), dln_csv(), classifier_export(), small_cnn(), tiny_transformer()]
-    manifest = {"single": examples, "trajectory": [dln_training()]}
+    manifest = {"single": examples, "trajectory": [dln_training(), transformer_training()]}
     (OUT / "examples.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     total = sum(p.stat().st_size for p in OUT.iterdir())
     print(f"wrote {len(list(OUT.iterdir()))} files to {OUT.relative_to(ROOT)}, {total / 1024:.0f} KiB in all")

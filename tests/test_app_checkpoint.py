@@ -10,7 +10,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from apptest_helpers import chart_count, run_until, shown
+from apptest_helpers import chart_count, chart_specs, run_until, shown
 
 from llc_core import RunConfig, run
 from pages.common import escape_markdown
@@ -147,6 +147,8 @@ def test_cnn_and_transformer_examples_load_in_one_click(example, inputs, loss):
     assert any("brings its own architecture" in s.value for s in at.success)
     assert any(inputs in c.value and f"{loss} loss" in c.value for c in at.caption), [c.value for c in at.caption]
     assert at.session_state["ckpt.loss"] == loss
+    if loss == "next_token":  # the .pt2 program's attention is found in its graph: one group per head
+        assert at.radio(key="ckpt.refine_groups").options == ["per layer", "per attention head", "per data subset"]
 
 
 def test_refined_llc_per_layer_of_the_cnn_example():
@@ -154,7 +156,7 @@ def test_refined_llc_per_layer_of_the_cnn_example():
     at = open_page("pages/checkpoint.py")
     at.selectbox(key="ckpt.example").set_value("Small CNN on 8×8 digits (.pt2 + safetensors)").run()
     click(at, "Load example")
-    assert at.radio(key="ckpt.refine_groups").options == ["per layer"]  # no nn.MultiheadAttention in a CNN
+    assert at.radio(key="ckpt.refine_groups").options == ["per layer", "per data subset"]  # no attention in a CNN
     at.number_input(key="ckpt.steps").set_value(100).run()
     at.number_input(key="ckpt.refine_chains").set_value(2).run()
     click(at, "Estimate per group")
@@ -278,3 +280,177 @@ def test_the_dln_example_shows_its_known_llc_in_the_result_and_no_sidebar_text()
     # a run of the same files with other settings is not the example: no λ is claimed for it
     at.selectbox(key="ckpt.activation").set_value("relu").run()
     assert not any("This example's λ is known" in i.value for i in at.info)
+
+
+# ---------------------------------------------------------------- refined LLCs per data subset, Stop, the URL
+
+CLASSIFIER = "Tanh classifier as a torch.export program (.pt2 + safetensors)"
+
+
+def load(at: AppTest, example: str) -> AppTest:
+    at.selectbox(key="ckpt.example").set_value(example).run()
+    return click(at, "Load example")
+
+
+def test_refined_llc_per_class_label_runs_each_subset_and_streams_its_bar():
+    """"Per data subset", each class label: one run per label of the classifier's targets, every parameter moving,
+    n and nβ = n / log n of the label's rows; each subset reported as it finishes, kept in the table with its verdicts."""
+    import math
+
+    at = load(open_page("pages/checkpoint.py"), CLASSIFIER)
+    assert at.radio(key="ckpt.refine_groups").options == ["per layer", "per data subset"]
+    at.radio(key="ckpt.refine_groups").set_value("data").run()
+    assert at.radio(key="ckpt.refine_subsets").options == ["each class label", "rows I choose"]
+    assert any("data-refined LLC" in text for text in markdown(at))
+    [plan] = [c.value for c in at.caption if c.value.startswith("3 subsets:")]
+    assert "label 0 (149 rows), label 1 (122 rows), label 2 (229 rows)" in plan
+    at.number_input(key="ckpt.steps").set_value(40).run()
+    at.number_input(key="ckpt.refine_chains").set_value(2).run()
+    click(at, "Estimate per group")
+    run_until(at, lambda at: any("data subsets × 2 chains" in c.value for c in at.caption), timeout=240)
+    assert not at.error, [shown(e.value) for e in at.error]
+    table = at.dataframe[0].value
+    assert list(table["group"]) == ["label 0", "label 1", "label 2"] and list(table["rows"]) == [149, 122, 229]
+    assert all(nbeta == pytest.approx(n / math.log(n)) for n, nbeta in zip(table["rows"], table["nβ"]))
+    assert table["verdicts"].str.len().min() > 0 and not table["verdicts"].str.contains("_").any()
+    job = at.session_state["ckpt.refine_job"].snapshot()
+    result = job["result"]
+    assert [g.name for g in job["items"]] == [g.name for g in result.groups]  # each reported as it finished
+    assert result.grouping == "label" and result.config["refine"]["subsets"] == "label"
+    assert all(g.moving_params == 51 and "rows with label" in g.data for g in result.groups)
+    assert any("Data-refined λ̂ per subset" in json.dumps(spec, ensure_ascii=False) for spec in chart_specs(at))
+    negative = [g.name for g in result.groups if g.llc_mean < 0]  # w* is no minimum of one class's loss
+    assert bool(negative) == any("is not a minimum of the loss on those rows" in i.value for i in at.info)
+
+
+def test_chosen_subsets_are_checked_before_anything_runs():
+    """Regression targets offer only rows the user writes (JSON), starting from the data's two halves; bad JSON
+    or rows outside the data get one message and no run."""
+    at = click(open_page("pages/checkpoint.py"), "Load example")  # the MLP regression, 200 rows
+    at.radio(key="ckpt.refine_groups").set_value("data").run()
+    assert at.radio(key="ckpt.refine_subsets").options == ["rows I choose"]
+    assert any("Each class label is offered for a classifier's labels; here the targets are real numbers" in shown(c.value)
+               for c in at.caption)
+    rows = at.text_area(key="ckpt.refine_subset_rows")
+    n = at.session_state["ckpt.problem"][1].inputs.shape[0]
+    assert json.loads(rows.value) == {"first half": {"range": [0, n // 2]}, "second half": {"range": [n // 2, n]}}
+    assert any(c.value.startswith("2 subsets: first half") for c in at.caption)
+    start = lambda: next(b for b in at.button if b.label == "Estimate per group")  # noqa: E731
+    assert not start().disabled
+    for text, message in [("{bad", "not valid JSON"), ("[1, 2]", "must be a JSON object"),
+                          ('{"late": {"range": [0, 99999]}}', "data subset 'late': refine.data.range"),
+                          ('{"few": {"indices": [1]}}', "keeps 1 of"), ('{"odd": {"colour": 1}}', "use indices, range")]:
+        at.text_area(key="ckpt.refine_subset_rows").set_value(text).run()
+        assert not at.exception
+        errors = [shown(e.value) for e in at.error]
+        assert len(errors) == 1 and message in errors[0], (text, errors)
+        assert start().disabled
+    from test_app_hardening import link_problems, rendered_texts
+
+    for text in ['{"a": {"indices": [1e300]}}', '{"a": {"label": null}}', '{"a": ' * 3000 + "1" + "}" * 3000,
+                 '{"a": {"tokens": "x"}}', '{"a": {"column": 0, "value": "x"}}', '{"a": {"indices": []}}']:
+        at.text_area(key="ckpt.refine_subset_rows").set_value(text).run()
+        assert not at.exception and len(at.error) == 1 and "This is a bug" not in at.error[0].value, text[:40]
+    evil = "[x](https://evil.example) <img src=x>"
+    at.text_area(key="ckpt.refine_subset_rows").set_value(json.dumps({evil: {"range": [0, 10]}})).run()
+    assert not at.error and any(c.value.startswith("1 subset:") for c in at.caption)
+    assert link_problems(rendered_texts(at)) == []  # a subset's name is text, never a link or an image
+
+
+def test_stop_ends_a_group_run_and_the_page_says_it_stopped():
+    """Stop during "Estimate per group": the job ends, the page says it stopped and keeps nothing partial, and
+    nothing reads "No problems found"."""
+    from test_app_hardening import rendered_texts
+
+    at = click(open_page("pages/checkpoint.py"), "Load example")
+    at.number_input(key="ckpt.steps").set_value(10_000_000).run()
+    at.number_input(key="ckpt.refine_chains").set_value(1).run()
+    click(at, "Estimate per group")
+    job = at.session_state["ckpt.refine_job"]
+    run_until(at, lambda at: any("step" in (p.proto.text or "") and not (p.proto.text or "").startswith("Sampling every "
+                                                                                                        "group at once: step 0 ")
+                                 for p in at.get("progress")), timeout=120)
+    assert job.alive
+    [stop] = [b for b in at.button if b.label == "Stop"]
+    stop.click().run()
+    assert not at.exception and job.stop_requested
+    job.join(60)
+    assert not job.alive
+    run_until(at, lambda at: any("Stopped before the end" in i.value for i in at.info), timeout=60)
+    assert not [b for b in at.button if b.label == "Stop"] and not at.dataframe
+    assert not next(b for b in at.button if b.label == "Estimate per group").disabled
+    result = job.snapshot()["result"]
+    assert result.partial and "ok" not in result.verdicts
+    assert not any("No problems found" in text for text in rendered_texts(at))
+
+
+def test_refine_settings_round_trip_through_the_url():
+    """Grouping, chains per group and the data subsets are in the address bar; a link brings them back; a bad
+    value gets one message naming what is used instead; a grouping the model does not offer is said once."""
+    rows = '{"head": {"range": [0, 10]}, "tail": {"range": [150, 200]}}'
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.query_params.update({"groups": "data", "chains_per_group": "3", "subsets": "chosen", "subset_rows": rows})
+    at.run()
+    at.switch_page("pages/checkpoint.py").run()
+    click(at, "Load example")
+    assert not at.error, [shown(e.value) for e in at.error]
+    assert at.radio(key="ckpt.refine_groups").value == "data" and at.number_input(key="ckpt.refine_chains").value == 3
+    assert at.radio(key="ckpt.refine_subsets").value == "chosen" and at.text_area(key="ckpt.refine_subset_rows").value == rows
+    assert at.query_params["groups"] == "data" and at.query_params["subset_rows"] == rows
+    at.number_input(key="ckpt.refine_chains").set_value(5).run()
+    assert at.query_params["chains_per_group"] == "5"  # a change goes to the URL
+
+    bad = AppTest.from_file(APP, default_timeout=30)
+    bad.query_params.update({"groups": "<b>all</b>", "chains_per_group": "1e300", "subsets": "label"})
+    bad.run()
+    bad.switch_page("pages/checkpoint.py").run()
+    errors = [shown(e.value) for e in bad.error]
+    assert len(errors) == 2 and all(e.startswith("URL: ") for e in errors), errors
+    assert "groups = '<b>all</b>' is not available here: use one of layer, head, data; using layer instead" in errors[0]
+    assert "chains_per_group = 1e+300 must be ≤ 64; using 4 instead" in errors[1]
+    click(bad, "Load example")
+    assert bad.radio(key="ckpt.refine_groups").value == "layer" and bad.number_input(key="ckpt.refine_chains").value == 4
+
+    head = AppTest.from_file(APP, default_timeout=30)
+    head.query_params.update({"groups": "head"})
+    head.run()
+    head.switch_page("pages/checkpoint.py").run()
+    click(head, "Load example")  # an MLP: no attention heads
+    [warning] = [shown(w.value) for w in head.warning]
+    assert warning == ("The link asks for per attention head, which this model and data do not offer: showing "
+                       "per layer instead.")
+    assert head.radio(key="ckpt.refine_groups").value == "layer"
+    head.number_input(key="ckpt.refine_chains").set_value(2).run()
+    assert not head.warning and head.query_params["groups"] == "layer"
+
+
+class RunningJob:
+    """A refine job in the middle of its data subsets (llc_core.execution.Job's face): one subset done."""
+
+    alive, stop_requested = True, False
+
+    def __init__(self, items):
+        self.items = items
+
+    def snapshot(self):
+        return {"items": list(self.items), "progress": (50, 150), "result": None, "error": None, "running": True}
+
+    def request_stop(self):
+        self.stop_requested = True
+
+
+def test_each_data_subset_shows_as_soon_as_its_run_ends():
+    from llc_core.studies import GroupLLC
+
+    at = load(open_page("pages/checkpoint.py"), CLASSIFIER)
+    done = GroupLLC("label 0", 51, 1.5, 0.2, [1.3, 1.7], 0.95, data="rows with label 0: 149 of 500 rows", n=149,
+                    nbeta=29.8, step_size=0.01, verdicts=["ok"])
+    at.session_state["ckpt.refine_job"] = RunningJob([done])
+    at.session_state["ckpt.refine_plan"] = {"by_data": True, "count": 3}
+    at.run()
+    assert not at.exception
+    [progress] = [p.proto.text for p in at.get("progress")]
+    assert progress == "Data subsets, one run each: 1 of 3 done (step 50 of 150 in all)"
+    assert [b for b in at.button if b.label == "Stop"] and chart_count(at) == 1
+    table = at.dataframe[0].value
+    assert list(table["group"]) == ["label 0"] and list(table["rows"]) == [149] and list(table["verdicts"]) == ["no problems"]

@@ -211,7 +211,8 @@ HOSTILE_VALUES = [
 # per page: its URL parameters, and a few it does not know
 URL_NAMES = {
     "pages/learn.py": ["potential", "level", "gamma", "step_size", "nbeta"],
-    "pages/checkpoint.py": [], "pages/trajectory.py": [], "pages/calibrate.py": [], "pages/validate.py": [],
+    "pages/checkpoint.py": ["groups", "chains_per_group", "subsets", "subset_rows"], "pages/trajectory.py": ["groups"],
+    "pages/calibrate.py": [], "pages/validate.py": [],
     "pages/home.py": [],
 }
 LINK = re.compile(r"<(a|img|script|iframe|svg|video|audio|object)[\s>/]", re.IGNORECASE)  # a tag, not its text

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from apptest_helpers import chart_count, chart_specs
+from apptest_helpers import chart_count, chart_specs, shown
 from streamlit.testing.v1 import AppTest
 
 from llc_core.studies.trajectory import (
@@ -203,3 +203,82 @@ def test_the_group_selector_puts_groups_into_the_config(monkeypatch):
     at.button(key="traj.start").click().run()
     assert not at.exception, at.exception
     assert started and started[0].refine.groups == "layer"
+
+
+def test_the_tracked_groups_round_trip_through_the_url():
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.query_params["groups"] = "head"
+    at.run()
+    at.switch_page("pages/trajectory.py").run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="traj.groups").value == "head" and at.query_params["groups"] == "head"
+    at.selectbox(key="traj.groups").select("layer").run()
+    assert at.query_params["groups"] == "layer"  # a change goes to the URL
+    bad = AppTest.from_file(APP, default_timeout=30)
+    bad.query_params["groups"] = "[x](https://evil.example)"
+    bad.run()
+    bad.switch_page("pages/trajectory.py").run()
+    assert not bad.exception and bad.selectbox(key="traj.groups").value == "none"
+    [error] = [e.value for e in bad.error]
+    text = shown(error).replace("\u2060", "")  # as the user reads it
+    assert text == ("URL: groups = '[x](https://evil.example)' is not available here: use one of none, layer, head; "
+                    "using none instead")
+    assert "](" not in error  # escaped: shown as typed, never a link
+
+
+def test_the_transformer_training_run_example_tracks_attention_heads(monkeypatch):
+    """The tiny transformer's training run (a zip: the final checkpoint as a .pt2, the others as state dicts) with
+    its token data and the next-token loss, in one click; "each attention head" goes into the config."""
+    import llc_core.studies
+
+    started = []
+
+    class Captured(FinishedRun):
+        def __init__(self, config):
+            started.append(config)
+            super().__init__(grouped_progress())
+
+        def start(self):
+            return self
+
+    monkeypatch.setattr(llc_core.studies, "TrajectoryRun", Captured)
+    at = AppTest.from_file(APP, default_timeout=30)
+    at.run()
+    at.switch_page("pages/trajectory.py").run()
+    at.radio(key="traj.source").set_value("upload").run()
+    names = at.selectbox(key="traj.example_name").options
+    [example] = [name for name in names if name.startswith("Tiny transformer training run")]
+    at.selectbox(key="traj.example_name").set_value(example).run()
+    at.button(key="traj.example").click().run()
+    assert any("transformer_training.zip + counting_tokens.npz" in c.value for c in at.caption)
+    assert at.radio(key="traj.loss").value == "next_token"
+    at.selectbox(key="traj.groups").select("head").run()
+    at.button(key="traj.start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    [config] = started
+    assert config.refine.groups == "head" and config.activation is None and config.data.loss == "next_token"
+    assert config.checkpoint_paths[0].endswith("transformer_training.zip")
+
+
+@pytest.mark.slow
+def test_the_transformer_training_run_example_runs_with_heads_on_the_page():
+    """The whole example, sampled for real (a few SGLD steps): the heatmap gets one row per attention head."""
+    from apptest_helpers import run_until
+
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    at.switch_page("pages/trajectory.py").run()
+    at.radio(key="traj.source").set_value("upload").run()
+    [example] = [n for n in at.selectbox(key="traj.example_name").options if n.startswith("Tiny transformer training")]
+    at.selectbox(key="traj.example_name").set_value(example).run()
+    at.button(key="traj.example").click().run()
+    at.selectbox(key="traj.groups").select("head").run()
+    for name, value in {"steps": 20, "chains": 1, "step_size": 4e-4}.items():
+        at.number_input(key=f"traj.{name}").set_value(value).run()
+    at.button(key="traj.start").click().run()
+    run_until(at, lambda a: any("Every checkpoint used" in m.value for m in a.markdown) or a.error, timeout=300)
+    assert not at.error, [shown(e.value) for e in at.error]
+    rows = set(chart_data(at, "rect")["group"])
+    assert rows == {"layer.self_attn.head0", "layer.self_attn.head1"}
+    [stages] = [m.value for m in at.markdown if "Stages of each group" in m.value]
+    assert stages.count("- **") == 2

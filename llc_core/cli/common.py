@@ -11,6 +11,8 @@ import numpy as np
 
 from llc_core.config import ExecutorConfig, parse_json
 from llc_core.errors import LLCInputError
+from llc_core.execution.ray_backend import parse_address
+from llc_core.execution.units import where_ran
 from llc_core.result import RunResult, Snapshot
 
 BAR_WIDTH = 30
@@ -124,40 +126,50 @@ def nanmean(values) -> float:
     return float(finite.mean()) if len(finite) else float("nan")
 
 
-def add_ray_options(cmd) -> None:
+def add_ray_options(cmd, chain_groups: bool = False) -> None:
     """--ray and its companions, shared by the studies that can run on a Ray cluster (docs/CLUSTER.md)."""
     cmd.add_argument("--ray", metavar="auto|local|HOST:PORT", default=None,
                      help="run the study's independent runs as Ray tasks: auto (a cluster started on this machine "
                           "or in RAY_ADDRESS, else Ray here alone), local, or a Ray head's host:port; needs "
                           "`pip install -r requirements-ray.txt`")
     cmd.add_argument("--resume", metavar="DIR", default=None,
-                     help="with --ray: a results directory; runs already finished there are kept, new ones are "
-                          "written there as they finish")
+                     help="a results directory (with or without --ray): runs already finished there are kept and "
+                          "not run again, new ones are written there as they finish")
     cmd.add_argument("--max-retries", type=int, default=None, help="with --ray: retries of a run whose worker dies (default 3)")
     cmd.add_argument("--task-cpus", type=float, default=None, help="with --ray: CPUs (torch threads) per run (default 1)")
-    cmd.add_argument("--task-gpus", type=float, default=None, help="with --ray: GPUs per run (default 0)")
+    cmd.add_argument("--task-gpus", type=float, default=None,
+                     help="with --ray: GPUs per run (default: 1 when the cluster has GPUs, else 0)")
+    cmd.add_argument("--actors", type=int, default=None,
+                     help="with --ray: long-lived workers that take the runs in turn, model and data kept resident "
+                          "(default: one per GPU when the cluster has GPUs, else a task per run; 0: tasks)")
+    if chain_groups:
+        cmd.add_argument("--chain-groups", type=int, default=None,
+                         help="split the chains into this many groups, each a run of its own (on Ray: a task, on "
+                              "any worker), merged into one result")
+
+
+RAY_ONLY = {"max_retries": "--max-retries", "num_cpus": "--task-cpus", "num_gpus": "--task-gpus", "actors": "--actors"}
 
 
 def executor_from_args(args, base: ExecutorConfig | None = None) -> ExecutorConfig | None:
     """The executor the flags ask for, over `base` (a config file's "executor"); None: run here."""
     changes = {"ray": args.ray, "resume": args.resume, "max_retries": args.max_retries,
-               "num_cpus": args.task_cpus, "num_gpus": args.task_gpus}
+               "num_cpus": args.task_cpus, "num_gpus": args.task_gpus, "actors": args.actors,
+               "chain_groups": getattr(args, "chain_groups", None)}
     changes = {k: v for k, v in changes.items() if v is not None}
     if not changes:
         return base
     raw = {**(dataclasses.asdict(base) if base is not None else {}), **changes}
     executor = ExecutorConfig.from_dict(raw)
     if executor.ray is None:
-        raise LLCInputError("--resume, --max-retries, --task-cpus and --task-gpus go with --ray auto|HOST:PORT")
+        given = [flag for name, flag in RAY_ONLY.items() if name in changes]
+        if given:
+            raise LLCInputError(f"{', '.join(given)} go{'es' if len(given) == 1 else ''} with --ray auto|local|HOST:PORT")
+    else:
+        parse_address(executor.ray)  # its form now, before any work; whether a head answers, when the study starts
     return executor
 
 
 def ray_line(info: dict) -> str:
     """One line on where a study's runs went: the cluster, nodes, and what was retried or resumed."""
-    parts = [f"ran on Ray at {info['address']}: {info['runs']} run(s) on {info['nodes_used']} node(s)"]
-    for name in ("retried", "resumed", "cancelled"):
-        if info.get(name):
-            parts.append(f"{name} {len(info[name])}: {', '.join(k.split('#')[0] for k in info[name])}")
-    if info.get("failed"):
-        parts.append(f"lost {len(info['failed'])}: {', '.join(k.split('#')[0] for k in info['failed'])}")
-    return "; ".join(parts)
+    return where_ran(info)

@@ -6,7 +6,7 @@ import dataclasses
 import sys
 import threading
 
-from llc_core.cli.common import print_result, run_interruptibly
+from llc_core.cli.common import add_ray_options, executor_from_args, print_result, ray_line, run_interruptibly
 from llc_core.cli.refine import json_groups
 from llc_core.config import RefineConfig, parse_json
 from llc_core.errors import LLCInputError
@@ -39,6 +39,7 @@ def add_parser(commands) -> None:
     cmd.add_argument("--device", help="auto, cpu or cuda")
     cmd.add_argument("--json", action="store_true", help="print the TrajectoryResult as JSON instead of a table")
     cmd.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    add_ray_options(cmd)
     cmd.set_defaults(handler=main)
 
 
@@ -62,6 +63,8 @@ def main(args) -> int:
         if result.groups:
             sys.stdout.write(f"\nRefined λ̂ ± se of each group (group × checkpoint):\n{result.group_table()}\n")
         sys.stdout.write("\n" + result.hints_text() + "\n")
+        if result.executor:
+            sys.stdout.write(ray_line(result.executor) + "\n")
     return 0
 
 
@@ -104,4 +107,5 @@ def config_from_args(args) -> TrajectoryConfig:
     if args.groups:
         groups = args.groups if args.groups in ("layer", "head") else json_groups(args.groups)
         config.refine = dataclasses.replace(config.refine or RefineConfig(), groups=groups)
+    config.executor = executor_from_args(args, config.executor)
     return config

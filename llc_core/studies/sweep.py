@@ -495,10 +495,16 @@ def run_sweep(
         template=dataclasses.replace(base, step_size=None, localization=None, nbeta=None, calibration_steps=None),
         common=dict(loss=problem.loss, noise_scale=config.data.noise_scale, device=config.device, dtype=config.dtype),
     )
+    journal = sweep_journal(sweep)
     if ray_backend.ray_requested(sweep.executor):
-        last = state.run_cells_on_ray(sweep.executor, sweep_journal(sweep))
+        last = state.run_cells_on_ray(sweep.executor, journal)
     else:
+        state.journal = journal
         last = state.run_batched() if state.mode == "batched" else state.run_cells()
+        if sweep.executor is not None:  # resuming here: what was taken from the results directory
+            state.executor_report = ray_backend.Outcome(
+                values={key: {} for key in state.stored}, resumed=list(state.resumed), address="this machine",
+                executor="local").summary()
     cells = state.cells
     index, reason = recommend(cells, state.band, default_nbeta=default)
     resolved = sweep.to_dict()
@@ -534,6 +540,39 @@ class SweepRun:
     cells: list[CellResult] = field(default_factory=list)
     running: list[float | None] = field(default_factory=list)
     executor_report: dict[str, Any] | None = None
+    journal: ray_backend.Journal | None = None  # here, with executor.resume: finished cells kept and written there
+    stored: list[str] = field(default_factory=list)  # keys of the cells finished (run or resumed) here
+    resumed: list[str] = field(default_factory=list)  # of those, the ones taken from the journal
+
+    def cell_sampler(self, cell: tuple[float, float, float]) -> SamplerConfig:
+        e, g, b = cell
+        return dataclasses.replace(self.template, chains=self.per, step_size=e, localization=g, nbeta=b)
+
+    def cell_key(self, k: int, cell: tuple[float, float, float]) -> str:
+        """A cell run on its own (cells mode, here or on Ray): the same key, so either resumes the other."""
+        return ray_backend.unit_key(f"cell {k}", [cell, self.per, dataclasses.asdict(self.cell_sampler(cell)),
+                                                  self.common])
+
+    def batched_key(self, k: int, cell: tuple[float, float, float]) -> str:
+        """A cell of the batched computation, whose numbers depend on the whole grid."""
+        return ray_backend.unit_key(f"batched cell {k}", [cell, self.per, dataclasses.asdict(self.template),
+                                                          self.common, self.grid])
+
+    def resume(self, key: str, found: dict[str, Any]) -> "LastRun | None":
+        """The cell stored under `key` (finished, and handed on), or None when it is not there."""
+        value = found.get(key)
+        if not isinstance(value, dict) or "cell" not in value:
+            return None
+        self.finish(CellResult.from_dict(value["cell"]))
+        self.stored.append(key)
+        self.resumed.append(key)
+        return LastRun(value["init_loss"], {"sampler": {"batch_size": value["batch_size"]}})
+
+    def store(self, key: str, cell: CellResult, result: RunResult) -> None:
+        """Write a finished cell to the journal (not one a stop cut short)."""
+        if self.journal is not None and not cell.partial:
+            self.journal.append(key, cell_value(cell, result))
+            self.stored.append(key)
 
     def run_cells_on_ray(self, executor: ExecutorConfig, journal: ray_backend.Journal | None) -> "LastRun | None":
         """Every cell as a Ray task (execution/ray_backend.py), the problem shared through Ray's
@@ -541,11 +580,8 @@ class SweepRun:
         are those of a local cell-by-cell sweep. Cells arrive as they finish and are kept in grid order."""
         units, last = [], {}
         for k, cell in enumerate(self.grid):
-            e, g, b = cell
-            sampler = dataclasses.replace(self.template, chains=self.per, step_size=e, localization=g, nbeta=b)
-            payload = {"index": k, "cell": cell, "per": self.per, "sampler": sampler, "common": self.common}
-            key = ray_backend.unit_key(f"cell {k}", [cell, self.per, dataclasses.asdict(sampler), self.common])
-            units.append(ray_backend.Unit(key, cell_on_worker, payload))
+            payload = {"index": k, "cell": cell, "per": self.per, "sampler": self.cell_sampler(cell), "common": self.common}
+            units.append(ray_backend.Unit(self.cell_key(k, cell), cell_on_worker, payload))
 
         def arrived(key: str, value: dict[str, Any], done: int, total: int) -> None:
             last.update(value)
@@ -562,30 +598,46 @@ class SweepRun:
         self.executor_report = outcome.summary()
         return LastRun(last["init_loss"], {"sampler": {"batch_size": last["batch_size"]}}) if last else None
 
-    def run_batched(self) -> RunResult:
+    def run_batched(self) -> "RunResult | LastRun":
         """Every cell as a group of chains of one computation (each chain's ε from per_chain, which
-        switches the engine's "auto" off)."""
+        switches the engine's "auto" off). Resuming, it is not run again when every cell is stored."""
+        keys = [self.batched_key(k, cell) for k, cell in enumerate(self.grid)]
+        found = self.journal.load() if self.journal is not None else {}
+        if found and all(isinstance(found.get(key), dict) for key in keys):
+            stored = [self.resume(key, found) for key in keys]
+            if all(stored):
+                return stored[-1]
+            self.cells, self.stored, self.resumed = [], [], []  # a record of another version: run afresh
         sampler = dataclasses.replace(self.template, chains=len(self.grid) * self.per)
         per_chain = {name: [cell[i] for cell in self.grid for _ in range(self.per)]
                      for i, name in enumerate(("step_size", "localization", "nbeta"))}
         last = estimate_llc(self.problem.model, self.problem.inputs, self.problem.targets, sampler, **self.common,
                             per_chain=per_chain, stop=self.stop, on_snapshot=lambda s: self.progress(s, 0, 0))
         for k, cell in enumerate(self.grid):
-            self.finish(cell_stats(last, k, cell, range(k * self.per, (k + 1) * self.per)))
+            finished = cell_stats(last, k, cell, range(k * self.per, (k + 1) * self.per))
+            self.finish(finished)
+            self.store(keys[k], finished, last)
         return last
 
-    def run_cells(self) -> RunResult | None:
-        """One computation per cell, in grid order, until the grid ends or a stop request."""
+    def run_cells(self) -> "RunResult | LastRun | None":
+        """One computation per cell, in grid order, until the grid ends or a stop request; resuming,
+        the cells already stored are taken from the journal."""
         stop_requested = stop_checker(self.stop)
+        found = self.journal.load() if self.journal is not None else {}
         last = None
         for k, cell in enumerate(self.grid):
+            key = self.cell_key(k, cell)
+            stored = self.resume(key, found)
+            if stored is not None:
+                last = stored
+                continue
             if k and stop_requested():
                 break
-            e, g, b = cell
-            sampler = dataclasses.replace(self.template, chains=self.per, step_size=e, localization=g, nbeta=b)
-            last = estimate_llc(self.problem.model, self.problem.inputs, self.problem.targets, sampler, **self.common,
-                                stop=self.stop, on_snapshot=lambda s, k=k: self.progress(s, k, k))
-            self.finish(cell_stats(last, k, cell, range(self.per), offset=k * self.per))
+            last = estimate_llc(self.problem.model, self.problem.inputs, self.problem.targets, self.cell_sampler(cell),
+                                **self.common, stop=self.stop, on_snapshot=lambda s, k=k: self.progress(s, k, k))
+            finished = cell_stats(last, k, cell, range(self.per), offset=k * self.per)
+            self.finish(finished)
+            self.store(key, finished, last)
             if last.partial:
                 break
         return last
@@ -622,7 +674,11 @@ def cell_on_worker(payload: dict[str, Any], problem: Problem) -> dict[str, Any]:
     """One cell on a Ray worker (ray_backend.Unit): run_cells' computation for it, its statistics."""
     k, per = payload["index"], payload["per"]
     result = estimate_llc(problem.model, problem.inputs, problem.targets, payload["sampler"], **payload["common"])
-    cell = cell_stats(result, k, payload["cell"], range(per), offset=k * per)
+    return cell_value(cell_stats(result, k, payload["cell"], range(per), offset=k * per), result)
+
+
+def cell_value(cell: CellResult, result: RunResult) -> dict[str, Any]:
+    """What a finished cell leaves in the results directory (and what a Ray task hands back)."""
     return {"cell": dataclasses.asdict(cell), "init_loss": float(result.init_loss),
             "batch_size": result.config["sampler"]["batch_size"]}
 

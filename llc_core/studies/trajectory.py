@@ -26,7 +26,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 import numpy as np
@@ -36,11 +36,13 @@ from torch import Tensor, nn
 from llc_core import defaults
 from llc_core.files import checkpoint as ckpt
 from llc_core.files import safe_read
-from llc_core.config import DataConfig, RefineConfig, SamplerConfig, build_config, reject_unknown_keys
+from llc_core.config import DataConfig, ExecutorConfig, RefineConfig, SamplerConfig, build_config, reject_unknown_keys
 from llc_core.files.datafiles import Dataset, dataset_for, make_dataset, check_fits
 from llc_core.errors import LLCInputError
 from llc_core.estimator import default_nbeta, estimate_llc, stop_checker
+from llc_core.execution import ray_backend
 from llc_core.execution.jobs import Job
+from llc_core.execution.units import Journal, Outcome, Unit, combine, tensor_digest, unit_key
 from llc_core.refine import ParameterMask
 from llc_core.result import RunResult, Snapshot
 from llc_core.studies.refined import estimate_groups, partition
@@ -102,9 +104,14 @@ class TrajectoryConfig:
     dtype: str = "float32"
     # groups tracked at every checkpoint: {"groups": "layer" | "head" | {"name": [patterns]}} (RefineConfig.groups)
     refine: RefineConfig | None = None
+    # where the checkpoints' estimates run (None: here, in turn); with Ray each one is a task (docs/CLUSTER.md)
+    executor: ExecutorConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        raw = dataclasses.asdict(self)
+        if raw["executor"] is None:  # the local default's JSON is as it was
+            del raw["executor"]
+        return raw
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -122,6 +129,7 @@ class TrajectoryConfig:
             sampler=build_config(SamplerConfig, raw.get("sampler", {}), "sampler"),
             device=raw.get("device", "auto"), dtype=raw.get("dtype", "float32"),
             refine=build_config(RefineConfig, raw["refine"], "refine") if raw.get("refine") is not None else None,
+            executor=ExecutorConfig.from_dict(raw["executor"]) if raw.get("executor") is not None else None,
         )
 
 
@@ -191,9 +199,13 @@ class TrajectoryResult:
     groups: list[str] = field(default_factory=list)  # the tracked groups, in the model's order
     stages: StageHints | None = None  # stage hints on the full λ̂
     group_stages: dict[str, StageHints] = field(default_factory=dict)  # and on each group's refined λ̂
+    executor: dict[str, Any] | None = None  # on Ray or resumed: where the checkpoints ran, what was retried or resumed
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        raw = dataclasses.asdict(self)
+        if raw["executor"] is None:
+            del raw["executor"]
+        return raw
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False, default=str)
@@ -262,17 +274,21 @@ def estimate_trajectory(
     on_snapshot: Callable[[Snapshot], None] | None = None,
     stop: Callable[[], bool] | threading.Event | None = None,
     groups: dict[str, ParameterMask] | None = None,
+    executor: ExecutorConfig | None = None,
+    journal: Journal | None = None,
 ) -> TrajectoryResult:
     """λ̂ of every checkpoint, with ε calibrated once on the last one (module docstring).
 
     `on_point(point, done, total)` is called as each checkpoint finishes; `stop` ends the run after
     the current checkpoint's partial estimate, keeping every point done so far. `groups` (named
     parameter selections, `refined.partition`): each checkpoint also gets the refined λ̂ ± se of every
-    group, from one batched computation with the same settings and ε (`refine_point`).
+    group, from one batched computation with the same settings and ε (`refine_point`). With
+    `executor.ray` every checkpoint's estimate is a Ray task (after the calibration run, with "auto"),
+    with the numbers of a run here; `journal` (a results directory) keeps finished checkpoints, and
+    those already in it are not estimated again (here or on Ray).
     """
     if not checkpoints:
         raise LLCInputError("no checkpoints to estimate: give at least one")
-    should_stop = stop_checker(stop)
     ordered = sorted(checkpoints, key=lambda c: c.step)
     final = ordered[-1]
     requested = sampler.step_size  # read before with_defaults, which may fill in "auto"
@@ -284,36 +300,174 @@ def estimate_trajectory(
         step = curvature_step_size(module, final.weights, inputs, targets, loss=loss, noise_scale=noise_scale,
                                    nbeta=nbeta, localization=float(sampler.localization), seed=int(sampler.seed))
         sampler = dataclasses.replace(sampler, step_size=step)
-    points: list[TrajectoryPoint] = []
-    # "auto": the final checkpoint's run calibrates ε, so it goes first; otherwise in training order
-    order = [len(ordered) - 1, *range(len(ordered) - 1)] if by_run else list(range(len(ordered)))
-    fixed = sampler
-    stopped = False
-    estimate = {"loss": loss, "noise_scale": noise_scale, "device": device, "dtype": dtype, "stop": should_stop}
-    for index in order:
-        result = estimate_llc(module, inputs, targets, fixed, w_star=ordered[index].weights,
-                              on_snapshot=part_of(on_snapshot, 0, 2 if groups else 1), **estimate)
-        if by_run and fixed is sampler:
-            fixed = _fixed_sampler(sampler, result)
-        point = _point(ordered[index], result)
-        if groups and not result.partial and not should_stop():
-            refine_point(point, module, ordered[index].weights, (inputs, targets), fixed, groups,
-                         on_snapshot=part_of(on_snapshot, 1, 2), **estimate)
-        points.append(point)
-        if on_point is not None:
-            on_point(point, len(points), len(ordered))
-        if result.partial or should_stop():
-            stopped = True
-            break
-    if by_run and fixed is sampler:  # stopped before the calibration run was done
-        raise LLCInputError("stopped before the calibration run on the final checkpoint finished: no point to keep")
+    study = Checkpoints(module, ordered, inputs, targets, groups or None,
+                        {"loss": loss, "noise_scale": noise_scale, "device": device, "dtype": dtype},
+                        journal=journal, on_point=on_point, on_snapshot=on_snapshot, stop=stop_checker(stop))
+    ran = study.on_ray(sampler, by_run, executor) if ray_backend.ray_requested(executor) else study.here(sampler, by_run)
+    if ran.fixed is None:  # stopped (or lost) before the calibration run was done
+        raise LLCInputError(ran.why or "stopped before the calibration run on the final checkpoint finished: no point to keep")
+    points = ran.points
     return TrajectoryResult(
-        points=sorted(points, key=lambda p: p.step), step_size=float(fixed.step_size), nbeta=float(fixed.nbeta),
-        localization=float(fixed.localization),
+        points=sorted(points, key=lambda p: p.step), step_size=float(ran.fixed.step_size), nbeta=float(ran.fixed.nbeta),
+        localization=float(ran.fixed.localization),
         calibrated_on=(final.label or f"step {final.step}") if requested in (None, "auto") else "given",
-        checkpoints_total=len(ordered), partial=stopped and len(points) < len(ordered) or any(p.partial for p in points),
-        sampler=dataclasses.asdict(fixed), groups=list(groups or {}),
+        checkpoints_total=len(ordered),
+        partial=len(points) < len(ordered) or any(p.partial for p in points),
+        sampler=dataclasses.asdict(ran.fixed), groups=list(groups or {}),
+        executor=ran.outcome.summary() if executor is not None else None,
     ).with_stage_hints()
+
+
+@dataclass
+class Ran:
+    """What estimating the checkpoints gave: the points, the fixed sampler (None: the calibration run
+    never finished, and why), whether it was stopped, and where the runs went."""
+
+    points: list[TrajectoryPoint]
+    fixed: SamplerConfig | None
+    stopped: bool
+    outcome: Outcome
+    why: str | None = None
+
+
+@dataclass
+class Checkpoints:
+    """A trajectory's checkpoints while they are estimated: what every estimate shares (the model, the
+    data, the groups, estimate_llc's keywords), the results directory, and the callbacks."""
+
+    module: nn.Module
+    ordered: list[WeightsAtStep]  # by step
+    inputs: Tensor
+    targets: Tensor
+    groups: dict[str, ParameterMask] | None
+    estimate: dict[str, Any]  # loss, noise_scale, device, dtype
+    journal: Journal | None = None
+    on_point: Callable[[TrajectoryPoint, int, int], None] | None = None
+    on_snapshot: Callable[[Snapshot], None] | None = None
+    stop: Callable[[], bool] = lambda: False
+    digests: dict[str, str] = field(default_factory=dict)
+
+    def shared(self) -> dict[str, Any]:
+        return {"module": self.module, "inputs": self.inputs, "targets": self.targets, "groups": self.groups,
+                "estimate": self.estimate}
+
+    def key(self, index: int, sampler: SamplerConfig, calibrates: bool) -> str:
+        """The checkpoint's run in the study: its step and label, and digests of everything that decides
+        its numbers (its weights, the data, the settings, the groups), never where it runs."""
+        if not self.digests:
+            self.digests["data"] = tensor_digest({"inputs": self.inputs, "targets": self.targets})
+            self.digests["groups"] = json.dumps({name: tensor_digest(mask) for name, mask in (self.groups or {}).items()})
+        point = self.ordered[index]
+        return unit_key(f"checkpoint {point.step}:{point.label}",
+                        [tensor_digest(point.weights), self.digests, dataclasses.asdict(sampler), calibrates,
+                         self.estimate])
+
+    def unit(self, index: int, sampler: SamplerConfig, calibrates: bool) -> Unit:
+        payload = {"checkpoint": self.ordered[index], "sampler": sampler, "calibrates": calibrates}
+        return Unit(self.key(index, sampler, calibrates), point_on_worker, payload)
+
+    def here(self, sampler: SamplerConfig, by_run: bool) -> Ran:
+        """In turn in this process: "auto" runs the final checkpoint first, then the others in training
+        order with the ε it settled on; a checkpoint in the journal is taken from it."""
+        last = len(self.ordered) - 1
+        order = [last, *range(last)] if by_run else list(range(len(self.ordered)))
+        found = self.journal.load() if self.journal is not None else {}
+        outcome = Outcome(address="this machine", executor="local")
+        points: list[TrajectoryPoint] = []
+        fixed = None if by_run else sampler
+        for index in order:
+            calibrates = fixed is None
+            # without a results directory no key is needed (nor the digests of every checkpoint's weights)
+            key = self.key(index, sampler if calibrates else fixed, calibrates) if self.journal is not None else str(index)
+            record = stored_point(found.get(key), calibrates)
+            if record is not None:
+                outcome.resumed.append(key)
+                point, used = record[0], dataclasses.replace(sampler, **record[1]) if calibrates else fixed
+            else:
+                point, used = estimate_point(self.shared(), self.ordered[index], sampler if calibrates else fixed,
+                                             calibrates, stop=self.stop, on_snapshot=self.on_snapshot)
+                if self.journal is not None and not point.partial:
+                    self.journal.append(key, point_record(point, used, calibrates))
+            outcome.values[key] = {}
+            fixed = used if calibrates else fixed
+            points.append(point)
+            if self.on_point is not None:
+                self.on_point(point, len(points), len(self.ordered))
+            if point.partial or self.stop():
+                return Ran(points, fixed, True, outcome)
+        return Ran(points, fixed, False, outcome)
+
+    def on_ray(self, sampler: SamplerConfig, by_run: bool, executor: ExecutorConfig) -> Ran:
+        """Every checkpoint a Ray task (ray_backend.run_units), the model and data shared through the object
+        store; with "auto" the final checkpoint's run first, then the others with the ε it settled on.
+        Points arrive as they finish, in any order."""
+        points: list[TrajectoryPoint] = []
+
+        def arrived(key: str, value: dict[str, Any], done: int, total: int) -> None:
+            points.append(TrajectoryPoint(**value["point"]))
+            if self.on_point is not None:
+                self.on_point(points[-1], len(points), len(self.ordered))
+
+        run = lambda units: ray_backend.run_units(units, executor, shared=self.shared(), journal=self.journal,  # noqa: E731
+                                                  on_value=arrived, stop=self.stop)
+        outcomes, fixed, rest = [], sampler, range(len(self.ordered))
+        if by_run:
+            first = self.unit(len(self.ordered) - 1, sampler, True)
+            outcomes.append(run([first]))
+            value = outcomes[0].values.get(first.key)
+            if value is None:
+                lost = outcomes[0].failed.get(first.key)
+                why = f"the calibration run on the final checkpoint was lost on the cluster: {lost}" if lost else None
+                return Ran(points, None, True, outcomes[0], why)
+            fixed, rest = dataclasses.replace(sampler, **value["fixed"]), range(len(self.ordered) - 1)
+        if rest and not self.stop():
+            outcomes.append(run([self.unit(i, fixed, False) for i in rest]))
+        outcome = combine(outcomes)
+        return Ran(points, fixed, bool(outcome.cancelled or outcome.failed) or self.stop(), outcome)
+
+
+FIXED_FIELDS = ("step_size", "nbeta", "localization", "batch_size")  # what the calibration run fixes (_fixed_sampler)
+
+
+def estimate_point(shared: dict[str, Any], checkpoint: WeightsAtStep, sampler: SamplerConfig, calibrates: bool, *,
+                   stop: Callable[[], bool] | None = None,
+                   on_snapshot: Callable[[Snapshot], None] | None = None) -> tuple[TrajectoryPoint, SamplerConfig]:
+    """One checkpoint's λ̂ (and its groups' refined λ̂), here or on a worker: the point and the sampler
+    every later checkpoint uses (the calibration run's ε when `calibrates`, else `sampler`)."""
+    should_stop = stop_checker(stop)
+    module, data, groups, estimate = shared["module"], (shared["inputs"], shared["targets"]), shared["groups"], shared["estimate"]
+    result = estimate_llc(module, *data, sampler, w_star=checkpoint.weights, stop=should_stop,
+                          on_snapshot=part_of(on_snapshot, 0, 2 if groups else 1), **estimate)
+    fixed = _fixed_sampler(sampler, result) if calibrates else sampler
+    point = _point(checkpoint, result)
+    if groups and not result.partial and not should_stop():
+        refine_point(point, module, checkpoint.weights, data, fixed, groups, on_snapshot=part_of(on_snapshot, 1, 2),
+                     stop=should_stop, **estimate)
+    return point, fixed
+
+
+def point_record(point: TrajectoryPoint, fixed: SamplerConfig, calibrates: bool) -> dict[str, Any]:
+    """What a finished checkpoint leaves in the results directory (and what its Ray task hands back)."""
+    return {"point": dataclasses.asdict(point),
+            "fixed": {name: getattr(fixed, name) for name in FIXED_FIELDS} if calibrates else None}
+
+
+def stored_point(value: Any, calibrates: bool) -> tuple[TrajectoryPoint, dict[str, Any] | None] | None:
+    """A checkpoint's point from the results directory, with the settings it fixed when it was the
+    calibration run (None when not there, or written by another version)."""
+    try:
+        point = TrajectoryPoint(**value["point"])
+        fixed = {name: value["fixed"][name] for name in FIXED_FIELDS} if calibrates else None
+    except (TypeError, KeyError):
+        return None
+    return point, fixed
+
+
+def point_on_worker(payload: dict[str, Any], shared: dict[str, Any]) -> dict[str, Any]:
+    """One checkpoint on a Ray worker (ray_backend.Unit): its point and, for the calibration run, the
+    settings it fixed."""
+    point, fixed = estimate_point(shared, payload["checkpoint"], payload["sampler"], payload["calibrates"])
+    return point_record(point, fixed, payload["calibrates"])
 
 
 def refine_point(point: TrajectoryPoint, module: nn.Module, weights: dict[str, Tensor], data: tuple[Tensor, Tensor],
@@ -352,7 +506,8 @@ def curvature_step_size(module: nn.Module, weights: dict[str, Tensor], inputs: T
     def batch_loss(w: Tensor, xb: Tensor, yb: Tensor) -> Tensor:
         return nll(functional_call(module, flat.unflatten(w), (xb,)), yb).mean()
 
-    top = top_hessian_eigenvalue(batch_loss, flat.flatten(params), inputs.float(),
+    # token ids stay integers: an embedding indexes with them
+    top = top_hessian_eigenvalue(batch_loss, flat.flatten(params), inputs.float() if inputs.is_floating_point() else inputs,
                                  targets.float() if targets.is_floating_point() else targets, seed=seed)
     if not math.isfinite(top):
         raise LLCInputError("the Hessian at the final checkpoint is not finite: check its weights and the data")
@@ -583,9 +738,18 @@ def run_trajectory(config: TrajectoryConfig, on_point=None, on_snapshot=None, st
     result = estimate_trajectory(module, checkpoints, dataset.inputs, dataset.targets, config.sampler,
                                  loss=dataset.loss, noise_scale=config.data.noise_scale, device=config.device,
                                  dtype=config.dtype, on_point=on_point, on_snapshot=on_snapshot, stop=should_stop,
-                                 groups=groups)
+                                 groups=groups, executor=config.executor, journal=trajectory_journal(config))
     result.info = {**info, "config": config.to_dict()}
     return result
+
+
+def trajectory_journal(config: TrajectoryConfig) -> Journal | None:
+    """With executor.resume: the trajectory's results file there, named by a digest of its config (each
+    checkpoint's key also holds digests of its weights and the data, so changed files are run afresh)."""
+    if config.executor is None or not config.executor.resume:
+        return None
+    study = {k: v for k, v in config.to_dict().items() if k != "executor"}
+    return Journal(Path(config.executor.resume) / f"{unit_key('trajectory', study).replace('#', '-')}.runs.jsonl")
 
 
 def tracked_groups(config: TrajectoryConfig, module: nn.Module) -> dict[str, ParameterMask] | None:
@@ -593,9 +757,9 @@ def tracked_groups(config: TrajectoryConfig, module: nn.Module) -> dict[str, Par
     refine = config.refine
     if refine is None:
         return None
-    if refine.parameters is not None or refine.data is not None:
+    if refine.parameters is not None or refine.data is not None or refine.subsets is not None:
         raise LLCInputError("a trajectory's refine takes only groups (\"layer\", \"head\" or {\"name\": [patterns]}): "
-                            "refine.parameters and refine.data are for one run")
+                            "refine.parameters, refine.data and refine.subsets are for one checkpoint")
     return partition(module, refine.groups) if refine.groups is not None else None
 
 

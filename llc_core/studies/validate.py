@@ -364,24 +364,21 @@ def run_suite(
     """Run every case of a suite in turn; write `<out>/<suite>.json` and `.png` when out_dir is set.
 
     on_case(row, index, total) is called after each case. Returns {"summary": ..., "cases": [...]}.
-    With `executor.ray` set the cases run as Ray tasks instead (run_on_ray), and the summary's
+    Every finished case is also written at once to `<dir>/<suite>.runs.jsonl` (dir: executor.resume,
+    else out_dir); with executor.resume the cases already there are kept, not run again. With
+    `executor.ray` set the cases run as Ray tasks (run_on_ray). With an executor, the summary's
     "executor" says where they ran and what was retried or resumed.
     """
     cases = suite_cases(name, count, seed, sampler)
-    rows: list[CaseResult] = []
     started = time.perf_counter()
-    outcome = None
+    journal = suite_journal(name, out_dir, executor)
     if ray_backend.ray_requested(executor):
-        rows, outcome = run_on_ray(name, cases, out_dir, executor, on_case=on_case, stop=stop)
-    for i, case in enumerate(cases if outcome is None else []):
-        if _stopped(stop):
-            break
-        row = run_case(case, stop=stop)
-        rows.append(row)
-        if on_case is not None:
-            on_case(row, i, len(cases))
+        rows, outcome = run_on_ray(name, cases, journal, executor, on_case=on_case, stop=stop)
+    else:
+        rows, outcome = run_here(name, cases, journal, resume=bool(executor is not None and executor.resume),
+                                 on_case=on_case, stop=stop)
     report = {"summary": summarize(name, rows, time.perf_counter() - started), "cases": [asdict(r) for r in rows]}
-    if outcome is not None:
+    if executor is not None:
         report["summary"]["executor"] = outcome.summary()
     if sampler:
         report["summary"]["sampler_override"] = dict(sampler)
@@ -389,6 +386,52 @@ def run_suite(
         write_outputs(report, out_dir)
     return report
 
+
+def suite_journal(name: str, out_dir: str | Path | None, executor: ExecutorConfig | None) -> ray_backend.Journal | None:
+    """`<dir>/<suite>.runs.jsonl`, dir executor.resume or else out_dir; emptied unless resuming."""
+    resume = executor.resume if executor is not None else None
+    folder = resume or out_dir
+    if folder is None:
+        return None
+    journal = ray_backend.Journal(Path(folder) / f"{name}.runs.jsonl")
+    if not resume:
+        journal.reset()
+    return journal
+
+
+def run_here(name: str, cases: list[Case], journal: ray_backend.Journal | None, *, resume: bool,
+             on_case: Callable[[CaseResult, int, int], None] | None = None,
+             stop: threading.Event | Callable[[], bool] | None = None) -> tuple[list[CaseResult], ray_backend.Outcome]:
+    """The cases one after another in this process; a case already in the journal (when resuming) is
+    taken from it, every other one is run and written there as it finishes (not one a stop cut short)."""
+    outcome = ray_backend.Outcome(address="this machine", executor="local")
+    found = journal.load() if journal is not None and resume else {}
+    rows: list[CaseResult] = []
+    keys = [case_key(name, i, case) for i, case in enumerate(cases)]
+    for i, (key, case) in enumerate(zip(keys, cases)):
+        row = stored_row(found.get(key))
+        if row is not None:
+            outcome.resumed.append(key)
+        elif _stopped(stop):
+            outcome.cancelled.extend(keys[i:])
+            break
+        else:
+            row = run_case(case, stop=stop)
+            if journal is not None and not _stopped(stop):
+                journal.append(key, asdict(row))
+        outcome.values[key] = asdict(row)
+        rows.append(row)
+        if on_case is not None:
+            on_case(row, i, len(cases))
+    return rows, outcome
+
+
+def stored_row(value: dict[str, Any] | None) -> CaseResult | None:
+    """A case's row from the results directory (None: not there, or written by another version)."""
+    try:
+        return CaseResult(**value) if isinstance(value, dict) else None
+    except TypeError:
+        return None
 
 
 def case_on_worker(case: Case, shared: Any = None) -> dict[str, Any]:
@@ -401,17 +444,12 @@ def case_key(name: str, index: int, case: Case) -> str:
     return ray_backend.unit_key(f"{name}/{index}:{case.name}", [case.config, case.tolerance, case.llc, case.group])
 
 
-def run_on_ray(name: str, cases: list[Case], out_dir: str | Path | None, executor: ExecutorConfig, *,
+def run_on_ray(name: str, cases: list[Case], journal: ray_backend.Journal | None, executor: ExecutorConfig, *,
                on_case: Callable[[CaseResult, int, int], None] | None = None,
                stop: threading.Event | Callable[[], bool] | None = None):
-    """The cases as Ray tasks (execution/ray_backend.py); each finished row is written at once to
-    `<dir>/<suite>.runs.jsonl` (dir: executor.resume, else out_dir), and with executor.resume the rows
-    already there are kept, not run again. Rows come back in the suite's order."""
+    """The cases as Ray tasks (execution/ray_backend.py); each finished row is written at once to the
+    journal, and the rows already there are kept, not run again. Rows come back in the suite's order."""
     keys = [case_key(name, i, case) for i, case in enumerate(cases)]
-    folder = executor.resume or out_dir
-    journal = ray_backend.Journal(Path(folder) / f"{name}.runs.jsonl") if folder is not None else None
-    if journal is not None and not executor.resume:
-        journal.reset()
     units = [ray_backend.Unit(key, case_on_worker, case) for key, case in zip(keys, cases)]
 
     def arrived(key: str, value: dict[str, Any], done: int, total: int) -> None:
@@ -545,13 +583,13 @@ class SuiteRun(Job):
     rows, the number of cases and, at the end, the summary."""
 
     def __init__(self, name: str, count: int | None = None, seed: int = 0, out_dir: str | Path | None = None,
-                 abandon_after: float | None = 60.0):
-        self.name, self.count, self.seed, self.out_dir = name, count, seed, out_dir
+                 abandon_after: float | None = 60.0, executor: ExecutorConfig | None = None):
+        self.name, self.count, self.seed, self.out_dir, self.executor = name, count, seed, out_dir, executor
         self.total = len(suite_cases(name, count, seed))
 
         def work(report, stop):
             on_case = lambda row, index, total: report("item", row)  # noqa: E731
-            return run_suite(name, out_dir, count, seed, on_case=on_case, stop=stop)["summary"]
+            return run_suite(name, out_dir, count, seed, on_case=on_case, stop=stop, executor=executor)["summary"]
 
         super().__init__(work, abandon_after, name="llc-validate")
 

@@ -134,3 +134,47 @@ def test_refined_llc_per_layer_at_both_widths(page, app_url, screenshot):
         assert box is not None and box["height"] >= 220, box
         expect(chart.locator("svg, canvas").first).to_be_visible()
         screenshot(page, f"refined-per-layer-{width}")
+
+
+def test_refined_llc_per_data_subset_at_both_widths(page, app_url, screenshot):
+    """Section 5, "per data subset", each class label, on the classifier example: one bar per label beside the
+    full λ̂, its rows, nβ and verdicts in the table; looked at at 1440×900 and on a 1024×768 projector."""
+    page.set_viewport_size({"width": 1440, "height": 900})
+    page.goto(f"{app_url}/checkpoint", wait_until="domcontentloaded")
+    wait_for_app_idle(page)
+    page.get_by_test_id("stSelectbox").first.click()
+    page.get_by_text("Tanh classifier as a torch.export program", exact=False).last.click()
+    wait_for_app_idle(page)
+    button(page, "Load example").click()
+    wait_for_app_idle(page)
+    for label, value in (("Steps", "60"), ("Chains per group", "2")):
+        field = page.get_by_label(label, exact=True)
+        field.fill(value)
+        field.press("Enter")
+        wait_for_app_idle(page)
+    button(page, "Estimate λ̂").click()
+    full = page.get_by_text(re.compile(r"^λ̂ = [-0-9.]+ ± "))
+    wait_while_running(page, lambda: full.count() > 0, RUN_LIMIT_S, "the full λ̂")
+    wait_for_app_idle(page)
+    page.get_by_text("per data subset", exact=True).click()
+    wait_for_app_idle(page)
+    expect(page.get_by_text("3 subsets: label 0 (149 rows)", exact=False)).to_be_visible()
+    button(page, "Estimate per group").click()
+    done = page.get_by_text(re.compile(r"^3 data subsets × 2 chains"))
+    wait_while_running(page, lambda: done.count() > 0 and not button(page, "Stop").count(), RUN_LIMIT_S,
+                       "the data-refined LLCs")
+    wait_for_app_idle(page)
+    assert_no_exception(page)
+    assert not page.get_by_test_id("stAlertContentError").count()
+    chart = page.get_by_test_id("stVegaLiteChart").last
+    for width, height in ((1440, 900), (1024, 768)):
+        page.set_viewport_size({"width": width, "height": height})
+        wait_for_app_idle(page)
+        chart.scroll_into_view_if_needed()
+        page.wait_for_timeout(500)  # the chart re-lays out at the new width
+        box = chart.bounding_box()
+        assert box is not None and box["height"] >= 220, box
+        screenshot(page, f"refined-per-data-subset-{width}")
+        page.get_by_test_id("stDataFrame").last.scroll_into_view_if_needed()
+        page.wait_for_timeout(300)
+        screenshot(page, f"refined-per-data-subset-table-{width}")
