@@ -72,17 +72,23 @@ class Tally:
     acc_count: int = 0
     heat_sum: Tensor | None = None
     heat_count: int = 0
+    # the first-order heat (ε/8)(||∇U_B||²_A − γ tr A) of every draw after burn-in, summed per chain
+    step_heat_sum: Tensor | None = None
+    step_heat_count: int = 0
+    heat_correction: bool = True  # subtract its mean from λ̂ (SamplerConfig.heat_correction)
     checked: int = 0  # steps already checked for divergence and summed
     done: int = 0
 
     @classmethod
-    def start(cls, steps: int, burnin: int, nbeta_chains: np.ndarray, init_loss: float, like: Tensor) -> "Tally":
+    def start(cls, steps: int, burnin: int, nbeta_chains: np.ndarray, init_loss: float, like: Tensor,
+              heat_correction: bool = True) -> "Tally":
         chains = len(nbeta_chains)
         zeros = torch.zeros(chains, dtype=torch.float64, device=like.device)
         return cls(torch.empty(steps, chains, device=like.device, dtype=like.dtype), burnin, nbeta_chains,
                    init_loss, torch.ones(chains, dtype=torch.bool, device=like.device),
                    torch.zeros(3, chains, dtype=torch.float64, device=like.device),
-                   post_sum=zeros, acc_sum=zeros.clone(), heat_sum=zeros.clone())
+                   post_sum=zeros, acc_sum=zeros.clone(), heat_sum=zeros.clone(), step_heat_sum=zeros.clone(),
+                   heat_correction=heat_correction)
 
     def record_acceptance(self, acceptance: Tensor) -> None:
         self.acceptances.append(acceptance)
@@ -98,6 +104,22 @@ class Tally:
     def record_heat(self, heat: Tensor) -> None:
         self.heat_sum += torch.where(self.alive, heat, 0.0)  # a diverging chain's NaN stays out
         self.heat_count += 1
+
+    def record_step_heat(self, heat: Tensor) -> None:
+        """One draw after burn-in: its first-order heat per chain (SGLD.step_heat)."""
+        self.step_heat_sum += heat.double()
+        self.step_heat_count += 1
+
+    def step_heat(self) -> np.ndarray | None:
+        """The mean first-order heat of each chain's draws so far, (C,), or None before any."""
+        if not self.step_heat_count:
+            return None
+        return (self.step_heat_sum / self.step_heat_count).cpu().numpy()
+
+    def correction(self) -> np.ndarray | float:
+        """What λ̂ loses to the heat correction, per chain (0 when it is off or nothing was measured)."""
+        heat = self.step_heat() if self.heat_correction else None
+        return 0.0 if heat is None else heat
 
     def close_window(self, state, divergence: Divergence, ignore_before: int):
         """At a snapshot: park the chains that diverged since the last one (steps before
@@ -128,8 +150,10 @@ class Tally:
         alive = self.alive.cpu().numpy()
         recent = self.losses[self.checked:done].double().cpu().numpy()
         post = done - self.burnin
-        llc_running = nbeta * (self.post_sum.cpu().numpy() / post - self.init_loss) if post > 0 else np.full(len(alive), np.nan)
-        llc_recent = nbeta * (recent.mean(0) - self.init_loss)
+        correction = self.correction()
+        llc_running = (nbeta * (self.post_sum.cpu().numpy() / post - self.init_loss) - correction if post > 0
+                       else np.full(len(alive), np.nan))
+        llc_recent = nbeta * (recent.mean(0) - self.init_loss) - correction
         acceptance = self.acc_sum.cpu().numpy() / self.acc_count if self.acc_count else np.full(len(alive), np.nan)
         for values in (llc_running, llc_recent, acceptance):
             values[~alive] = np.nan
@@ -186,7 +210,8 @@ def run_result(tally: Tally, facts: RunFacts, ending: Ending) -> RunResult:
     used_burnin = done > burnin
     post = trace[burnin if used_burnin else done // 2:]
     healthy = np.flatnonzero(alive)
-    per_chain = tally.nbeta_chains * (post.mean(0) - tally.init_loss) if len(post) else np.full(chains, np.nan)
+    per_chain = (tally.nbeta_chains * (post.mean(0) - tally.init_loss) - tally.correction() if len(post)
+                 else np.full(chains, np.nan))
     values = per_chain[healthy]
     llc_std = float(values.std(ddof=1)) if len(values) >= 2 else None
     acc_per_chain = acceptance.mean(0) if len(acceptance) else np.full(chains, np.nan)
@@ -214,9 +239,22 @@ def run_result(tally: Tally, facts: RunFacts, ending: Ending) -> RunResult:
         model_mode=facts.model_mode,
         refined={"moving_params": facts.moving_params} if facts.moving_params is not None else None,
         localization_effect=localization_effect(tally, facts.localization, healthy),
+        heat_correction=heat_correction(tally, per_chain, healthy),
     )
     result.verdicts = diagnostics.judge(result)
     return result
+
+
+def heat_correction(tally: Tally, per_chain: np.ndarray, healthy: np.ndarray) -> dict[str, Any] | None:
+    """The first-order heat of the draws (mean over the live chains, per chain), whether λ̂ has it
+    subtracted, and its share of the λ̂ it came off; None when not measured (MALA, no draws)."""
+    heat = tally.step_heat()
+    if heat is None or not len(healthy):
+        return None
+    mean = float(heat[healthy].mean())
+    raw = float(per_chain[healthy].mean()) + (mean if tally.heat_correction else 0.0)
+    return {"mean": mean, "per_chain": [float(heat[c]) if c in healthy else None for c in range(len(heat))],
+            "applied": tally.heat_correction, "share": mean / raw if raw > 0 else None}
 
 
 def localization_effect(tally: Tally, localization: float, healthy: np.ndarray) -> dict[str, Any] | None:

@@ -40,6 +40,8 @@ class SamplerConfig:
     starts at w* + σ·rms(tensor of w*)·N(0, 1) per parameter tensor (σ itself for an all-zero
     tensor), so that chains reach the posterior from two sides and a gap between the two groups
     shows chains that have not mixed (the start_comparison of the result, verdict starts_disagree).
+    heat_correction: subtract SGLD's first-order heat, (ε/8)(E||∇U_B||²_A − γ tr A) over the draws, from
+    λ̂ (docs/METHOD.md §8; default true; false gives the plain estimator nβ(E[L_B] − L_n(w*))).
     """
 
     step_size: float | str | None = None
@@ -57,6 +59,7 @@ class SamplerConfig:
     target_acceptance: float | None = None
     calibration_steps: int | None = None
     start_spread: float | None = None
+    heat_correction: bool | None = None
 
     def with_defaults(self, recommended: dict[str, Any] | None = None) -> "SamplerConfig":
         """A copy whose unset fields take a model kind's recommendations, then the generic defaults.
@@ -69,7 +72,7 @@ class SamplerConfig:
             "step_size": defaults.STEP_SIZE, "localization": defaults.LOCALIZATION, "chains": defaults.CHAINS, "steps": defaults.STEPS,
             "burnin": defaults.BURNIN, "seed": defaults.SEED, "mala_every": defaults.MALA_EVERY,
             "snapshot_every": defaults.SNAPSHOT_EVERY, "algorithm": defaults.ALGORITHM,
-            "target_acceptance": defaults.ACCEPTANCE_GOAL,
+            "target_acceptance": defaults.ACCEPTANCE_GOAL, "heat_correction": defaults.HEAT_CORRECTION,
         }
         for source in (recommended or {}, generic):
             for key, value in source.items():
@@ -147,6 +150,8 @@ class SamplerConfig:
                 f"exceeds the burn-in ({self.burnin_steps()} steps): raise burnin, lower calibration_steps, "
                 "or give step_size a number"
             )
+        if not isinstance(self.heat_correction, bool):
+            raise LLCInputError(f"heat_correction = {self.heat_correction!r} must be true or false")
         if self.start_spread is not None:
             _finite_number("start_spread", self.start_spread)
             if self.start_spread <= 0:

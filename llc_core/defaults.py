@@ -33,6 +33,10 @@ SNAPSHOT_EVERY = 20  # steps between streamed snapshots (and between divergence/
 ACCEPTANCE_TARGET = (0.90, 0.95)  # docs/METHOD.md §2
 ACCEPTANCE_GOAL = 0.92  # the point inside the band that step-size suggestions aim at
 
+# λ̂ minus SGLD's first-order heat (ε/8)(E||∇U_B||²_A − γ tr A): the bias of the discretized,
+# minibatch chain on every quadratic direction (docs/METHOD.md §8); MALA has none
+HEAT_CORRECTION = True
+
 # RMSprop preconditioner (pSGLD, docs/METHOD.md §1)
 RMSPROP_ALPHA = 0.99
 RMSPROP_DELTA = 0.1

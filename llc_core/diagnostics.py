@@ -23,6 +23,9 @@ START_GAP_SIGMAS = 2.0
 START_GAP_RELATIVE = 0.10
 # warn when minibatch noise is this share of λ̂ ("auto" aims below defaults.MINIBATCH_HEAT_LIMIT)
 HEAT_WARNING = 0.10
+# with the heat correction applied (docs/METHOD.md §8) the minibatch heat is already taken off λ̂ to first
+# order; a heat this large a share of λ̂ is past where first order can be trusted
+CORRECTED_HEAT_WARNING = 0.25
 TREND_RELATIVE = 0.10
 # R-hat warns only when the chains' spread matters: λ̂'s standard error above this share of λ̂
 RHAT_SE_SHARE = 0.05
@@ -159,6 +162,11 @@ class Evidence:
     nbeta: float | None = None
     reference: Reference | None = None  # what the model kind recommends, when it is a zoo kind
     localization_effect: dict[str, Any] | None = None  # RunResult.localization_effect
+    heat_correction: dict[str, Any] | None = None  # RunResult.heat_correction
+
+    @property
+    def heat_corrected(self) -> bool:
+        return bool(self.heat_correction and self.heat_correction.get("applied"))
 
     @property
     def band(self) -> tuple[float, float, float]:
@@ -214,7 +222,7 @@ def judge(result: RunResult, reference: Reference | None = None) -> list[Verdict
         num_params=result.num_params, minibatch_heat=result.minibatch_heat, batch_size=sampler.get("batch_size"),
         n=result.n, calibrated=result.calibration is not None, start_comparison=result.start_comparison,
         steps=sampler.get("steps"), localization=sampler.get("localization"), nbeta=result.nbeta,
-        reference=reference, localization_effect=result.localization_effect,
+        reference=reference, localization_effect=result.localization_effect, heat_correction=result.heat_correction,
     )
 
 
@@ -399,9 +407,14 @@ def starts_disagree(run: Evidence) -> Verdict | None:
 
 def minibatch_noise(run: Evidence) -> Verdict | None:
     heat, llc = run.minibatch_heat, run.llc_mean
-    if heat is None or llc is None or llc <= 0 or heat <= HEAT_WARNING * llc:
+    if run.heat_corrected and llc is not None:
+        llc += run.heat_correction["mean"]  # the heat's share of the λ̂ it heated
+    limit = CORRECTED_HEAT_WARNING if run.heat_corrected else HEAT_WARNING
+    if heat is None or llc is None or llc <= 0 or heat <= limit * llc:
         return None
     share = heat / llc
+    what = ("λ̂ has it taken off (the heat correction), but only to first order, which is not to be trusted "
+            "for a heat this large" if run.heat_corrected else "so λ̂ is too high by about that much")
     # the heat falls like 1/batch (for batches well below n) and is proportional to ε
     bigger = (min(run.n, int(math.ceil(run.batch_size * share / defaults.MINIBATCH_HEAT_LIMIT)))
               if run.batch_size and run.n else None)
@@ -409,7 +422,7 @@ def minibatch_noise(run: Evidence) -> Verdict | None:
     return Verdict(
         "minibatch_noise", "warning",
         f"Minibatch gradient noise heats the chains: about {heat:.3g} of λ̂ ({share:.0%}) is that heat, "
-        "which the MALA acceptance cannot see, so λ̂ is too high by about that much. Use a larger batch"
+        f"which the MALA acceptance cannot see; {what}. Use a larger batch"
         + (f" (batch_size {bigger})" if bigger else "") + " or a smaller step size"
         + (f" (ε = {smaller:.2g})" if smaller else "") + ".",
         {"batch_size": bigger} if bigger else _suggest(smaller),
@@ -470,7 +483,8 @@ def step_slightly_large(run: Evidence) -> Verdict | None:
     return Verdict(
         "step_slightly_large", "info",
         f"MALA acceptance {_pair(run.acceptance, low)}: the discretisation error may make λ̂ a few percent "
-        "high. A slightly smaller ε would remove it" + (f" (ε = {new:.2g})." if new else "."),
+        + ("high beyond what the heat correction removes (its first order)" if run.heat_corrected else "high")
+        + ". A slightly smaller ε would remove it" + (f" (ε = {new:.2g})." if new else "."),
         _suggest(new),
     )
 

@@ -116,7 +116,8 @@ def start_loop(plan: "RunPlan", function: ModelFunction, parameters: Parameters)
     loop = Loop(
         kernel=kernel, state=kernel.init(start_positions(parameters, function.w_star, plan, generator)),
         schedule=schedule, stream=DataStream(function.x, function.y, walk, plan.calibration),
-        tally=Tally.start(schedule.steps, schedule.burnin, plan.nbeta_chains, function.init_loss, function.w_star),
+        tally=Tally.start(schedule.steps, schedule.burnin, plan.nbeta_chains, function.init_loss, function.w_star,
+                          heat_correction=bool(plan.sampler.heat_correction) and not plan.mala),
         divergence=Divergence.for_run(function.w_star, plan.nbeta_chains, function.init_loss), generator=generator,
     )
     loop.kernel = schedule.start(loop.kernel)
@@ -176,8 +177,11 @@ def step(loop: Loop, t: int) -> None:
     started_from = loop.state
     state, info = loop.kernel.step(
         started_from, loop.stream.batch(t), loop.generator, measure_acceptance=schedule.measure_acceptance(t),
-        adapt_preconditioner=t < schedule.burnin, **({"keep_grad": True} if measure_heat else {}))
+        adapt_preconditioner=t < schedule.burnin, measure_step_heat=t >= tally.burnin,
+        **({"keep_grad": True} if measure_heat else {}))
     tally.losses[t] = info.loss
+    if info.step_heat is not None:
+        tally.record_step_heat(info.step_heat)
     if t >= tally.burnin:
         # ||w − w*||² of the point whose loss that is: the localization effect's covariance (bookkeeping)
         tally.record_distance(info.loss, (started_from.position - loop.divergence.w_star).square().sum(1))

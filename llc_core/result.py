@@ -102,6 +102,10 @@ class RunResult:
     # across the chains ("effect", its "se"); for a quadratic direction effect/λ̂ is exactly the relative
     # bias against γ = 0 (docs/METHOD.md §3). None when too few draws.
     localization_effect: dict[str, Any] | None = None
+    # SGLD's first-order heat (ε/8)(E||∇U_B||²_A − γ tr A) over the draws: discretization plus minibatch
+    # noise (docs/METHOD.md §8). "mean" over the live chains and "per_chain"; "applied": subtracted from
+    # every λ̂ above (sampler.heat_correction); "share": mean / the uncorrected λ̂. None for MALA.
+    heat_correction: dict[str, Any] | None = None
 
     def to_dict(self, include_trace: bool = False) -> dict[str, Any]:
         out = dataclasses.asdict(self)

@@ -183,6 +183,10 @@ def advanced_settings(values: dict) -> None:
              "have mixed agree whichever start they had; if the two groups disagree, the result says "
              "so and λ probably lies between them.")
     values["start_spread"] = values["start_spread"] or None
+    values["heat_correction"] = st.radio(
+        "Heat correction", ["on", "off"], key=key("heat_correction"), horizontal=True,
+        help="On: λ̂ has SGLD's first-order heat taken off, (ε/8)(mean ‖∇U‖² − γd) over the draws: the few "
+             "percent a finite step and minibatch noise add (method §8). Off: the plain estimator.")
     values["noise_scale"] = st.number_input("Label noise σ", min_value=1e-6, format="%g", key=key("noise_scale"))
     values["mala_every"] = st.number_input("Measure MALA acceptance every … steps", min_value=1, step=1,
                                            key=key("mala_every"))

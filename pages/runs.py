@@ -310,6 +310,8 @@ def draw_result(page: str, record: RunRecord, previous: RunRecord | None) -> Non
     st.markdown(theory_comparison(result, record))
     if result.calibration:
         st.markdown(calibration_text(result.calibration))
+    if heat := heat_text(result):
+        st.caption(heat)
     draw_verdicts(page, result)
     draw_charts(record, previous)
     if result.calibration:
@@ -328,6 +330,20 @@ def llc_text(result: RunResult) -> str:
     if result.llc_mean is None:
         return "— (no healthy chain)"
     return f"{result.llc_mean:.4g} ± {result.llc_se:.2g}" if result.llc_se is not None else f"{result.llc_mean:.4g}"
+
+
+def heat_text(result: RunResult) -> str | None:
+    """One line on the heat correction (docs/METHOD.md §8), or None when there is none to tell."""
+    heat = result.heat_correction
+    if not heat or heat.get("mean") is None or result.llc_mean is None:
+        return None
+    share = f" ({heat['share']:.1%} of it)" if heat.get("share") is not None else ""
+    if heat.get("applied"):
+        return (f"Heat correction: the finite step and the minibatch noise raised the draws' loss by "
+                f"{fmt(heat['mean'], 3)}{share}; λ̂ above has it taken off (first order in ε, method §8). "
+                f"Without it λ̂ would read {fmt(result.llc_mean + heat['mean'], 4)}.")
+    return (f"Heat correction off: λ̂ above includes {fmt(heat['mean'], 3)}{share} of heat from the finite step and "
+            "the minibatch noise (method §8).")
 
 
 def calibration_text(calibration: dict) -> str:

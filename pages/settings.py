@@ -164,6 +164,8 @@ SAMPLER_SETTINGS = [
     Setting("mala_every", "int", engine_defaults.MALA_EVERY, ("sampler", "mala_every"), minimum=1),
     Setting("snapshot_every", "int", engine_defaults.SNAPSHOT_EVERY, ("sampler", "snapshot_every"), minimum=1),
     Setting("start_spread", "float", None, ("sampler", "start_spread"), positive=True, optional=True),
+    Setting("heat_correction", "choice", "on" if engine_defaults.HEAT_CORRECTION else "off",
+            ("sampler", "heat_correction"), choices=("on", "off")),
 ]
 _FIXED_NAMES = {"kind"} | {s.name for s in DATA_SETTINGS + SAMPLER_SETTINGS} | {"device", "dtype"}
 
@@ -462,6 +464,7 @@ def values_to_config(values: dict[str, Any]) -> tuple[RunConfig | None, list[str
         seed=get("seed"), preconditioner=None if get("preconditioner") == "none" else get("preconditioner"),
         mala_every=get("mala_every"), snapshot_every=get("snapshot_every"),
         algorithm=get("algorithm"), target_acceptance=get("target_acceptance"), start_spread=get("start_spread"),
+        heat_correction=get("heat_correction") == "on",
     )
     data = DataConfig(n=get("n"), seed=get("data_seed"), noise_scale=get("noise_scale"))
     try:
@@ -498,6 +501,8 @@ def config_to_values(config: RunConfig) -> dict[str, Any]:
             value = "" if value is None else str(value)
         elif setting.name == "preconditioner":
             value = "none" if value is None else value
+        elif setting.name == "heat_correction":
+            value = "on" if value else "off"
         elif setting.kind == "step_size":
             value = RECOMMENDED if value is None else AUTO if value == AUTO else float(value)
         values[setting.name] = value

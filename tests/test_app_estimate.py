@@ -331,9 +331,10 @@ def test_calibration_text_says_why_burn_in_lowered_the_step():
 
 def test_minibatch_noise_verdict_offers_a_larger_batch():
     # one 5x20 matrix, batch 2 at a fixed ε: gradient noise is ~20% of λ̂ (test_estimator's heat
-    # test measures 10% at batch 4); the verdict's button puts the batch it suggests in the sidebar
+    # test measures 10% at batch 4); the verdict's button puts the batch it suggests in the sidebar. The heat
+    # correction is off (a URL setting): on, 20% is taken off λ̂ and only a heat past 25% warns
     at = open_estimate({"kind": "dln", "widths": "20,5", "rank": "5", "n": "2000", "batch_size": "2",
-                        "step_size": "1e-05", "steps": "2000", "chains": "4"})
+                        "step_size": "1e-05", "steps": "2000", "chains": "4", "heat_correction": "off"})
     button(at, "Run").click().run()
     run_until(at, finished)
     assert not at.error
@@ -510,3 +511,17 @@ def test_each_verdict_button_sets_its_widget_and_the_url(tiny_result, suggestion
     assert at.query_params[name] == text
     others = {k: v for k, v in at.query_params.items() if k != name}
     assert others == {k: v for k, v in settings.values_to_query(settings.default_values()).items() if k != name}
+
+
+def test_the_result_says_how_much_heat_was_taken_off():
+    # docs/METHOD.md §8: on, the caption gives the heat and the uncorrected λ̂; off (a URL setting), what λ̂ holds
+    at = open_estimate({"kind": "dln", "widths": "4,3", "n": "2000", "steps": "400", "chains": "2"})
+    button(at, "Run").click().run()
+    run_until(at, finished)
+    [line] = [c.value for c in at.caption if c.value.startswith("Heat correction:")]
+    assert "Without it λ̂ would read" in line
+    at = open_estimate({"kind": "dln", "widths": "4,3", "n": "2000", "steps": "400", "chains": "2",
+                        "heat_correction": "off"})
+    button(at, "Run").click().run()
+    run_until(at, finished)
+    assert any(c.value.startswith("Heat correction off: λ̂ above includes") for c in at.caption)

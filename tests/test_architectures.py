@@ -204,8 +204,9 @@ def test_engine_agrees_with_a_plain_sgld_loop(trained):
     nbeta, localization, batch, steps, chains = len(x) / math.log(len(x)), 1.0, 64, 400, 6
     # ε well inside the stability limit of the stiffest direction, as the curvature rule sets it
     step_size = 0.02 / (nbeta * top_hessian_eigenvalue(_batch_loss(model, loss), _flat(model), x, y) + localization)
+    # the loop below is the plain estimator nβ(E[L_B] − L_n(w*)), without the heat correction
     sampler = SamplerConfig(step_size=step_size, localization=localization, nbeta=nbeta, batch_size=batch,
-                            steps=steps, burnin=0.5, chains=chains, seed=1)
+                            steps=steps, burnin=0.5, chains=chains, seed=1, heat_correction=False)
     engine = estimate_llc(model, x, y, sampler, loss=loss, device="cpu")
     loop_mean, loop_se = plain_sgld(model, x, y, loss, (step_size, localization, nbeta, batch, steps, steps // 2, chains))
     combined = math.sqrt(engine.llc_se ** 2 + loop_se ** 2)

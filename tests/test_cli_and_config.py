@@ -99,4 +99,5 @@ def test_cli_writes_plain_progress_lines_and_a_summary_when_not_on_a_terminal(tm
     lines = done.stderr.strip().splitlines()
     assert lines[0].startswith("step ") and 5 <= len(lines) <= 13
     assert lines[-1].startswith("λ̂ = ") and "the true λ is 0.25" in lines[-1] and "2 chains × 400 steps" in lines[-1]
+    assert "The heat correction took " in lines[-1]
     assert json.loads(done.stdout)["steps_completed"] == 400

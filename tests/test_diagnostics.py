@@ -64,6 +64,14 @@ def test_minibatch_heat_warns_with_a_batch_size_and_calibrated_runs_do_not_grow_
     assert hot[0].suggestion == {"batch_size": 667}
     mild = diagnostics.verdicts(llc_mean=100.0, acceptance=0.93, minibatch_heat=5.0, batch_size=100, n=10_000, **common)
     assert [v.code for v in mild] == ["ok"]
+    # with the heat correction applied, 20% of the uncorrected λ̂ is already taken off to first order: no
+    # warning; 30% is past where first order holds (docs/METHOD.md §8)
+    corrected = {"applied": True, "mean": 20.0}
+    assert [v.code for v in diagnostics.verdicts(llc_mean=80.0, acceptance=0.93, minibatch_heat=20.0, batch_size=100,
+                                                 n=10_000, heat_correction=corrected, **common)] == ["ok"]
+    hotter = diagnostics.verdicts(llc_mean=70.0, acceptance=0.93, minibatch_heat=30.0, batch_size=100, n=10_000,
+                                  heat_correction={"applied": True, "mean": 30.0}, **common)
+    assert hotter[0].code == "minibatch_noise" and "30%" in hotter[0].message and "first order" in hotter[0].message
     high = dict(llc_mean=1.0, acceptance=0.99, num_params=5000, **common)
     assert "step_could_grow" in [v.code for v in diagnostics.verdicts(**high)]
     assert "step_could_grow" not in [v.code for v in diagnostics.verdicts(calibrated=True, **high)]

@@ -33,8 +33,17 @@ def test_full_batch_matches_quadratic_stationary_formula():
     exact = float((0.5 * (t * h / a) / (1 - step * a / 4)).sum())
     result = estimate_llc(model, x, y, SamplerConfig(step_size=step, localization=gamma, nbeta=t, chains=64,
                                                      steps=3000, burnin=500, batch_size=len(x)), dtype="float64")
-    assert abs(result.llc_mean / exact - 1) < 0.02, (result.llc_mean, exact)
+    heat = result.heat_correction
+    assert heat["applied"] and abs((result.llc_mean + heat["mean"]) / exact - 1) < 0.02, (result.llc_mean, heat, exact)
     assert result.llc_se < 0.01 * exact
+    # §8: the draws' heat (ε/8)(E||∇U||² − γd) has, in each direction of precision a, E[(∇U)²] = a/(1 − εa/4)
+    # exactly; the corrected λ̂ keeps only the second-order rest, here 1.6% of the ε → 0 value, with the
+    # same 2% (5 standard errors) around it
+    expected_heat = float((step / 8) * (a / (1 - step * a / 4) - gamma).sum())
+    assert abs(heat["mean"] / expected_heat - 1) < 0.02, (heat, expected_heat)
+    assert abs(result.llc_mean / (exact - expected_heat) - 1) < 0.02
+    limit = float((0.5 * t * h / a).sum())
+    assert abs(result.llc_mean / limit - 1) < abs(exact / limit - 1) / 3  # the bias shrinks by more than 3×
 
 
 @pytest.mark.parametrize("power, step", [(1, 1e-4), (2, 2e-3)])
@@ -253,11 +262,18 @@ def test_minibatch_heat_predicts_what_a_small_batch_adds_to_llc_hat():
     # the O(ε²) terms the formula drops.
     problem = _regular([20, 5], 2000)
     runs = {b: estimate_llc(problem.model, problem.inputs, problem.targets,
-                            SamplerConfig(step_size=1e-5, batch_size=b, chains=8, steps=3000, burnin=0.25, seed=1))
+                            SamplerConfig(step_size=1e-5, batch_size=b, chains=8, steps=3000, burnin=0.25, seed=1,
+                                          heat_correction=False))
             for b in (4, 2000)}
     excess = runs[4].llc_mean - runs[2000].llc_mean
     assert runs[2000].minibatch_heat is None  # full batch: no gradient noise
     assert runs[4].minibatch_heat == pytest.approx(excess, rel=0.25)
+    # the first-order heat of the draws (docs/METHOD.md §8) holds the minibatch heat too: corrected, both
+    # batches give the truth λ = 50 (measured: 50.13 ± 0.31 and 50.11 ± 0.15 against raw 57 and 50.5;
+    # 2% is 3 standard errors of the batch-4 run)
+    corrected = {b: r.llc_mean - r.heat_correction["mean"] for b, r in runs.items()}
+    assert not runs[4].heat_correction["applied"]
+    assert corrected[4] == pytest.approx(50, rel=0.02) and corrected[2000] == pytest.approx(50, rel=0.02)
 
 
 def test_auto_step_is_accurate_on_a_regular_model_with_minibatches():

@@ -193,6 +193,10 @@ def test_merged_groups_concatenate_the_draws_and_judge_all_chains():
     assert merged.config["sampler"]["chains"] == 4 and merged.config["sampler"]["seed"] == 0
     assert len(merged.mala_acceptance_per_chain) == 4 and merged.verdicts
     assert split.executor["executor"] == "local" and split.missing == []
+    # the heat each chain's λ̂ had taken off (docs/METHOD.md §8), side by side, and its mean over all chains
+    heat = parts[0].heat_correction["per_chain"] + parts[1].heat_correction["per_chain"]
+    assert merged.heat_correction["per_chain"] == heat and merged.heat_correction["applied"]
+    assert merged.heat_correction["mean"] == pytest.approx(float(np.mean(heat)))
 
 
 def test_chain_groups_resume_and_their_seeds_come_from_the_chains(tmp_path, monkeypatch):

@@ -81,8 +81,9 @@ def test_cell_statistics_equal_a_direct_computation_from_the_run(captured):
     dead = {d["chain"] for d in run.diverged_chains}
     for cell in result.cells:
         healthy = [c for c in cell.chains if c not in dead]
-        # each chain's λ̂ uses its own cell's nβ
-        direct = [cell.nbeta * (post[:, c].mean() - run.init_loss) for c in healthy]
+        # each chain's λ̂ uses its own cell's nβ, and its own cell's ε in its heat (docs/METHOD.md §8)
+        heat = run.heat_correction["per_chain"]
+        direct = [cell.nbeta * (post[:, c].mean() - run.init_loss) - heat[c] for c in healthy]
         assert [run.llc_per_chain[c] for c in healthy] == pytest.approx(direct, rel=1e-6)  # nβ held in float32
         assert cell.llc_mean == pytest.approx(np.mean(direct), rel=1e-6)
         assert cell.llc_se == pytest.approx(np.std(direct, ddof=1) / math.sqrt(len(direct)), rel=1e-5)

@@ -117,6 +117,9 @@ def summary(result: RunResult) -> str:
     settings = (f" {chains} chains × {result.steps_completed} steps ({result.burnin_steps} burn-in), {step}, "
                 f"nβ = {result.nbeta:.4g}, n = {result.n:,}, d = {result.num_params:,}{acceptance}; "
                 f"{result.wall_time_s:.1f} s on {result.device}" + (", stopped early." if result.partial else "."))
+    heat = result.heat_correction
+    if heat and heat.get("applied") and heat.get("mean") is not None:
+        settings += f" The heat correction took {heat['mean']:.3g} off λ̂ (docs/METHOD.md §8)."
     findings = " ".join(v.message for v in result.verdicts if v.severity != "ok") or "No problems found."
     return head + settings + " " + findings
 

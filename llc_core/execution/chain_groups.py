@@ -190,9 +190,25 @@ def merge(results: list[RunResult], groups: list[ChainGroup], *, seed: int, wall
         start_comparison=(compare_starts(np.array([math.nan if v is None else v for v in per_chain]), alive)
                           if first.start_comparison is not None else None),
         localization_effect=pooled_effect(results), refined=merged_refined(results),
+        heat_correction=pooled_heat(results, per_chain),
     )
     merged.verdicts = diagnostics.judge(merged)
     return merged
+
+
+def pooled_heat(results: list[RunResult], per_chain: list[float | None]) -> dict[str, Any] | None:
+    """The groups' heat corrections (docs/METHOD.md §8) as one: per chain concatenated, the mean over
+    the healthy chains, its share of their uncorrected λ̂."""
+    if any(r.heat_correction is None for r in results):
+        return None
+    heat = [h for r in results for h in r.heat_correction["per_chain"]]
+    pairs = [(h, v) for h, v in zip(heat, per_chain) if h is not None and v is not None]
+    if not pairs:
+        return None
+    applied = all(r.heat_correction["applied"] for r in results)
+    mean = float(np.mean([h for h, _ in pairs]))
+    raw = float(np.mean([v for _, v in pairs])) + (mean if applied else 0.0)
+    return {"mean": mean, "per_chain": heat, "applied": applied, "share": mean / raw if raw > 0 else None}
 
 
 def merged_settings(results: list[RunResult], groups: list[ChainGroup], seed: int) -> dict[str, Any]:

@@ -62,8 +62,10 @@ class MALA:
         state: MALAState,
         batch: Any,
         generator: torch.Generator,
+        *,
         measure_acceptance: bool = True,
         adapt_preconditioner: bool = False,
+        measure_step_heat: bool = False,  # the shared interface: accept/reject leaves no heat to measure
     ) -> tuple[MALAState, SGLDInfo]:
         """One accept/reject move of every chain; info.loss is L_n at the position the step started
         from and info.acceptance the acceptance probability (always measured: it is the algorithm)."""

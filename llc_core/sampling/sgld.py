@@ -42,6 +42,7 @@ class SGLDInfo(NamedTuple):
     loss: Tensor  # L_B(w) at the position the step started from, (C,)
     acceptance: Tensor | None  # MALA acceptance probability of the move, (C,), when measured
     grad_potential: Tensor | None = None  # ∇U_B at that position, (C, d), when asked for (keep_grad)
+    step_heat: Tensor | None = None  # the step's first-order heat (ε/8)(||∇U_B||²_A − γ tr A), (C,), when asked for
 
 
 @dataclass(frozen=True)
@@ -115,12 +116,15 @@ class SGLD:
         state: SGLDState,
         batch: Any,
         generator: torch.Generator,
+        *,
         measure_acceptance: bool = False,
         adapt_preconditioner: bool = True,
         keep_grad: bool = False,
+        measure_step_heat: bool = False,
     ) -> tuple[SGLDState, SGLDInfo]:
         """One SGLD move of every chain. Randomness comes only from `generator`. `keep_grad` returns
-        ∇U_B of the starting position in the info (for the minibatch-noise measurement)."""
+        ∇U_B of the starting position in the info (for the minibatch-noise measurement), `measure_step_heat`
+        the first-order heat of the move (`step_heat`)."""
         w = state.position
         loss, grad = self.loss_and_grad(w, batch)
         grad_u = self.masked(self.grad_potential(w, grad))
@@ -147,7 +151,27 @@ class SGLD:
         acceptance = None
         if measure_acceptance:
             acceptance = self.acceptance(LangevinMove(w, new_w, noise), loss, precond, batch)
-        return SGLDState(new_w, square_avg, count), SGLDInfo(loss, acceptance, grad_u if keep_grad else None)
+        step_heat = self.step_heat(grad_u, precond) if measure_step_heat else None
+        return SGLDState(new_w, square_avg, count), SGLDInfo(loss, acceptance, grad_u if keep_grad else None, step_heat)
+
+    def step_heat(self, grad_u: Tensor, precond: Tensor | None) -> Tensor:
+        """(ε/8)(||∇U_B(w)||²_A − γ tr A) per chain, (C,) in float64: what discretization and minibatch
+        noise add to nβ·E[L] at first order in ε (docs/METHOD.md §8).
+
+        The chain samples exp(−U + (ε/8)||∇U||² − (ε/4)ΔU) to first order in ε (the modified
+        potential of the Euler-Maruyama step), which on a quadratic direction of curvature k raises
+        nβ·E[L] by ε nβ h/8; summed, (ε/8) nβ tr(H) = (ε/8)(E||∇U||² − γ d), since E||∇U||² = E[ΔU]
+        under the posterior. A minibatch gradient adds its noise's trace to ||∇U_B||² and, as
+        heat, the same ε tr(Σ_ξ)/8 (minibatch_heat), so the mean of this over the draws is both.
+        With a preconditioner, the same in A-whitened coordinates; frozen coordinates count nothing.
+        """
+        weights = torch.ones_like(grad_u) if precond is None else torch.as_tensor(precond).expand_as(grad_u)
+        energy = (grad_u.double().square() * weights).sum(-1)
+        if self.mask is not None:
+            weights = weights * self.mask
+        localization = _as_double(self.localization)
+        eps = _as_double(self.step_size)
+        return eps * (energy - localization * weights.double().sum(-1)) / 8
 
     def minibatch_heat(self, state: SGLDState, info: SGLDInfo, other_batch: Any) -> Tensor:
         """ε nβ² ||∇L_B1 − ∇L_B2||² / 16 per chain, (C,): the λ̂ that minibatch gradient noise adds.
