@@ -122,7 +122,7 @@ def check_config(config: RunConfig) -> None:
         check_regular_file(what, path)
     if config.model.kind == "checkpoint":
         return
-    sampler = config.sampler.with_defaults(zoo.recommended_sampler(config.model.kind))
+    sampler = config.sampler.with_defaults(zoo.recommended_sampler(config.model.kind, config.model))
     planned = zoo.planned_size(config.model)
     if planned is None:
         return  # the kind's builder names what is malformed

@@ -302,7 +302,12 @@ def refined_chart(frame: pd.DataFrame, full_llc: float | None = None, by_data: b
         full = pd.DataFrame({"value": [full_llc], "what": [f"full λ̂ = {full_llc:.4g}"]})
         rule = alt.Chart(full).mark_rule(color="#d62728", strokeDash=[6, 3], strokeWidth=2)
         layers.append(rule.encode(x="value:Q", tooltip=["what:N"]))
-        layers.append(alt.Chart(full).mark_text(color="#d62728", align="center", baseline="bottom", dy=-4).encode(
+        # the label reads away from the nearer edge of the plot, so that it is never cut off
+        ends = [0.0, full_llc, *drawn["low"].astype(float), *drawn["high"].astype(float)]
+        ends = [e for e in ends if math.isfinite(e)]
+        right_half = full_llc > (min(ends) + max(ends)) / 2
+        layers.append(alt.Chart(full).mark_text(color="#d62728", align="right" if right_half else "left",
+                                                baseline="bottom", dx=-4 if right_half else 4, dy=-4).encode(
             x="value:Q", y=alt.value(0), text="what:N"))
     height = max(220, 32 * len(frame))
     title = alt.Title("Data-refined λ̂ per subset (the loss on that subset only)" if by_data

@@ -101,6 +101,18 @@ def step_size_widget() -> tuple[object, object]:
     return value, st.empty()
 
 
+def follow_recommended_steps(values: dict) -> int | None:
+    """A dln's or rrr's recommended steps follow its size: when the model changes, a steps widget still at
+    the previous recommendation (the user has not set it) moves to the new one. Returns the recommendation."""
+    recommended = settings.recommended_steps(values["kind"], values)
+    followed = f"{PAGE}.steps_recommended"
+    previous = st.session_state.get(followed)
+    if recommended is not None and previous not in (None, recommended) and st.session_state.get(key("steps")) == previous:
+        st.session_state[key("steps")] = recommended
+    st.session_state[followed] = recommended
+    return recommended
+
+
 def sidebar_settings() -> dict:
     """Draw every setting in the sidebar; return the widget values by URL name."""
     values = {}
@@ -139,7 +151,12 @@ def sidebar_settings() -> dict:
     st.caption(f"Default nβ = n / log n = {nbeta_default:,.1f}" if values["nbeta"] is None
                else f"(n / log n would be {nbeta_default:,.1f})")
     values["chains"] = st.number_input("Chains", min_value=1, max_value=256, step=1, key=key("chains"))
-    values["steps"] = st.number_input("Steps per chain", min_value=1, max_value=10**8, step=500, key=key("steps"))
+    recommended = follow_recommended_steps(values)
+    values["steps"] = st.number_input(
+        "Steps per chain", min_value=1, max_value=10**8, step=500, key=key("steps"),
+        help=None if recommended is None else
+        f"The kind recommends {recommended:,} for this model: a DLN's flat directions need many steps, and the "
+        "count follows its size (it changes with the widths until you set it yourself).")
     values["burnin"] = st.number_input(
         "Burn-in", min_value=0.0, step=0.1, format="%g", key=key("burnin"),
         help="A fraction of the steps when below 1 (0.5 = the first half), else a number of steps.")

@@ -245,7 +245,19 @@ def default_values(kind: str = "potential") -> dict[str, Any]:
     values["step_size"] = RECOMMENDED
     values.update(engine_recommendations(kind))
     values.update(default_model_values(kind))
+    values["steps"] = recommended_steps(kind, values) or values["steps"]
     return values
+
+
+def recommended_steps(kind: str, values: dict[str, Any]) -> int | None:
+    """The steps the kind recommends for the model these widget values describe (a dln's or rrr's follow
+    its size, zoo.SINGULAR_STEPS), or None when it does not depend on the model or the model is malformed."""
+    if kind not in ("dln", "rrr"):
+        return None
+    model, problems = _model_config(kind, values)
+    if model is None or problems:
+        return None
+    return zoo.recommended_sampler(kind, model).get("steps")
 
 
 @functools.lru_cache(maxsize=32)
@@ -487,7 +499,8 @@ def config_to_values(config: RunConfig) -> dict[str, Any]:
     """
     kind = config.model.kind
     values = default_values(kind)
-    sampler = config.sampler.with_defaults(engine_recommendations(kind))
+    sampler = config.sampler.with_defaults({**engine_recommendations(kind),
+                                            **zoo.recommended_sampler(kind, config.model)})
     sampler.step_size = config.sampler.step_size
     sections = {"model": config.model, "data": config.data, "sampler": sampler}
     for setting in all_settings().values():
@@ -533,6 +546,8 @@ def query_to_values(params: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
         except ValueError as err:
             shown = setting.format(values[name]) if values[name] not in (None, "") else "empty"
             problems.append(f"URL: {err}; using {shown} instead")
+    if "steps" not in params:  # the kind's count for the model the URL gives, as the CLI resolves it
+        values["steps"] = recommended_steps(kind, values) or values["steps"]
     return values, problems
 
 

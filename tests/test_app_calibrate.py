@@ -103,7 +103,8 @@ def test_calibrate_and_estimate_share_one_model():
     assert not at.exception and not at.error
     assert at.selectbox(key="est.kind").value == "dln" and at.text_input(key="est.widths").value == "5,3,5"
     assert at.number_input(key="est.n").value == 2000
-    recommended = zoo.recommended_sampler("dln")  # a new kind takes the engine's settings for it
+    # a new kind takes the engine's settings for it (a DLN's steps for its size)
+    recommended = zoo.recommended_sampler("dln", settings.query_to_config({"kind": "dln"}).model)
     assert at.number_input(key="est.steps").value == recommended["steps"]
     assert at.query_params["kind"] == "dln" and at.query_params["n"] == "2000"
 

@@ -91,7 +91,7 @@ def test_query_round_trip_of_configs():
         # unset sampler fields come back as the kind's recommendations, then the engine's generic
         # defaults; nβ and batch stay unset unless the kind recommends them, and an unset ε stays unset
         # (the kind's recommendation: its curvature rule or "auto", as the CLI resolves it)
-        expected = config.sampler.with_defaults(zoo.recommended_sampler(config.model.kind))
+        expected = config.sampler.with_defaults(zoo.recommended_sampler(config.model.kind, config.model))
         expected.step_size = config.sampler.step_size
         assert back.sampler == expected
         assert back.data == config.data and back.device == config.device and back.dtype == config.dtype
@@ -203,9 +203,24 @@ def test_switching_kind_takes_its_preset():
     at.run()
     assert not at.exception and not at.error
     assert widget(at, "widths").value == "5,3,5" and widget(at, "step_size").value == "recommended"
-    recommended = zoo.recommended_sampler("dln")
+    recommended = zoo.recommended_sampler("dln", settings.query_to_config({"kind": "dln"}).model)
+    assert recommended["steps"] == 48000  # 30 parameters (zoo.SINGULAR_STEPS)
     assert widget(at, "steps").value == recommended["steps"] and widget(at, "batch_size").value == recommended["batch_size"]
     assert at.query_params["kind"] == "dln" and "powers" not in at.query_params
+
+
+def test_a_dlns_steps_follow_its_size_until_set_by_hand():
+    at = open_estimate({"kind": "dln"})
+    assert widget(at, "steps").value == 48000
+    widget(at, "widths").set_value("40,40,40").run()  # 3,200 parameters
+    assert widget(at, "steps").value == 6000 and at.query_params["steps"] == "6000"
+    widget(at, "widths").set_value("20,30,20").run()  # 1,200
+    assert widget(at, "steps").value == 24000
+    widget(at, "steps").set_value(1234).run()
+    widget(at, "widths").set_value("5,3,5").run()
+    assert widget(at, "steps").value == 1234  # the user's own count stays
+    # a shared link without steps gets the count the command line resolves for its model
+    assert settings.query_to_config({"kind": "dln", "widths": "40,40,40"}).sampler.steps == 6000
 
 
 def test_tiny_run_shows_lambda_hat_theory_and_a_ghost_of_the_previous_run():
@@ -452,11 +467,8 @@ def test_step_size_choices_survive_the_url():
         "localization_too_strong: the engine measures γ = 1 pulling λ̂ ~12% down on the draws of the 3-unit tanh "
         "(λ̂ 0.59 against λ = 5/6) and suggests γ = 0.23, the kind's own γ; issue 17"))]),
     pytest.param("mlp", marks=pytest.mark.slow),
-    pytest.param("dln", marks=[pytest.mark.slow, pytest.mark.xfail(strict=True, reason=(
-        "at the deepest point of the 5-3-5 rank-1 DLN the default 4 × 6000 steps leave the chains not equilibrated "
-        "(not_equilibrated, chains_disagree: λ̂ 6.9 against 8), issue 17's accuracy item"))]),
-    pytest.param("rrr", marks=[pytest.mark.slow, pytest.mark.xfail(strict=True, reason=(
-        "the 4-3-4 rank-1 RRR's default 4 × 6000 steps give R-hat 1.14 (chains_disagree), issue 17's accuracy item"))]),
+    pytest.param("dln", marks=pytest.mark.slow),  # 48,000 steps for its 30 parameters (zoo.SINGULAR_STEPS)
+    pytest.param("rrr", marks=pytest.mark.slow),
 ])
 def test_the_default_run_of_each_kind_carries_no_warning_about_its_own_settings(kind):
     """Issue 17: a user who changes nothing gets no warning about the settings the app chose. At the page's

@@ -28,4 +28,8 @@ def test_readme_gives_the_kinds_own_defaults(kind):
                 engine.get("burnin", defaults.BURNIN), engine.get("batch_size", defaults.BATCH_SIZE),
                 engine.get("localization", defaults.LOCALIZATION)]
     _, chains, steps, burnin, batch, gamma = readme_rows()[kind]
+    if kind in ("dln", "rrr"):  # steps by model size, then the kind's own for larger models
+        assert steps == ", ".join([f"{s} (d ≤ {limit})" for limit, s in zoo.SINGULAR_STEPS] + [str(expected[1])])
+        steps = expected[1]
+        assert [zoo.singular_steps(d) for d in (30, 200, 201, 2000, 2001)] == [48000, 48000, 24000, 24000, 6000]
     assert [int(chains), int(steps), float(burnin), int(batch), float(gamma)] == expected

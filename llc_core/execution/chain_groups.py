@@ -75,7 +75,7 @@ def total_chains(config: RunConfig) -> tuple[int, int, bool]:
     """The estimate's chains, seed, and whether it spreads every second chain's start (as run() would
     resolve them: the config's, else the model kind's, else the engine's defaults)."""
     recommended = dict(defaults.CHECKPOINT_SAMPLER) if config.model.kind == "checkpoint" else \
-        zoo.recommended_sampler(config.model.kind)
+        zoo.recommended_sampler(config.model.kind, config.model)
     sampler = config.sampler.with_defaults(recommended)
     return int(sampler.chains), int(sampler.seed), sampler.start_spread is not None
 

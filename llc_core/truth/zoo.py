@@ -72,6 +72,12 @@ TOY_STEP_FRACTION = 0.1  # ε · (typical curvature of nβ L) for the toy kinds
 # DLN: paper App. J (batch 500, γ = 1, 90% burn-in); 4 chains × 6000 steps keeps a dln-1k case
 # under a minute on 2 CPU cores. ε "auto", starting from curvature.spread_aware_step_size.
 _DLN_DEFAULTS = {"steps": 6000, "chains": 4, "burnin": 0.9, "localization": 1.0, "batch_size": 500}
+# Deep linear networks (and RRR) mix slowly along their flat directions: started at w*, chains need tens
+# of thousands of steps to spread into them (the 5-3-5 r = 1 example, λ = 8: −20% after 6,000 steps,
+# −11% after 24,000, 0% and −5% after 48,000; 4-3-4 RRR: R-hat 1.14 after 6,000, 1.01 after 48,000).
+# A small model's steps are cheap, so the step count follows its size and a default run of up to
+# 2,000 parameters stays near a minute on a 2-core CPU: (at most this many parameters, steps).
+SINGULAR_STEPS = ((200, 48_000), (2_000, 24_000))
 _MLP_DEFAULTS = {"steps": 2000, "burnin": 0.5, "localization": 1.0}
 
 
@@ -143,11 +149,25 @@ def check_config(model: ModelConfig, data: DataConfig) -> None:
     check_size(model, data)
 
 
-def recommended_sampler(kind: str) -> dict[str, Any]:
+def recommended_sampler(kind: str, model: ModelConfig | None = None) -> dict[str, Any]:
     """The sampler settings a kind recommends before its model is built (Problem.sampler_defaults
-    adds those that depend on the data, such as ε)."""
-    return dict({"potential": _POTENTIAL_DEFAULTS, "tanh": _TANH_DEFAULTS, "dln": _DLN_DEFAULTS, "rrr": _DLN_DEFAULTS,
-                 "mlp": _MLP_DEFAULTS}.get(kind, {}))
+    adds those that depend on the data, such as ε). Given the model's config, a dln's or rrr's steps
+    follow its planned size (SINGULAR_STEPS), as the built problem's do."""
+    recommended = dict({"potential": _POTENTIAL_DEFAULTS, "tanh": _TANH_DEFAULTS, "dln": _DLN_DEFAULTS,
+                        "rrr": _DLN_DEFAULTS, "mlp": _MLP_DEFAULTS}.get(kind, {}))
+    if kind in ("dln", "rrr") and model is not None:
+        try:
+            planned = planned_size(model)
+        except LLCInputError:
+            planned = None
+        if planned is not None:
+            recommended["steps"] = singular_steps(planned[0])
+    return recommended
+
+
+def singular_steps(num_params: int) -> int:
+    """The steps a dln or rrr of this many parameters recommends (SINGULAR_STEPS)."""
+    return next((steps for limit, steps in SINGULAR_STEPS if num_params <= limit), _DLN_DEFAULTS["steps"])
 
 
 def check_size(model: ModelConfig, data: DataConfig) -> None:
@@ -368,7 +388,7 @@ def _linear_problem(widths: list[int], weights: list[Tensor], data: DataConfig, 
     y = x @ product.T
     info = {**info, "widths": list(widths), "num_params": sum(a * b for a, b in zip(widths[:-1], widths[1:]))}
     problem = Problem(module, x.float(), y.float(), noise_scale=data.noise_scale, truth=truth,
-                      sampler_defaults=dict(_DLN_DEFAULTS), info=info)
+                      sampler_defaults={**_DLN_DEFAULTS, "steps": singular_steps(info["num_params"])}, info=info)
     _recommend_step_size(problem, data)
     return problem
 
