@@ -192,3 +192,18 @@ def test_local_rmsprop_acceptance_uses_the_preconditioned_proposal():
     expected = torch.exp(torch.clamp(potential(w) - potential(new_w) + log_q(w, new_w) - log_q(new_w, w), max=0.0))
     assert float(expected.mean()) < 0.97  # the check is not a trivial 1 = 1
     torch.testing.assert_close(info.acceptance, expected)
+
+
+def test_step_heat_is_the_first_order_formula_per_chain_with_masks_and_preconditioners():
+    # docs/METHOD.md §8: (ε/8)(∇U·A∇U − γ tr A) over the moving coordinates, exactly, per chain
+    w = torch.tensor([[0.1, -0.2, 0.3, 0.0], [0.05, 0.0, -0.1, 0.2]], dtype=torch.float64)
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]], dtype=torch.float64)
+    a = torch.tensor([1.0, 2.0, 0.5, 4.0], dtype=torch.float64)
+    for precond, kept in ((None, mask), (a, mask), (None, None)):
+        kernel = SGLD(quadratic, torch.zeros(4, dtype=torch.float64), STEP, GAMMA, NBETA, precond, kept)
+        _, info = kernel.step(kernel.init(w), None, torch.Generator().manual_seed(0), measure_step_heat=True)
+        moving = torch.ones_like(w) if kept is None else kept
+        grad_u = (NBETA * H * w + GAMMA * w) * moving
+        weights = (torch.ones(4, dtype=torch.float64) if precond is None else precond) * moving
+        expected = STEP * ((grad_u**2 * weights).sum(-1) - GAMMA * weights.sum(-1)) / 8
+        assert torch.allclose(info.step_heat, expected, rtol=1e-12), (precond, kept)

@@ -165,13 +165,15 @@ class SGLD:
         heat, the same ε tr(Σ_ξ)/8 (minibatch_heat), so the mean of this over the draws is both.
         With a preconditioner, the same in A-whitened coordinates; frozen coordinates count nothing.
         """
-        weights = torch.ones_like(grad_u) if precond is None else torch.as_tensor(precond).expand_as(grad_u)
-        energy = (grad_u.double().square() * weights).sum(-1)
-        if self.mask is not None:
-            weights = weights * self.mask
-        localization = _as_double(self.localization)
-        eps = _as_double(self.step_size)
-        return eps * (energy - localization * weights.double().sum(-1)) / 8
+        if precond is None:  # A = 1: tr A counts the moving coordinates; one pass, no (C, d) copy
+            energy = torch.linalg.vector_norm(grad_u, dim=-1).double().square()
+            trace = (self.mask.double().sum(-1) if self.mask is not None
+                     else torch.full_like(energy, grad_u.shape[-1]))
+        else:
+            weights = torch.as_tensor(precond).double().expand_as(grad_u)
+            energy = (grad_u.double().square() * weights).sum(-1)
+            trace = (weights * self.mask).sum(-1) if self.mask is not None else weights.sum(-1)
+        return _as_double(self.step_size) * (energy - _as_double(self.localization) * trace) / 8
 
     def minibatch_heat(self, state: SGLDState, info: SGLDInfo, other_batch: Any) -> Tensor:
         """ε nβ² ||∇L_B1 − ∇L_B2||² / 16 per chain, (C,): the λ̂ that minibatch gradient noise adds.
