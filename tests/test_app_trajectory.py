@@ -179,7 +179,8 @@ def test_without_groups_no_group_charts():
     assert chart_count(at) == 2 and not any("Stages of each group" in m.value for m in at.markdown)
 
 
-def test_the_group_selector_puts_groups_into_the_config(monkeypatch):
+def capture_runs(monkeypatch) -> list:
+    """The configs of the training runs the page starts, each finishing at once with grouped_progress()."""
     import llc_core.studies
 
     started = []
@@ -193,6 +194,11 @@ def test_the_group_selector_puts_groups_into_the_config(monkeypatch):
             return self
 
     monkeypatch.setattr(llc_core.studies, "TrajectoryRun", Captured)
+    return started
+
+
+def test_the_group_selector_puts_groups_into_the_config(monkeypatch):
+    started = capture_runs(monkeypatch)
     at = AppTest.from_file(APP, default_timeout=30)
     at.run()
     at.switch_page("pages/trajectory.py")
@@ -229,19 +235,7 @@ def test_the_tracked_groups_round_trip_through_the_url():
 def test_the_transformer_training_run_example_tracks_attention_heads(monkeypatch):
     """The tiny transformer's training run (a zip: the final checkpoint as a .pt2, the others as state dicts) with
     its token data and the next-token loss, in one click; "each attention head" goes into the config."""
-    import llc_core.studies
-
-    started = []
-
-    class Captured(FinishedRun):
-        def __init__(self, config):
-            started.append(config)
-            super().__init__(grouped_progress())
-
-        def start(self):
-            return self
-
-    monkeypatch.setattr(llc_core.studies, "TrajectoryRun", Captured)
+    started = capture_runs(monkeypatch)
     at = AppTest.from_file(APP, default_timeout=30)
     at.run()
     at.switch_page("pages/trajectory.py").run()

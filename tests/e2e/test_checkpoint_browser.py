@@ -30,6 +30,17 @@ def upload(page, index: int, name: str, data: bytes) -> None:
     wait_for_app_idle(page)
 
 
+def load_example(page, app_url: str, name: str) -> None:
+    """The Checkpoint page with the example whose name starts with `name` loaded in one click."""
+    page.goto(f"{app_url}/checkpoint", wait_until="domcontentloaded")
+    wait_for_app_idle(page)
+    page.get_by_test_id("stSelectbox").first.click()
+    page.get_by_text(name, exact=False).last.click()
+    wait_for_app_idle(page)
+    button(page, "Load example").click()
+    wait_for_app_idle(page)
+
+
 def test_upload_a_checkpoint_and_data_and_estimate(page, app_url, screenshot):
     page.goto(f"{app_url}/checkpoint", wait_until="domcontentloaded")
     wait_for_app_idle(page)
@@ -80,13 +91,7 @@ def test_transformer_example_in_one_click_at_both_widths(page, app_url, screensh
     a 1024×768 projector."""
     for width, height in ((1440, 900), (1024, 768)):
         page.set_viewport_size({"width": width, "height": height})
-        page.goto(f"{app_url}/checkpoint", wait_until="domcontentloaded")
-        wait_for_app_idle(page)
-        page.get_by_test_id("stSelectbox").first.click()
-        page.get_by_text("Tiny transformer, next-token prediction", exact=False).last.click()
-        wait_for_app_idle(page)
-        button(page, "Load example").click()
-        wait_for_app_idle(page)
+        load_example(page, app_url, "Tiny transformer, next-token prediction")
         expect(page.get_by_text("brings its own architecture", exact=False)).to_be_visible()
         expect(page.get_by_text("next_token loss", exact=False)).to_be_visible()
         assert_no_exception(page)
@@ -99,13 +104,7 @@ def test_refined_llc_per_layer_at_both_widths(page, app_url, screenshot):
     """Section 5 on the small CNN example: after a full estimate, "Estimate per group" draws one bar per
     layer beside a rule at the full λ̂; the chart is looked at at 1440×900 and on a 1024×768 projector."""
     page.set_viewport_size({"width": 1440, "height": 900})
-    page.goto(f"{app_url}/checkpoint", wait_until="domcontentloaded")
-    wait_for_app_idle(page)
-    page.get_by_test_id("stSelectbox").first.click()
-    page.get_by_text("Small CNN on 8×8 digits", exact=False).last.click()
-    wait_for_app_idle(page)
-    button(page, "Load example").click()
-    wait_for_app_idle(page)
+    load_example(page, app_url, "Small CNN on 8×8 digits")
     expect(page.get_by_text("5 · Where does the complexity live?")).to_be_visible()
     for label, value in (("Steps", "100"), ("Chains per group", "2")):
         field = page.get_by_label(label, exact=True)
@@ -140,13 +139,7 @@ def test_refined_llc_per_data_subset_at_both_widths(page, app_url, screenshot):
     """Section 5, "per data subset", each class label, on the classifier example: one bar per label beside the
     full λ̂, its rows, nβ and verdicts in the table; looked at at 1440×900 and on a 1024×768 projector."""
     page.set_viewport_size({"width": 1440, "height": 900})
-    page.goto(f"{app_url}/checkpoint", wait_until="domcontentloaded")
-    wait_for_app_idle(page)
-    page.get_by_test_id("stSelectbox").first.click()
-    page.get_by_text("Tanh classifier as a torch.export program", exact=False).last.click()
-    wait_for_app_idle(page)
-    button(page, "Load example").click()
-    wait_for_app_idle(page)
+    load_example(page, app_url, "Tanh classifier as a torch.export program")
     for label, value in (("Steps", "60"), ("Chains per group", "2")):
         field = page.get_by_label(label, exact=True)
         field.fill(value)
