@@ -56,7 +56,8 @@ CANDIDATES: dict[str, dict] = {
     "local-sqrt-6k": {"preconditioner": "rmsprop-local", "step_size": "sqrt_rule"},
     "local-sqrt-12k": {"preconditioner": "rmsprop-local", "step_size": "sqrt_rule", "steps": 12000},
     "local-sqrt-24k": {"preconditioner": "rmsprop-local", "step_size": "sqrt_rule", "steps": 24000},
-    "defaults": {},
+    "defaults": {},  # session 6, first run: the heat correction at the old 6,000 steps
+    "defaults-sized": {},  # the same engine once the dln kind's steps followed its size (zoo.SINGULAR_STEPS)
 }
 
 
