@@ -67,7 +67,11 @@ KINDS = ("potential", "dln", "rrr", "tanh", "mlp")
 # the CLI and the README use these same values); the step size comes from the curvature at the
 # posterior's typical scale (`_toy_step_size`): "auto" read the potentials 4-22% high.
 _POTENTIAL_DEFAULTS = {"steps": 10000, "burnin": 0.25, "chains": 16, "localization": 1.0}
-_TANH_DEFAULTS = {"steps": 10000, "burnin": 0.25, "chains": 16, "localization": 1.0}
+# tanh: γ = 0.25, not 1. Its soft directions are held mostly by γ, and γ = 1 pulls λ̂ down measurably (the
+# draws' dλ̂/d log γ, verdict localization_too_strong): H = 3, the app's default, 0.56 ± 0.02 with that
+# verdict at γ = 1, 0.63 ± 0.03 and no verdict at 0.25 (λ = 5/6, approached from below at finite n);
+# H = 1, 2, 5: 0.38 → 0.41, 0.50 → 0.55, 0.64 → 0.75 (H = 5 then reads not_equilibrated).
+_TANH_DEFAULTS = {"steps": 10000, "burnin": 0.25, "chains": 16, "localization": 0.25}
 TOY_STEP_FRACTION = 0.1  # ε · (typical curvature of nβ L) for the toy kinds
 # DLN: paper App. J (batch 500, γ = 1, 90% burn-in); 4 chains × 6000 steps keeps a dln-1k case
 # under a minute on 2 CPU cores. ε "auto", starting from curvature.spread_aware_step_size.
