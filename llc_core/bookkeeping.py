@@ -246,15 +246,25 @@ def run_result(tally: Tally, facts: RunFacts, ending: Ending) -> RunResult:
 
 
 def heat_correction(tally: Tally, per_chain: np.ndarray, healthy: np.ndarray) -> dict[str, Any] | None:
-    """The first-order heat of the draws (mean over the live chains, per chain), whether λ̂ has it
-    subtracted, and its share of the λ̂ it came off; None when not measured (MALA, no draws)."""
+    """RunResult.heat_correction of a run (heat_summary of its live chains); None when not measured (MALA,
+    no draws)."""
     heat = tally.step_heat()
-    if heat is None or not len(healthy):
+    if heat is None:
         return None
-    mean = float(heat[healthy].mean())
-    raw = float(per_chain[healthy].mean()) + (mean if tally.heat_correction else 0.0)
-    return {"mean": mean, "per_chain": [float(heat[c]) if c in healthy else None for c in range(len(heat))],
-            "applied": tally.heat_correction, "share": mean / raw if raw > 0 else None}
+    live = set(healthy.tolist())
+    return heat_summary([float(heat[c]) if c in live else None for c in range(len(heat))],
+                        [float(v) if c in live else None for c, v in enumerate(per_chain)], tally.heat_correction)
+
+
+def heat_summary(heat: list[float | None], llc: list[float | None], applied: bool) -> dict[str, Any] | None:
+    """The first-order heat of the draws per chain (None for a chain not counted), its mean over the chains
+    that have both a heat and a λ̂, whether λ̂ has it subtracted, and its share of the uncorrected λ̂."""
+    pairs = [(h, v) for h, v in zip(heat, llc) if h is not None and v is not None]
+    if not pairs:
+        return None
+    mean = float(np.mean([h for h, _ in pairs]))
+    raw = float(np.mean([v for _, v in pairs])) + (mean if applied else 0.0)
+    return {"mean": mean, "per_chain": list(heat), "applied": applied, "share": mean / raw if raw > 0 else None}
 
 
 def localization_effect(tally: Tally, localization: float, healthy: np.ndarray) -> dict[str, Any] | None:

@@ -97,12 +97,7 @@ def test_loss_ticks_follow_the_losses(losses, start, ticks):
     progress = finished_progress()
     for point, loss in zip(progress.points, losses):
         point.train_loss = loss
-    at = AppTest.from_file(APP, default_timeout=30)
-    at.run()
-    at.switch_page("pages/trajectory.py")
-    at.session_state["traj.worker"] = FinishedRun(progress)
-    at.run()
-    at.run()
+    at = open_with(progress)
     [loss] = [s for s in chart_specs(at) if "train loss" in json.dumps(s, ensure_ascii=False)]
     assert loss["encoding"]["y"]["axis"]["values"] == ticks
     assert loss["encoding"]["y"]["scale"]["domain"][0] == start

@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from llc_core import defaults, diagnostics
-from llc_core.bookkeeping import chain_diagnostics, compare_starts
+from llc_core.bookkeeping import chain_diagnostics, compare_starts, heat_summary
 from llc_core.config import ExecutorConfig, RunConfig
 from llc_core.errors import LLCInputError
 from llc_core.execution import ray_backend
@@ -197,18 +197,11 @@ def merge(results: list[RunResult], groups: list[ChainGroup], *, seed: int, wall
 
 
 def pooled_heat(results: list[RunResult], per_chain: list[float | None]) -> dict[str, Any] | None:
-    """The groups' heat corrections (docs/METHOD.md §8) as one: per chain concatenated, the mean over
-    the healthy chains, its share of their uncorrected λ̂."""
+    """The groups' heat corrections (docs/METHOD.md §8) as one: per chain concatenated, summarised over all."""
     if any(r.heat_correction is None for r in results):
         return None
-    heat = [h for r in results for h in r.heat_correction["per_chain"]]
-    pairs = [(h, v) for h, v in zip(heat, per_chain) if h is not None and v is not None]
-    if not pairs:
-        return None
-    applied = all(r.heat_correction["applied"] for r in results)
-    mean = float(np.mean([h for h, _ in pairs]))
-    raw = float(np.mean([v for _, v in pairs])) + (mean if applied else 0.0)
-    return {"mean": mean, "per_chain": heat, "applied": applied, "share": mean / raw if raw > 0 else None}
+    return heat_summary([h for r in results for h in r.heat_correction["per_chain"]], per_chain,
+                        all(r.heat_correction["applied"] for r in results))
 
 
 def merged_settings(results: list[RunResult], groups: list[ChainGroup], seed: int) -> dict[str, Any]:

@@ -41,6 +41,19 @@ def load_example(page, app_url: str, name: str) -> None:
     wait_for_app_idle(page)
 
 
+def estimate_full_llc(page, steps: int) -> None:
+    """Steps and chains per group set, then the full λ̂ estimated and waited for."""
+    for label, value in (("Steps", str(steps)), ("Chains per group", "2")):
+        field = page.get_by_label(label, exact=True)
+        field.fill(value)
+        field.press("Enter")
+        wait_for_app_idle(page)
+    button(page, "Estimate λ̂").click()
+    full = page.get_by_text(re.compile(r"^λ̂ = [-0-9.]+ ± "))
+    wait_while_running(page, lambda: full.count() > 0, RUN_LIMIT_S, "the full λ̂")
+    wait_for_app_idle(page)
+
+
 def test_upload_a_checkpoint_and_data_and_estimate(page, app_url, screenshot):
     page.goto(f"{app_url}/checkpoint", wait_until="domcontentloaded")
     wait_for_app_idle(page)
@@ -106,15 +119,7 @@ def test_refined_llc_per_layer_at_both_widths(page, app_url, screenshot):
     page.set_viewport_size({"width": 1440, "height": 900})
     load_example(page, app_url, "Small CNN on 8×8 digits")
     expect(page.get_by_text("5 · Where does the complexity live?")).to_be_visible()
-    for label, value in (("Steps", "100"), ("Chains per group", "2")):
-        field = page.get_by_label(label, exact=True)
-        field.fill(value)
-        field.press("Enter")
-        wait_for_app_idle(page)
-    button(page, "Estimate λ̂").click()  # the full λ̂ first: the groups' chart then marks it
-    full = page.get_by_text(re.compile(r"^λ̂ = [-0-9.]+ ± "))
-    wait_while_running(page, lambda: full.count() > 0, RUN_LIMIT_S, "the full λ̂")
-    wait_for_app_idle(page)
+    estimate_full_llc(page, steps=100)  # the full λ̂ first: the groups' chart then marks it
     button(page, "Estimate per group").click()
     done = page.get_by_text(re.compile(r"^3 groups × 2 chains"))  # the caption under the finished chart
     wait_while_running(page, lambda: done.count() > 0 and not button(page, "Stop").count(), RUN_LIMIT_S,
@@ -140,15 +145,7 @@ def test_refined_llc_per_data_subset_at_both_widths(page, app_url, screenshot):
     full λ̂, its rows, nβ and verdicts in the table; looked at at 1440×900 and on a 1024×768 projector."""
     page.set_viewport_size({"width": 1440, "height": 900})
     load_example(page, app_url, "Tanh classifier as a torch.export program")
-    for label, value in (("Steps", "60"), ("Chains per group", "2")):
-        field = page.get_by_label(label, exact=True)
-        field.fill(value)
-        field.press("Enter")
-        wait_for_app_idle(page)
-    button(page, "Estimate λ̂").click()
-    full = page.get_by_text(re.compile(r"^λ̂ = [-0-9.]+ ± "))
-    wait_while_running(page, lambda: full.count() > 0, RUN_LIMIT_S, "the full λ̂")
-    wait_for_app_idle(page)
+    estimate_full_llc(page, steps=60)
     page.get_by_text("per data subset", exact=True).click()
     wait_for_app_idle(page)
     expect(page.get_by_text("3 subsets: label 0 (149 rows)", exact=False)).to_be_visible()
